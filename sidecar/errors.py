@@ -1,0 +1,25 @@
+"""The sidecar's error tree. Messages name the thing and say how to fix it; never a secret."""
+
+
+class SidecarError(Exception):
+    """Root of every error the sidecar raises on purpose."""
+
+
+class ConfigError(SidecarError):
+    """The configuration file is unreadable or invalid (message names file and key)."""
+
+
+class NotFound(SidecarError):
+    """A job, batch or recipient that does not exist."""
+
+
+class Conflict(SidecarError):
+    """The request contradicts the ledger (duplicate, wrong state)."""
+
+
+class Aborted(SidecarError):
+    """The admin declined a confirmation, or the input cannot be used as given."""
+
+
+class TemplateError(SidecarError):
+    """A template is missing, malformed, or uses an undefined variable."""
