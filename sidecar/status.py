@@ -61,11 +61,14 @@ JOB_PREDECESSORS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 # `sent` is the truth of what happened: a late `sent` report is accepted even after a
-# failure was recorded (the worker retried on its own), but nothing leaves `sent`.
+# failure was recorded (the worker retried on its own) or after a cancel that came too
+# late to stop a cloud worker, but nothing leaves `sent`.
 RECIPIENT_PREDECESSORS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
     R.PENDING: frozenset(),
     R.QUEUED: frozenset({R.PENDING, R.RETRY_PENDING}),
-    R.SENT: frozenset({R.PENDING, R.QUEUED, R.FAILED, R.RETRY_PENDING, R.PERMANENTLY_FAILED}),
+    R.SENT: frozenset(
+        {R.PENDING, R.QUEUED, R.FAILED, R.RETRY_PENDING, R.PERMANENTLY_FAILED, R.CANCELLED}
+    ),
     R.FAILED: frozenset({R.PENDING, R.QUEUED, R.RETRY_PENDING}),
     R.RETRY_PENDING: frozenset({R.QUEUED, R.FAILED, R.PERMANENTLY_FAILED}),
     R.PERMANENTLY_FAILED: frozenset({R.PENDING, R.QUEUED, R.FAILED, R.RETRY_PENDING}),

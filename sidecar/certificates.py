@@ -1,0 +1,93 @@
+"""Certificate codes, their records, and the files of locally issued certificates.
+
+A learner's link points at `{public_url}/certificates/{code}`, never at storage, so a
+link outlives any presigned URL; `{public_url}/verify/{code}` is the public check.
+"""
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from peewee import IntegrityError
+
+from sidecar.db.models import Certificate, database
+
+log = logging.getLogger(__name__)
+
+# Crockford-style alphabet: no 0/O, 1/I/L confusion when a code is typed from paper.
+ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_code(length: int = 12) -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+@dataclass(frozen=True)
+class Issued:
+    code: str
+    key: str  # path relative to certificate_dir (local) or object key (cloud)
+    new: bool
+
+
+def reserve(
+    job_id: str, userid: int, courseid: int | None, storage: str, now: datetime
+) -> Issued:
+    """The certificate record for (job, user), created on first call with a fresh code.
+
+    Idempotent: a redelivery after a crash reuses the same code and key.
+    """
+    existing = Certificate.get_or_none(Certificate.job_id == job_id, Certificate.userid == userid)
+    if existing:
+        return Issued(existing.code, existing.key, False)
+    key = f"{job_id}/{userid}.pdf"
+    for _ in range(5):
+        code = new_code()
+        try:
+            with database.atomic():
+                Certificate.insert(
+                    code=code,
+                    job_id=job_id,
+                    userid=userid,
+                    courseid=courseid,
+                    storage=storage,
+                    key=key,
+                    issued_at=now,
+                ).execute()
+            return Issued(code, key, True)
+        except IntegrityError:
+            existing = Certificate.get_or_none(
+                Certificate.job_id == job_id, Certificate.userid == userid
+            )
+            if existing:
+                return Issued(existing.code, existing.key, False)
+    raise RuntimeError("could not allocate a unique certificate code")
+
+
+def write_file(certificate_dir: Path, key: str, data: bytes) -> Path:
+    """Write a PDF atomically (temp file + rename) under certificate_dir."""
+    path = certificate_dir / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pdf.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def urls(public_url: str, code: str) -> tuple[str, str]:
+    """(download link, verification link) for a code."""
+    base = public_url.rstrip("/")
+    return f"{base}/certificates/{code}", f"{base}/verify/{code}"
+
+
+def lookup(code: str) -> Certificate | None:
+    """A valid (not revoked) certificate by code, or None."""
+    cert = Certificate.get_or_none(Certificate.code == code.strip().upper())
+    if cert is None or cert.revoked_at is not None:
+        return None
+    return cert

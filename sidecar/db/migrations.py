@@ -1,0 +1,65 @@
+"""Numbered schema steps, applied in order by `db upgrade` and at daemon start.
+
+Rule for later steps: a step adds what it needs and tolerates a database created by
+step 1 from today's models (use `_add_column` which skips an existing column), so a
+fresh database and an upgraded one end in the same shape.
+"""
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from peewee import Database
+from playhouse.migrate import SchemaMigrator, migrate
+
+from sidecar.db import models as m
+
+log = logging.getLogger(__name__)
+
+
+def _step_1_initial(db: Database) -> None:
+    db.create_tables(
+        [m.Company, m.Job, m.Batch, m.Recipient, m.SendKey, m.SeenCallback, m.Certificate, m.AuditLog],
+        safe=True,
+    )
+
+
+def _add_column(db: Database, table: str, name: str, field) -> None:
+    if name not in {c.name for c in db.get_columns(table)}:
+        migrate(SchemaMigrator.from_database(db).add_column(table, name, field))
+
+
+STEPS: list[tuple[int, str, Callable[[Database], None]]] = [
+    (1, "initial ledger", _step_1_initial),
+]
+
+LATEST = STEPS[-1][0]
+
+
+def applied_versions(db: Database) -> set[int]:
+    if not db.table_exists(m.SchemaVersion._meta.table_name):
+        return set()
+    return {row.version for row in m.SchemaVersion.select(m.SchemaVersion.version)}
+
+
+def upgrade(db: Database) -> list[int]:
+    """Apply every missing step; returns the versions applied (empty when up to date)."""
+    db.create_tables([m.SchemaVersion], safe=True)
+    done = applied_versions(db)
+    applied = []
+    for version, name, step in STEPS:
+        if version in done:
+            continue
+        with db.atomic():
+            step(db)
+            m.SchemaVersion.insert(
+                version=version, name=name, applied_at=datetime.now(UTC).replace(tzinfo=None)
+            ).on_conflict_ignore().execute()
+        log.info("database: applied migration %d (%s)", version, name)
+        applied.append(version)
+    return applied
+
+
+def current_version(db: Database) -> int:
+    done = applied_versions(db)
+    return max(done) if done else 0

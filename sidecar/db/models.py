@@ -1,0 +1,182 @@
+"""peewee models: the ledger of jobs, batches and recipients, and what surrounds it.
+
+All times are naive UTC datetimes. JSON columns are TEXT (portable across SQLite,
+PostgreSQL and MariaDB). The schema itself is created by `migrations.py`, never by
+`create_tables` at runtime.
+"""
+
+import json
+
+from peewee import (
+    BigAutoField,
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    CompositeKey,
+    DatabaseProxy,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+database = DatabaseProxy()
+
+
+class JSONText(TextField):
+    """A JSON value stored as TEXT."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField(primary_key=True)
+    name = CharField(100)
+    applied_at = DateTimeField()
+
+
+class Company(BaseModel):
+    """An IOMAD tenant and its offload override (config or Moodle)."""
+
+    id = BigIntegerField(primary_key=True)
+    name = CharField(255, default="")
+    enabled = BooleanField(default=True)
+    provider = CharField(16, null=True)
+    threshold = IntegerField(null=True)
+    updated_at = DateTimeField()
+
+
+class Job(BaseModel):
+    id = CharField(36, primary_key=True)
+    type = CharField(32)
+    status = CharField(20, index=True)
+    source = CharField(32, default="")
+    tenant_id = BigIntegerField(null=True)
+    courseid = BigIntegerField(null=True)
+    created_by = BigIntegerField(null=True)
+    idempotency_key = CharField(191, null=True, index=True)
+    actions = JSONText()
+    template_id = CharField(64)
+    certificate_template_id = CharField(64, null=True)
+    sender = CharField(255, default="")
+    reply_to = CharField(255, null=True)
+    template_data = JSONText()
+    route = CharField(16)
+    route_reason = TextField(default="")
+    schedule_id = BigIntegerField(null=True)
+    run_id = BigIntegerField(null=True)
+    total = IntegerField()
+    error = TextField(null=True)
+    created_at = DateTimeField(index=True)
+    updated_at = DateTimeField()
+    finished_at = DateTimeField(null=True)
+
+
+class Batch(BaseModel):
+    id = CharField(36, primary_key=True)
+    job = ForeignKeyField(Job, backref="batches", on_delete="CASCADE")
+    index = IntegerField()
+    status = CharField(20, index=True)
+    route = CharField(16)
+    size = IntegerField()
+    external_id = CharField(255, null=True)
+    attempts = IntegerField(default=0)
+    lease_until = DateTimeField(null=True)
+    submitted_at = DateTimeField(null=True)
+    updated_at = DateTimeField()
+
+    class Meta:
+        indexes = ((("job", "index"), True),)
+
+
+class Recipient(BaseModel):
+    id = BigAutoField()
+    job = ForeignKeyField(Job, backref="recipients", on_delete="CASCADE")
+    batch = ForeignKeyField(Batch, backref="recipients", on_delete="CASCADE")
+    userid = BigIntegerField()
+    email = CharField(254)
+    firstname = CharField(100, default="")
+    lastname = CharField(100, default="")
+    vars = JSONText(default="{}")
+    status = CharField(20)
+    attempts = IntegerField(default=0)
+    last_error = TextField(null=True)
+    external_id = CharField(255, null=True)
+    certificate_key = TextField(null=True)
+    next_attempt_at = DateTimeField(null=True)
+    timesent = DateTimeField(null=True)
+    updated_at = DateTimeField()
+
+    class Meta:
+        indexes = (
+            (("job", "userid"), True),
+            (("batch", "status"), False),
+            (("userid",), False),
+        )
+
+
+class SendKey(BaseModel):
+    """(idempotency key, user, action) already given to a job: never given to another."""
+
+    idempotency_key = CharField(191)
+    userid = BigIntegerField()
+    action = CharField(16)
+    job_id = CharField(36, index=True)
+
+    class Meta:
+        primary_key = CompositeKey("idempotency_key", "userid", "action")
+
+
+class SeenCallback(BaseModel):
+    callback_id = CharField(36, primary_key=True)
+    job_id = CharField(36, index=True)
+    batch_id = CharField(36)
+    accepted = IntegerField()
+    ignored = IntegerField()
+    received_at = DateTimeField()
+
+
+class Certificate(BaseModel):
+    code = CharField(32, primary_key=True)
+    job_id = CharField(36, index=True)
+    userid = BigIntegerField(index=True)
+    courseid = BigIntegerField(null=True)
+    storage = CharField(16)  # local | s3 | r2
+    key = TextField()
+    issued_at = DateTimeField()
+    revoked_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("job_id", "userid"), True),)
+
+
+class AuditLog(BaseModel):
+    id = BigAutoField()
+    at = DateTimeField(index=True)
+    event = CharField(64)
+    job_id = CharField(36, null=True, index=True)
+    detail = TextField(default="")
+
+
+ALL_MODELS = (
+    SchemaVersion,
+    Company,
+    Job,
+    Batch,
+    Recipient,
+    SendKey,
+    SeenCallback,
+    Certificate,
+    AuditLog,
+)

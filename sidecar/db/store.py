@@ -1,0 +1,380 @@
+"""Every query and write of the ledger. Status changes are compare-and-set (never backwards).
+
+Functions take `now` (naive UTC datetime); none reads the clock.
+"""
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from peewee import Database, IntegrityError, fn
+
+from sidecar.db.models import (
+    AuditLog,
+    Batch,
+    Certificate,
+    Job,
+    Recipient,
+    SeenCallback,
+    SendKey,
+    database,
+)
+from sidecar.errors import NotFound
+from sidecar.status import (
+    JOB_FINAL,
+    JOB_PREDECESSORS,
+    RECIPIENT_OPEN,
+    RECIPIENT_PREDECESSORS,
+    BatchStatus,
+    JobStatus,
+    RecipientStatus,
+    settle_job,
+)
+
+log = logging.getLogger(__name__)
+
+R = RecipientStatus
+CHUNK = 5000
+
+
+def db() -> Database:
+    return database.obj
+
+
+def atomic():
+    return database.atomic()
+
+
+# --- bulk writes -------------------------------------------------------------------------
+
+
+def bulk_insert(model, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    """Insert rows with the driver's executemany (the naive ORM path is ~8x slower).
+
+    Values must already be in database form (strings for JSON, db_value for dates).
+    Call inside a transaction.
+    """
+    if not rows:
+        return
+    database_ = db()
+    q0, q1 = database_.quote
+    table = f"{q0}{model._meta.table_name}{q1}"
+    cols = ", ".join(f"{q0}{c}{q1}" for c in columns)
+    cursor = database_.cursor()
+    if database_.param == "%s" and type(database_).__name__.startswith("Postgres"):
+        from psycopg2.extras import execute_values
+
+        execute_values(cursor, f"INSERT INTO {table} ({cols}) VALUES %s", rows, page_size=1000)
+        return
+    marks = ", ".join([database_.param] * len(columns))
+    sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
+    for start in range(0, len(rows), CHUNK):
+        cursor.executemany(sql, rows[start : start + CHUNK])
+
+
+def dbtime(value: datetime | None):
+    """A datetime as the driver wants it for raw executemany."""
+    return Recipient.updated_at.db_value(value)
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def get_job(job_id: str) -> Job:
+    """The job with this id (a unique prefix of 8+ characters also works). Raises NotFound."""
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None and len(job_id) >= 8:
+        matches = list(Job.select().where(Job.id.startswith(job_id)).limit(2))
+        if len(matches) == 1:
+            job = matches[0]
+    if job is None:
+        raise NotFound(f"job {job_id} not found: `moodle-offload jobs list` shows the jobs")
+    return job
+
+
+def list_jobs(limit: int = 50, status: str | None = None) -> list[Job]:
+    query = Job.select().order_by(Job.created_at.desc(), Job.id).limit(limit)
+    if status:
+        query = query.where(Job.status == status)
+    return list(query)
+
+
+def recipient_counts(job_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+    """{job_id: {status: count}} for the given jobs."""
+    out: dict[str, dict[str, int]] = {}
+    ids = list(job_ids)
+    if not ids:
+        return out
+    query = (
+        Recipient.select(Recipient.job, Recipient.status, fn.COUNT(Recipient.id).alias("n"))
+        .where(Recipient.job.in_(ids))
+        .group_by(Recipient.job, Recipient.status)
+        .tuples()
+    )
+    for job_id, status, n in query:
+        out.setdefault(job_id, {})[status] = n
+    return out
+
+
+def move_job(job_id: str, new: JobStatus, now: datetime, error: str | None = None) -> bool:
+    """Compare-and-set the job's status; False (and no change) when not allowed."""
+    fields = {Job.status: new, Job.updated_at: now}
+    if new in JOB_FINAL:
+        fields[Job.finished_at] = now
+    if error is not None:
+        fields[Job.error] = error
+    n = (
+        Job.update(fields)
+        .where(Job.id == job_id, Job.status.in_(list(JOB_PREDECESSORS[new])))
+        .execute()
+    )
+    return n == 1
+
+
+def taken_send_keys(key: str, userids: Sequence[int]) -> dict[int, str]:
+    """{userid: job_id} for users an earlier job already holds under this idempotency key."""
+    taken: dict[int, str] = {}
+    for start in range(0, len(userids), 900):
+        chunk = list(userids[start : start + 900])
+        query = (
+            SendKey.select(SendKey.userid, SendKey.job_id)
+            .where(SendKey.idempotency_key == key, SendKey.userid.in_(chunk))
+            .tuples()
+        )
+        taken.update(query)
+    return taken
+
+
+# --- recipients ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Update:
+    """One recipient's outcome, from a local delivery or a worker's callback."""
+
+    userid: int
+    status: RecipientStatus  # SENT, FAILED or RETRY_PENDING
+    external_id: str | None = None
+    certificate_key: str | None = None
+    timesent: datetime | None = None
+    error: str | None = None
+    attempts: int | None = None  # None: one more than recorded
+    next_attempt_at: datetime | None = None
+
+
+def apply_updates(
+    job_id: str, batch_id: str, updates: Sequence[Update], now: datetime, max_attempts: int
+) -> tuple[int, list[int]]:
+    """Apply outcomes to one batch's recipients; returns (accepted, ignored userids).
+
+    Idempotent: an update that would move a recipient backwards (or repeats one already
+    applied) changes nothing and is counted as ignored. A failure that reaches
+    `max_attempts` becomes permanently_failed. Call inside a transaction.
+    """
+    database_ = db()
+    p = database_.param
+    q0, q1 = database_.quote
+    accepted = 0
+    touched: set[int] = set()
+    t = f"{q0}recipient{q1}"
+    where = f"job_id = {p} AND batch_id = {p} AND userid = {p}"
+    cursor = database_.cursor()
+
+    sent = [u for u in updates if u.status == R.SENT]
+    if sent:
+        preds = _in_list(RECIPIENT_PREDECESSORS[R.SENT])
+        sql = (
+            f"UPDATE {t} SET status = {p}, external_id = {p}, certificate_key = {p}, "
+            f"timesent = {p}, last_error = NULL, next_attempt_at = NULL, updated_at = {p} "
+            f"WHERE {where} AND status IN ({preds})"
+        )
+        for u in sent:
+            cursor.execute(
+                sql,
+                (
+                    R.SENT.value,
+                    u.external_id,
+                    u.certificate_key,
+                    dbtime(u.timesent or now),
+                    dbtime(now),
+                    job_id,
+                    batch_id,
+                    u.userid,
+                ),
+            )
+            if cursor.rowcount == 1:
+                accepted += 1
+                touched.add(u.userid)
+
+    failed = [u for u in updates if u.status == R.FAILED]
+    if failed:
+        preds = _in_list(RECIPIENT_PREDECESSORS[R.FAILED])
+        sql = (
+            f"UPDATE {t} SET status = CASE WHEN COALESCE({p}, attempts + 1) >= {p} "
+            f"THEN '{R.PERMANENTLY_FAILED.value}' ELSE '{R.FAILED.value}' END, "
+            f"attempts = COALESCE({p}, attempts + 1), last_error = {p}, "
+            f"next_attempt_at = NULL, updated_at = {p} WHERE {where} AND status IN ({preds})"
+        )
+        for u in failed:
+            cursor.execute(
+                sql,
+                (
+                    u.attempts,
+                    max_attempts,
+                    u.attempts,
+                    (u.error or "failed")[:2000],
+                    dbtime(now),
+                    job_id,
+                    batch_id,
+                    u.userid,
+                ),
+            )
+            if cursor.rowcount == 1:
+                accepted += 1
+                touched.add(u.userid)
+
+    retry = [u for u in updates if u.status == R.RETRY_PENDING]
+    if retry:
+        preds = _in_list({R.QUEUED})
+        sql = (
+            f"UPDATE {t} SET status = {p}, attempts = COALESCE({p}, attempts + 1), "
+            f"last_error = {p}, next_attempt_at = {p}, updated_at = {p} "
+            f"WHERE {where} AND status IN ({preds})"
+        )
+        for u in retry:
+            cursor.execute(
+                sql,
+                (
+                    R.RETRY_PENDING.value,
+                    u.attempts,
+                    (u.error or "")[:2000],
+                    dbtime(u.next_attempt_at),
+                    dbtime(now),
+                    job_id,
+                    batch_id,
+                    u.userid,
+                ),
+            )
+            if cursor.rowcount == 1:
+                accepted += 1
+                touched.add(u.userid)
+
+    ignored = [u.userid for u in updates if u.userid not in touched]
+    if accepted:
+        refresh_progress(job_id, batch_id, now)
+    return accepted, ignored
+
+
+def _in_list(statuses) -> str:
+    return ", ".join(f"'{s.value}'" for s in sorted(statuses))
+
+
+def batch_userids(batch_id: str, userids: Sequence[int]) -> set[int]:
+    """The subset of `userids` that belong to the batch."""
+    found: set[int] = set()
+    for start in range(0, len(userids), 900):
+        chunk = list(userids[start : start + 900])
+        query = Recipient.select(Recipient.userid).where(
+            Recipient.batch == batch_id, Recipient.userid.in_(chunk)
+        )
+        found.update(uid for (uid,) in query.tuples())
+    return found
+
+
+def refresh_progress(job_id: str, batch_id: str | None, now: datetime) -> JobStatus | None:
+    """Close the batch when nothing in it is open, and settle the job when no batch is.
+
+    Returns the job's final status when this call settled it.
+    """
+    open_statuses = [s.value for s in RECIPIENT_OPEN]
+    if batch_id is not None:
+        still_open = (
+            Recipient.select(Recipient.id)
+            .where(Recipient.batch == batch_id, Recipient.status.in_(open_statuses))
+            .exists()
+        )
+        if not still_open:
+            Batch.update(status=BatchStatus.DONE, lease_until=None, updated_at=now).where(
+                Batch.id == batch_id,
+                Batch.status.in_([BatchStatus.QUEUED, BatchStatus.PROCESSING, BatchStatus.PENDING]),
+            ).execute()
+    move_job(job_id, JobStatus.PROCESSING, now)
+    unfinished = (
+        Batch.select(Batch.id)
+        .where(Batch.job == job_id, Batch.status.not_in([BatchStatus.DONE, BatchStatus.CANCELLED]))
+        .exists()
+    )
+    if unfinished:
+        return None
+    return settle(job_id, now)
+
+
+def settle(job_id: str, now: datetime) -> JobStatus | None:
+    """Give the job its final status if no recipient is open; returns it when set."""
+    counts = recipient_counts([job_id]).get(job_id, {})
+    final = settle_job(counts)
+    if final is not None and move_job(job_id, final, now):
+        log.info("job %s: %s", job_id, final.value)
+        return final
+    return None
+
+
+# --- callbacks -----------------------------------------------------------------------------
+
+
+def remember_callback(
+    callback_id: str, job_id: str, batch_id: str, accepted: int, ignored: int, now: datetime
+) -> bool:
+    """Record a callback id; False when it was seen before (the caller answers 409)."""
+    try:
+        with database.atomic():
+            SeenCallback.insert(
+                callback_id=callback_id,
+                job_id=job_id,
+                batch_id=batch_id,
+                accepted=accepted,
+                ignored=ignored,
+                received_at=now,
+            ).execute()
+    except IntegrityError:
+        return False
+    return True
+
+
+def callback_seen(callback_id: str) -> bool:
+    return SeenCallback.select().where(SeenCallback.callback_id == callback_id).exists()
+
+
+def get_batch(batch_id: str) -> Batch | None:
+    return Batch.get_or_none(Batch.id == batch_id)
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+def audit(event: str, now: datetime, job_id: str | None = None, **detail) -> None:
+    """Append one audit line. `detail` must never carry a secret."""
+    AuditLog.insert(
+        at=now, event=event, job_id=job_id, detail=json.dumps(detail, default=str, sort_keys=True)
+    ).execute()
+
+
+def audit_lines(job_id: str | None = None, limit: int = 100) -> list[AuditLog]:
+    query = AuditLog.select().order_by(AuditLog.id.desc()).limit(limit)
+    if job_id:
+        query = query.where(AuditLog.job_id == job_id)
+    return list(query)
+
+
+# --- certificates --------------------------------------------------------------------------
+
+
+def certificate_for(job_id: str, userid: int) -> Certificate | None:
+    return Certificate.get_or_none(Certificate.job_id == job_id, Certificate.userid == userid)
+
+
+def get_certificate(code: str) -> Certificate | None:
+    return Certificate.get_or_none(Certificate.code == code)
+
