@@ -324,9 +324,7 @@ def settle(job_id: str, now: datetime) -> JobStatus | None:
 # --- callbacks -----------------------------------------------------------------------------
 
 
-def remember_callback(
-    callback_id: str, job_id: str, batch_id: str, accepted: int, ignored: int, now: datetime
-) -> bool:
+def remember_callback(callback_id: str, job_id: str, batch_id: str, now: datetime) -> bool:
     """Record a callback id; False when it was seen before (the caller answers 409)."""
     try:
         with database.atomic():
@@ -334,13 +332,19 @@ def remember_callback(
                 callback_id=callback_id,
                 job_id=job_id,
                 batch_id=batch_id,
-                accepted=accepted,
-                ignored=ignored,
+                accepted=0,
+                ignored=0,
                 received_at=now,
             ).execute()
     except IntegrityError:
         return False
     return True
+
+
+def mark_callback_counts(callback_id: str, accepted: int, ignored: int) -> None:
+    SeenCallback.update(accepted=accepted, ignored=ignored).where(
+        SeenCallback.callback_id == callback_id
+    ).execute()
 
 
 def callback_seen(callback_id: str) -> bool:

@@ -1,0 +1,317 @@
+"""Local delivery: claim a queued local batch, render, send, record each outcome at once.
+
+Each outcome is committed right after the SMTP server accepts (or refuses) the message,
+through the same `store.apply_updates` a cloud callback uses, so a crash can repeat at
+most the message in flight, and that one carries the same Message-ID again.
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from providers.base import (
+    PermanentDeliveryError,
+    ProviderError,
+    ProviderUnavailable,
+    Sender,
+    TransientDeliveryError,
+)
+from providers.email import build_message, make_message_id
+from providers.local.pdf import PdfPool, qr_png_data_uri
+from sidecar import certificates
+from sidecar.db import store
+from sidecar.db.models import Batch, Job, Recipient
+from sidecar.errors import TemplateError
+from sidecar.render import Renderer, learner_vars
+from sidecar.status import BatchStatus, RecipientStatus
+
+log = logging.getLogger(__name__)
+
+R = RecipientStatus
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    sender: str
+    certificate_dir: Path
+    public_url: str
+    max_attempts: int = 3
+    backoff: tuple[float, ...] = (60.0, 300.0, 900.0)
+    lease_seconds: float = 300.0
+
+
+class LocalDelivery:
+    """Delivers local batches from the ledger. `run_once` is the loop step tests call."""
+
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        *,
+        open_sender: Callable[[], Sender],
+        renderer: Renderer,
+        pdf: PdfPool | None,
+        clock: Callable[[], datetime],
+        stop: threading.Event | None = None,
+    ):
+        self.settings = settings
+        self._open_sender = open_sender
+        self._sender: Sender | None = None
+        self.renderer = renderer
+        self.pdf = pdf
+        self.clock = clock
+        self.stop = stop or threading.Event()
+
+    # --- loop ------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Deliver every batch that is due now; returns the number of outcomes recorded."""
+        done = 0
+        try:
+            while not self.stop.is_set():
+                batch = self._claim()
+                if batch is None:
+                    break
+                done += self._deliver(batch)
+        finally:
+            self.close_sender()
+        return done
+
+    def close_sender(self) -> None:
+        if self._sender is not None:
+            try:
+                self._sender.close()
+            finally:
+                self._sender = None
+
+    def _claim(self) -> Batch | None:
+        now = self.clock()
+        lease = now + timedelta(seconds=self.settings.lease_seconds)
+        due = (Batch.status == BatchStatus.QUEUED) & (
+            Batch.lease_until.is_null() | (Batch.lease_until <= now)
+        )
+        expired = (Batch.status == BatchStatus.PROCESSING) & (Batch.lease_until <= now)
+        candidates = (
+            Batch.select(Batch.id, Batch.status)
+            .where(Batch.route == "local", due | expired)
+            .order_by(Batch.submitted_at, Batch.index)
+            .limit(10)
+        )
+        for cand in candidates:
+            n = (
+                Batch.update(status=BatchStatus.PROCESSING, lease_until=lease, updated_at=now)
+                .where(Batch.id == cand.id, Batch.route == "local", due | expired)
+                .execute()
+            )
+            if n == 1:
+                if cand.status == BatchStatus.PROCESSING:
+                    log.warning("batch %s: lease expired (a worker died?), taking it over", cand.id)
+                return Batch.get_by_id(cand.id)
+        return None
+
+    # --- one batch -------------------------------------------------------------------------
+
+    def _deliver(self, batch: Batch) -> int:
+        job = Job.get_by_id(batch.job_id)
+        now = self.clock()
+        # Retries whose time has come go back to queued first.
+        Recipient.update(status=R.QUEUED, updated_at=now).where(
+            Recipient.batch == batch.id,
+            Recipient.status == R.RETRY_PENDING,
+            Recipient.next_attempt_at <= now,
+        ).execute()
+        todo = list(
+            Recipient.select()
+            .where(Recipient.batch == batch.id, Recipient.status == R.QUEUED)
+            .order_by(Recipient.userid)
+        )
+        log.info("job %s: batch %d: delivering %d recipients", job.id, batch.index, len(todo))
+        pdfs = self._start_certificates(job, todo) if job.actions.get("certificate") else {}
+        done = 0
+        pause_until: datetime | None = None
+        try:
+            for r in todo:
+                if self.stop.is_set():
+                    break
+                update, unavailable = self._deliver_one(job, r, pdfs.get(r.userid))
+                with store.atomic():
+                    store.apply_updates(
+                        job.id, batch.id, [update], self.clock(), self.settings.max_attempts
+                    )
+                done += 1
+                if unavailable:
+                    # The server is down: leave the rest of the batch queued until then.
+                    pause_until = update.next_attempt_at or self.clock()
+                    break
+        finally:
+            for fut in pdfs.values():
+                fut.cancel()
+            self._release(batch, pause_until)
+        return done
+
+    def _release(self, batch: Batch, pause_until: datetime | None) -> None:
+        now = self.clock()
+        with store.atomic():
+            store.refresh_progress(batch.job_id, batch.id, now)
+            nxt = (
+                Recipient.select(Recipient.next_attempt_at)
+                .where(Recipient.batch == batch.id, Recipient.status == R.RETRY_PENDING)
+                .order_by(Recipient.next_attempt_at)
+                .first()
+            )
+            lease = pause_until or (nxt.next_attempt_at if nxt else None)
+            Batch.update(status=BatchStatus.QUEUED, lease_until=lease, updated_at=now).where(
+                Batch.id == batch.id, Batch.status == BatchStatus.PROCESSING
+            ).execute()
+
+    def _start_certificates(self, job: Job, todo: list[Recipient]) -> dict[int, "Future[bytes]"]:
+        """Render each certificate in the process pool while emails go out."""
+        futures: dict[int, Future[bytes]] = {}
+        for r in todo:
+            issued = certificates.reserve(job.id, r.userid, job.courseid, "local", self.clock())
+            path = self.settings.certificate_dir / issued.key
+            if path.exists():
+                continue
+            html = self.renderer.render_certificate(
+                job.certificate_template_id or "certificate", self._certificate_vars(job, r, issued)
+            )
+            futures[r.userid] = _submit_pdf(self.pdf, html)
+        return futures
+
+    def _context(self, job: Job, r: Recipient) -> dict:
+        ctx = dict(job.template_data or {})
+        ctx.update(learner_vars(r.userid, r.email, r.firstname, r.lastname))
+        ctx.update(r.vars or {})
+        ctx.setdefault("today", self.clock().date().isoformat())
+        return ctx
+
+    def _certificate_vars(self, job: Job, r: Recipient, issued: certificates.Issued) -> dict:
+        ctx = self._context(job, r)
+        link, verify = certificates.urls(self.settings.public_url, issued.code)
+        ctx.setdefault("course", {"fullname": "", "shortname": "", "url": ""})
+        ctx.setdefault("company", {"name": ""})
+        ctx.setdefault("issued_date", self.clock().strftime("%d %B %Y"))
+        ctx["verification"] = {"code": issued.code, "url": verify, "qr": qr_png_data_uri(verify)}
+        ctx["certificate_url"] = link
+        return ctx
+
+    def _deliver_one(
+        self, job: Job, r: Recipient, pdf: "Future[bytes] | None"
+    ) -> tuple[store.Update, bool]:
+        """Deliver one recipient; returns its outcome and whether the server is unreachable."""
+        attempts = r.attempts + 1
+        attachment = None
+        cert_key = None
+        try:
+            if job.actions.get("certificate"):
+                issued = certificates.reserve(job.id, r.userid, job.courseid, "local", self.clock())
+                path = self.settings.certificate_dir / issued.key
+                if pdf is not None:
+                    data = pdf.result()
+                    certificates.write_file(self.settings.certificate_dir, issued.key, data)
+                else:
+                    data = path.read_bytes()
+                cert_key = issued.key
+                attachment = (f"certificate-{issued.code}.pdf", data, "application/pdf")
+                link, _ = certificates.urls(self.settings.public_url, issued.code)
+            message_id = None
+            if job.actions.get("email"):
+                ctx = self._context(job, r)
+                if cert_key:
+                    ctx["certificate_url"] = link
+                email = self.renderer.render_email(job.template_id, ctx)
+                sender = job.sender or self.settings.sender
+                message_id = make_message_id(job.id, r.userid, _domain(sender))
+                headers = {"Precedence": "bulk", "X-Offload-Job": job.id}
+                if ctx.get("unsubscribe_url"):
+                    headers["List-Unsubscribe"] = f"<{ctx['unsubscribe_url']}>"
+                    headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+                attach = (attachment,) if attachment and email.certificate_delivery == "attach" else ()
+                msg = build_message(
+                    sender=sender,
+                    to=r.email,
+                    subject=email.subject,
+                    html=email.html,
+                    text=email.text,
+                    message_id=message_id,
+                    reply_to=job.reply_to,
+                    headers=headers,
+                    attachments=attach,
+                )
+                self._send(msg)
+            sent = store.Update(
+                r.userid,
+                R.SENT,
+                external_id=message_id,
+                certificate_key=cert_key,
+                timesent=self.clock(),
+                attempts=attempts,
+            )
+            return sent, False
+        except PermanentDeliveryError as exc:
+            log.warning("job %s: user %s: refused: %s", job.id, r.userid, exc.reply)
+            failed = store.Update(r.userid, R.FAILED, error=exc.reply or str(exc), attempts=attempts)
+            return failed, False
+        except (TransientDeliveryError, ProviderUnavailable) as exc:
+            reason = getattr(exc, "reply", "") or str(exc)
+            unavailable = isinstance(exc, ProviderUnavailable)
+            if attempts >= self.settings.max_attempts:
+                return store.Update(r.userid, R.FAILED, error=reason, attempts=attempts), False
+            delay = self.settings.backoff[min(attempts - 1, len(self.settings.backoff) - 1)]
+            log.warning(
+                "job %s: user %s: temporary failure (attempt %d), retry in %ss: %s",
+                job.id, r.userid, attempts, delay, reason,
+            )  # fmt: skip
+            retry = store.Update(
+                r.userid,
+                R.RETRY_PENDING,
+                error=reason,
+                attempts=attempts,
+                next_attempt_at=self.clock() + timedelta(seconds=delay),
+            )
+            return retry, unavailable
+        except (TemplateError, ProviderError) as exc:
+            # A template or PDF that cannot be made for this learner: retrying won't help.
+            log.warning("job %s: user %s: %s", job.id, r.userid, exc)
+            return store.Update(r.userid, R.FAILED, error=str(exc), attempts=attempts), False
+
+    def _send(self, msg) -> None:
+        if self._sender is None:
+            self._sender = self._open_sender()
+        try:
+            self._sender.send(msg)
+        except (TransientDeliveryError, ProviderUnavailable):
+            self.close_sender()
+            raise
+
+
+def _submit_pdf(pool: PdfPool | None, html: str) -> "Future[bytes]":
+    if pool is not None:
+        return pool.submit(html)
+    from providers.local.pdf import render_pdf
+
+    fut: Future[bytes] = Future()
+    try:
+        fut.set_result(render_pdf(html))
+    except Exception as exc:  # noqa: BLE001 - handed to the recipient's outcome
+        fut.set_exception(exc)
+    return fut
+
+
+def _domain(address: str) -> str:
+    addr = address.rsplit("<", 1)[-1].rstrip(">").strip()
+    return addr.rsplit("@", 1)[-1] if "@" in addr else "moodle-offload.invalid"
+
+
+@contextmanager
+def pdf_pool(processes: int) -> Iterator[PdfPool | None]:
+    pool = PdfPool(processes) if processes > 0 else None
+    try:
+        yield pool
+    finally:
+        if pool is not None:
+            pool.close()
