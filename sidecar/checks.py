@@ -1,0 +1,85 @@
+"""`moodle-offload check`: the configuration, the database and the local delivery path."""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool | None  # None: not configured, nothing to check
+    detail: str
+
+
+def run_checks(config: Config) -> list[CheckResult]:
+    """Every check in order; each failure says how to fix it."""
+    results = [CheckResult("config", True, "valid")]
+    results.append(_database(config))
+    results.append(_local_delivery(config))
+    results.append(_certificate_dir(config))
+    if config.moodle is None:
+        results.append(CheckResult("moodle", None, "no [moodle] section: CSV sends only"))
+    return results
+
+
+def _database(config: Config) -> CheckResult:
+    from sidecar.db import migrations
+    from sidecar.db.connect import open_database
+
+    try:
+        db = open_database(config.database.url)
+        db.connect(reuse_if_open=True)
+        version = migrations.current_version(db)
+        db.close()
+    except Exception as exc:  # noqa: BLE001 - reported as a failed check
+        return CheckResult("database", False, f"cannot open: {type(exc).__name__}: {exc}")
+    if version < migrations.LATEST:
+        return CheckResult(
+            "database", False,
+            f"schema at version {version}, latest is {migrations.LATEST}: run `moodle-offload db upgrade`",
+        )  # fmt: skip
+    return CheckResult("database", True, f"schema at version {version}")
+
+
+def _local_delivery(config: Config) -> CheckResult:
+    local = config.providers.local
+    if local.maildir is not None:
+        path = Path(local.maildir)
+        target = path if path.exists() else path.parent
+        if not os.access(target, os.W_OK):
+            return CheckResult("local delivery", False, f"maildir {path} is not writable")
+        return CheckResult("local delivery", True, f"maildir {path}")
+    from providers.base import ProviderError
+    from sidecar.runtime import Runtime
+
+    sender = Runtime(config).sender_factory()()
+    try:
+        banner = sender.check()
+    except ProviderError as exc:
+        return CheckResult(
+            "local delivery", False,
+            f"SMTP {local.smtp_host}:{local.smtp_port}: {exc} "
+            "(check providers.local.smtp_host/smtp_port/smtp_security)",
+        )  # fmt: skip
+    finally:
+        sender.close()
+    return CheckResult("local delivery", True, f"SMTP {local.smtp_host}:{local.smtp_port}: {banner}")
+
+
+def _certificate_dir(config: Config) -> CheckResult:
+    path = Path(config.providers.local.certificate_dir)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        return CheckResult(
+            "certificates", False,
+            f"{path} is not writable: set providers.local.certificate_dir",
+        )  # fmt: skip
+    return CheckResult("certificates", True, str(path))

@@ -1,0 +1,190 @@
+"""`moodle-offload run`: HTTP server + delivery loop in one process, systemd-aware.
+
+Start order: config, database upgrade, HTTP bind, delivery loop, READY=1. Signal
+handlers only enqueue; the main thread handles them. SIGTERM/SIGINT: STOPPING=1, stop
+taking work, let the message in flight finish (bounded by server.drain_timeout), exit 0;
+a second signal stops at once. SIGHUP re-reads the config and keeps the old one if the
+new one is invalid. The ledger holds every recipient whatever the stop.
+"""
+
+import logging
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from werkzeug.wrappers import Response
+
+from sidecar import certificates, systemd
+from sidecar.config import Config, load
+from sidecar.errors import ConfigError
+from sidecar.jobs import queue_local_batches
+from sidecar.runtime import Runtime
+from sidecar.web.app import make_app
+from sidecar.web.server import HttpServer
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: Path | None = None, *, poll_interval=1.0):
+        self.config = config
+        self.config_path = config_path
+        self.runtime = Runtime(config)
+        self.poll_interval = poll_interval
+        self._signals: queue.Queue[int] = queue.Queue()
+        self._wake = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.http: HttpServer | None = None
+        self.running = False
+        self.exit_code = 0
+        self._stopping = False
+        self._handlers: dict[int, Callable[[], None]] = {
+            signal.SIGTERM: self.handle_term,
+            signal.SIGINT: self.handle_term,
+            signal.SIGHUP: self.handle_hup,
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        rt = self.runtime
+        applied = rt.upgrade()
+        if applied:
+            log.info("database: schema now at version %d", applied[-1])
+        app = make_app(
+            handle_callback=rt.callbacks.handle,
+            health=rt.health,
+            max_body=self.config.server.callback_max_bytes,
+            certificate=self._certificate,
+            verify_page=self._verify_page,
+        )
+        self.http = HttpServer(app, self.config.server.host, self.config.server.port)
+        self.http.start()
+        log.info("listening on %s", self.http.url)
+        self._worker = threading.Thread(target=self._work_loop, name="delivery", daemon=True)
+        self._worker.start()
+        self.running = True
+
+    def serve(self) -> int:
+        """Start, then handle signals until stopped; returns the exit code."""
+        for signum in self._handlers:
+            signal.signal(signum, self._enqueue)
+        self.start()
+        return self.serve_started()
+
+    def serve_started(self) -> int:
+        for signum in self._handlers:
+            signal.signal(signum, self._enqueue)
+        systemd.notify("READY=1")
+        log.info("moodle-offload running (pid ready)")
+        while self.running:
+            try:
+                signum = self._signals.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            self._handlers[signum]()
+        return self.exit_code
+
+    def _enqueue(self, signum: int, _frame) -> None:
+        self._signals.put_nowait(signum)
+
+    def handle_term(self) -> None:
+        if self._stopping:
+            log.warning("second stop signal: stopping now; undelivered recipients stay queued")
+            self.running = False
+            return
+        self._stopping = True
+        systemd.notify("STOPPING=1")
+        log.info("stopping: finishing the message in flight (at most %ss)", self.config.server.drain_timeout)
+        threading.Thread(target=self._drain, name="drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        self.runtime.stop.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(self.config.server.drain_timeout)
+            if self._worker.is_alive():
+                log.warning("drain timeout: exiting with work in flight (it stays in the ledger)")
+        if self.http is not None:
+            self.http.stop()
+        self.runtime.close()
+        log.info("stopped")
+        self.running = False
+
+    def handle_hup(self) -> None:
+        if self.config_path is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        systemd.notify("RELOADING=1")
+        try:
+            new = load(self.config_path)
+        except ConfigError as exc:
+            log.error("SIGHUP: keeping the running configuration: %s", exc)
+            systemd.notify("READY=1")
+            return
+        changed = [name for name in type(new).model_fields if getattr(new, name) != getattr(self.config, name)]
+        needs_restart = {"database", "server"} & set(changed)
+        if needs_restart:
+            log.warning("SIGHUP: %s changed: restart the service to apply", ", ".join(sorted(needs_restart)))
+        self.config = new
+        self.runtime.config = new
+        self.runtime.callbacks.settings = self.runtime.callback_settings()
+        try:
+            from sidecar import logsetup
+
+            logsetup.add_secrets(new.secret_values())
+        except Exception:  # noqa: BLE001
+            log.debug("could not register new secrets for redaction", exc_info=True)
+        log.info("SIGHUP: configuration reloaded (%s)", ", ".join(changed) or "no change")
+        systemd.notify("READY=1")
+
+    # --- work ------------------------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        rt = self.runtime
+        delivery = rt.delivery()
+        while not rt.stop.is_set():
+            try:
+                with rt.db.connection_context():
+                    queue_local_batches(rt.clock())
+                    delivery.run_once()
+            except Exception:  # noqa: BLE001 - loop boundary: log and go on
+                log.exception("delivery loop error; retrying")
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    # --- HTTP helpers ----------------------------------------------------------------------
+
+    def _certificate(self, code: str) -> Response | None:
+        cert = certificates.lookup(code)
+        if cert is None or cert.storage != "local":
+            return None
+        path = Path(self.config.providers.local.certificate_dir) / cert.key
+        if not path.is_file():
+            return None
+        return Response(
+            path.read_bytes(),
+            mimetype="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="certificate-{cert.code}.pdf"'},
+        )
+
+    def _verify_page(self, code: str) -> str | None:
+        from html import escape
+
+        from sidecar.db.models import Certificate, Recipient
+
+        cert = Certificate.get_or_none(Certificate.code == code.strip().upper())
+        if cert is None:
+            return None
+        r = Recipient.get_or_none(Recipient.job == cert.job_id, Recipient.userid == cert.userid)
+        name = f"{r.firstname} {r.lastname}".strip() if r else f"user {cert.userid}"
+        state = "revoked" if cert.revoked_at else "valid"
+        return (
+            "<!doctype html><meta charset=utf-8><title>Certificate verification</title>"
+            f"<h1>Certificate {escape(cert.code)}: {state}</h1>"
+            f"<p>Issued to {escape(name)} on {cert.issued_at:%Y-%m-%d}"
+            + (f" for course {cert.courseid}" if cert.courseid else "")
+            + ".</p>"
+        )

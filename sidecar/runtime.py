@@ -1,0 +1,147 @@
+"""Wiring: a validated Config → the database, renderer, delivery and callback services.
+
+Heavy objects are built on first use, so `--help` and config errors touch nothing.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+from peewee import Database
+
+from sidecar.callbacks import CallbackService, CallbackSettings
+from sidecar.config import Config
+from sidecar.db import migrations
+from sidecar.db.connect import open_database
+from sidecar.delivery import DeliverySettings, LocalDelivery
+from sidecar.render import Renderer
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: the one clock the ledger uses."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def secret(value) -> str | None:
+    return None if value is None else value.get_secret_value()
+
+
+class Runtime:
+    def __init__(self, config: Config, *, clock: Callable[[], datetime] = utcnow):
+        self.config = config
+        self.clock = clock
+        self.stop = threading.Event()
+        self._pdf = None
+
+    # --- database --------------------------------------------------------------------------
+
+    @cached_property
+    def db(self) -> Database:
+        return open_database(self.config.database.url)
+
+    def upgrade(self) -> list[int]:
+        return migrations.upgrade(self.db)
+
+    def ready_db(self) -> Database:
+        """The database, upgraded to the latest schema."""
+        self.upgrade()
+        return self.db
+
+    # --- services --------------------------------------------------------------------------
+
+    @cached_property
+    def renderer(self) -> Renderer:
+        return Renderer(self.config.templates.dir)
+
+    def callback_settings(self) -> CallbackSettings:
+        sec = self.config.security
+        return CallbackSettings(
+            secrets=[s.get_secret_value() for s in sec.callback_secrets],
+            max_skew=sec.callback_max_skew,
+            max_bytes=self.config.server.callback_max_bytes,
+            max_attempts=self.config.offload.retry.max_attempts,
+        )
+
+    @cached_property
+    def callbacks(self) -> CallbackService:
+        return CallbackService(self.callback_settings(), self.clock)
+
+    def sender_factory(self):
+        """A callable that opens the configured local sender (maildir or SMTP)."""
+        local = self.config.providers.local
+        if local.maildir is not None:
+            from providers.local.maildir import MaildirSender
+
+            maildir = Path(local.maildir)
+            return lambda: MaildirSender(maildir)
+        from providers.local.settings import SmtpSettings
+        from providers.local.smtp import SmtpSender
+
+        settings = SmtpSettings(
+            host=local.smtp_host,
+            port=local.smtp_port,
+            security=local.smtp_security,
+            user=local.smtp_user,
+            password=secret(local.smtp_password),
+            sender=local.from_,
+            rate_per_second=local.rate_per_second,
+            timeout=local.timeout,
+        )
+        return lambda: SmtpSender(settings)
+
+    def pdf_pool(self, processes: int = 1):
+        if self._pdf is None:
+            from providers.local.pdf import PdfPool
+
+            self._pdf = PdfPool(processes)
+        return self._pdf
+
+    def delivery(self, pdf_processes: int = 1) -> LocalDelivery:
+        local = self.config.providers.local
+        retry = self.config.offload.retry
+        settings = DeliverySettings(
+            sender=local.from_ or "moodle-offload@localhost",
+            certificate_dir=Path(local.certificate_dir),
+            public_url=self.config.server.public_url,
+            max_attempts=retry.max_attempts,
+            backoff=tuple(float(b) for b in retry.backoff),
+        )
+        return LocalDelivery(
+            settings,
+            open_sender=self.sender_factory(),
+            renderer=self.renderer,
+            pdf=self.pdf_pool(pdf_processes) if pdf_processes > 0 else None,
+            clock=self.clock,
+            stop=self.stop,
+        )
+
+    def health(self) -> tuple[bool, dict]:
+        from sidecar.db.models import Job
+
+        state: dict = {"time": self.clock().isoformat() + "Z"}
+        try:
+            self.db.connect(reuse_if_open=True)
+            state["database"] = {
+                "ok": True,
+                "schema": migrations.current_version(self.db),
+                "jobs": Job.select().count(),
+            }
+            ok = True
+        except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            state["database"] = {"ok": False, "error": type(exc).__name__}
+            ok = False
+        state["scheduler"] = {"running": not self.stop.is_set()}
+        state["last_sync"] = None
+        return ok, state
+
+    def close(self) -> None:
+        if self._pdf is not None:
+            self._pdf.close()
+            self._pdf = None
+        if "db" in self.__dict__ and not self.db.is_closed():
+            self.db.close()
