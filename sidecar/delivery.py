@@ -6,7 +6,10 @@ most the message in flight, and that one carries the same Message-ID again.
 """
 
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -65,12 +68,15 @@ class LocalDelivery:
         self.pdf = pdf
         self.clock = clock
         self.stop = stop or threading.Event()
+        # host:pid:token; the token tells this process from an earlier one with the same pid
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:100]
 
     # --- loop ------------------------------------------------------------------------------
 
     def run_once(self) -> int:
         """Deliver every batch that is due now; returns the number of outcomes recorded."""
         done = 0
+        self.recover_orphans()
         try:
             while not self.stop.is_set():
                 batch = self._claim()
@@ -88,6 +94,23 @@ class LocalDelivery:
             finally:
                 self._sender = None
 
+    def recover_orphans(self) -> int:
+        """Re-queue batches whose worker on this host has died (a crash or SIGKILL).
+
+        Batches held by a live process, or by another host, wait for their lease to expire.
+        """
+        host = socket.gethostname()
+        held = Batch.select(Batch.id, Batch.owner).where(
+            Batch.status == BatchStatus.PROCESSING, Batch.owner.startswith(f"{host}:")
+        )
+        orphans = [b.id for b in held if b.owner != self.owner and not _alive(b.owner)]
+        if orphans:
+            Batch.update(status=BatchStatus.QUEUED, lease_until=None, owner=None).where(
+                Batch.id.in_(orphans), Batch.status == BatchStatus.PROCESSING
+            ).execute()
+            log.warning("%d batches of a dead worker re-queued: %s", len(orphans), ", ".join(orphans))
+        return len(orphans)
+
     def _claim(self) -> Batch | None:
         now = self.clock()
         lease = now + timedelta(seconds=self.settings.lease_seconds)
@@ -103,7 +126,9 @@ class LocalDelivery:
         )
         for cand in candidates:
             n = (
-                Batch.update(status=BatchStatus.PROCESSING, lease_until=lease, updated_at=now)
+                Batch.update(
+                    status=BatchStatus.PROCESSING, lease_until=lease, owner=self.owner, updated_at=now
+                )
                 .where(Batch.id == cand.id, Batch.route == "local", due | expired)
                 .execute()
             )
@@ -133,10 +158,14 @@ class LocalDelivery:
         pdfs = self._start_certificates(job, todo) if job.actions.get("certificate") else {}
         done = 0
         pause_until: datetime | None = None
+        renew_at = self.clock() + timedelta(seconds=self.settings.lease_seconds / 3)
         try:
             for r in todo:
                 if self.stop.is_set():
                     break
+                if self.clock() >= renew_at:
+                    self._renew(batch)
+                    renew_at = self.clock() + timedelta(seconds=self.settings.lease_seconds / 3)
                 update, unavailable = self._deliver_one(job, r, pdfs.get(r.userid))
                 with store.atomic():
                     store.apply_updates(
@@ -153,6 +182,12 @@ class LocalDelivery:
             self._release(batch, pause_until)
         return done
 
+    def _renew(self, batch: Batch) -> None:
+        lease = self.clock() + timedelta(seconds=self.settings.lease_seconds)
+        Batch.update(lease_until=lease).where(
+            Batch.id == batch.id, Batch.owner == self.owner, Batch.status == BatchStatus.PROCESSING
+        ).execute()
+
     def _release(self, batch: Batch, pause_until: datetime | None) -> None:
         now = self.clock()
         with store.atomic():
@@ -164,9 +199,9 @@ class LocalDelivery:
                 .first()
             )
             lease = pause_until or (nxt.next_attempt_at if nxt else None)
-            Batch.update(status=BatchStatus.QUEUED, lease_until=lease, updated_at=now).where(
-                Batch.id == batch.id, Batch.status == BatchStatus.PROCESSING
-            ).execute()
+            Batch.update(
+                status=BatchStatus.QUEUED, lease_until=lease, owner=None, updated_at=now
+            ).where(Batch.id == batch.id, Batch.status == BatchStatus.PROCESSING).execute()
 
     def _start_certificates(self, job: Job, todo: list[Recipient]) -> dict[int, "Future[bytes]"]:
         """Render each certificate in the process pool while emails go out."""
@@ -300,6 +335,23 @@ def _submit_pdf(pool: PdfPool | None, html: str) -> "Future[bytes]":
     except Exception as exc:  # noqa: BLE001 - handed to the recipient's outcome
         fut.set_exception(exc)
     return fut
+
+
+def _alive(owner: str | None) -> bool:
+    """Whether the process named by a host:pid:token owner (on this host) still runs."""
+    try:
+        pid = int((owner or "").split(":")[1])
+    except (IndexError, ValueError):
+        return True  # cannot tell: let the lease decide
+    if pid == os.getpid():
+        return False  # an earlier incarnation with our pid (containers restart as pid 1)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _domain(address: str) -> str:

@@ -93,6 +93,7 @@ class Batch(BaseModel):
     external_id = CharField(255, null=True)
     attempts = IntegerField(default=0)
     lease_until = DateTimeField(null=True)
+    owner = CharField(100, null=True)  # host:pid of the local worker holding the lease
     submitted_at = DateTimeField(null=True)
     updated_at = DateTimeField()
 

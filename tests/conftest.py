@@ -1,0 +1,71 @@
+"""Shared fixtures: the ledger on SQLite, PostgreSQL and MariaDB; a controllable clock."""
+
+import os
+from datetime import datetime, timedelta
+
+import pytest
+
+from sidecar.db import migrations
+from sidecar.db.connect import open_database
+from sidecar.db.models import ALL_MODELS
+
+DB_ENV = {
+    "postgres": "MOODLE_OFFLOAD_TEST_POSTGRES_URL",
+    "mariadb": "MOODLE_OFFLOAD_TEST_MARIADB_URL",
+}
+
+
+def database_url(kind: str, tmp_path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/ledger.db"
+    url = os.environ.get(DB_ENV[kind])
+    if not url:
+        pytest.skip(f"{DB_ENV[kind]} is not set: no {kind} server to test against")
+    return url
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def db_url(request, tmp_path):
+    """A database URL with an empty, fully migrated schema, for each backend."""
+    url = database_url(request.param, tmp_path)
+    db = open_database(url)
+    db.drop_tables(list(ALL_MODELS), safe=True)
+    migrations.upgrade(db)
+    db.close()
+    yield url
+    db = open_database(url)
+    if request.param != "sqlite":
+        db.drop_tables(list(ALL_MODELS), safe=True)
+    db.close()
+
+
+@pytest.fixture
+def db(db_url):
+    database = open_database(db_url)
+    database.connect(reuse_if_open=True)
+    yield database
+    database.close()
+
+
+class Clock:
+    """A clock tests move by hand: naive UTC like the ledger."""
+
+    def __init__(self, start: datetime = datetime(2025, 11, 18, 12, 0, 0)):
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock():
+    return Clock()
