@@ -52,7 +52,16 @@ def test_whitespace_prefix_and_case_are_tolerated(dress):
 @pytest.mark.parametrize(
     "signature",
     [None, "", "   ", "sha256=", "not-hex-" * 8, "ab" * 31, "ab" * 33, 12345],
-    ids=["none", "empty", "blank", "prefix-only", "non-hex", "too-short", "too-long", "not-a-string"],
+    ids=[
+        "none",
+        "empty",
+        "blank",
+        "prefix-only",
+        "non-hex",
+        "too-short",
+        "too-long",
+        "not-a-string",
+    ],
 )
 def test_missing_or_malformed_signature_is_false_not_an_error(signature):
     assert verify([NEW, OLD], BODY, signature) is False
