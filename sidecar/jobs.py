@@ -6,6 +6,7 @@ delivered from memory: delivery and cloud submission read the ledger.
 
 import csv
 import io
+import json
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -183,6 +184,7 @@ def create_job(
         )  # fmt: skip
         rows: list[tuple] = []
         pending = R.PENDING.value
+        _vars = _VarsEncoder()
         for bid, group in zip(batch_ids, groups, strict=True):
             for r in group:
                 rows.append(
@@ -241,12 +243,22 @@ def create_job(
     )
 
 
-def _vars(values: Mapping[str, object]) -> str:
-    if not values:
-        return "{}"
-    import json
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+
+class _VarsEncoder:
+    """JSON of a recipient's variables; consecutive equal dicts (common) encode once."""
+
+    def __init__(self):
+        self.last: Mapping[str, object] | None = None
+        self.text = "{}"
+
+    def __call__(self, values: Mapping[str, object]) -> str:
+        if not values:
+            return "{}"
+        if values != self.last:
+            self.last, self.text = values, _encode(values)
+        return self.text
 
 
 def queue_local_batches(now: datetime, job_id: str | None = None) -> int:

