@@ -71,7 +71,9 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """moodle-offload: bulk email and PDF certificates, taken off Moodle."""
     from sidecar import logsetup
 
-    logsetup.setup("DEBUG" if verbose else os.environ.get("MOODLE_OFFLOAD_LOG_LEVEL", "INFO"))
+    # Commands print what matters; the daemon (`run`) logs at INFO.
+    level = "DEBUG" if verbose else os.environ.get("MOODLE_OFFLOAD_LOG_LEVEL", "WARNING")
+    logsetup.setup(level)
     ctx.obj = Context(config_path, verbose)
 
 

@@ -9,7 +9,13 @@ from sidecar.cli import Context, main, pass_ctx
 @pass_ctx
 def run(obj: Context) -> None:
     """The daemon: HTTP (callbacks, health) and the delivery loop, until SIGTERM."""
+    import logging
+    import os
+
     from sidecar.daemon import Daemon
+
+    if not obj.verbose and "MOODLE_OFFLOAD_LOG_LEVEL" not in os.environ:
+        logging.getLogger().setLevel(logging.INFO)
 
     raise SystemExit(Daemon(obj.config, obj.path).serve())
 

@@ -150,3 +150,10 @@ def write_csv(path: Path, n: int, start: int = 1) -> Path:
     rows += [f"{i},learner{i}@example.org,First{i},Last{i}" for i in range(start, start + n)]
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+def message_args(tmp_path: Path) -> list[str]:
+    """Options of `send csv` for the custom template with a short message."""
+    body = tmp_path / "message.txt"
+    body.write_text("Dear {{ learner.firstname }},\n\nplease finish your course.\n")
+    return ["--subject", "A reminder for {{ learner.firstname }}", "--message-file", str(body)]

@@ -9,7 +9,7 @@ import pytest
 from sidecar.db.connect import open_database
 from sidecar.db.models import Job, Recipient
 
-from .conftest import cli, write_config, write_csv
+from .conftest import cli, message_args, write_config, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def job_status(tmp_path):
 
 def test_sigkill_mid_delivery_loses_nobody_and_repeats_only_the_message_in_flight(tmp_path, smtp, start_daemon):
     config = write_config(tmp_path, smtp_port=smtp.port)
-    cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 2000)), "--template", "reminder", "--yes")
+    cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 2000)), *message_args(tmp_path), "--yes")
 
     daemon = start_daemon(config)
     wait_until(lambda: len(smtp.seen) >= 400, timeout=120, interval=0.01)
@@ -70,7 +70,7 @@ def test_sigkill_mid_delivery_loses_nobody_and_repeats_only_the_message_in_fligh
 
 def test_sigterm_mid_job_exits_0_and_keeps_every_recipient(tmp_path, smtp, start_daemon):
     config = write_config(tmp_path, smtp_port=smtp.port, rate_per_second=50)
-    cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 600)), "--template", "reminder", "--yes")
+    cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 600)), *message_args(tmp_path), "--yes")
     daemon = start_daemon(config)
     wait_until(lambda: len(smtp.seen) >= 20, interval=0.01)
     daemon.send_signal(signal.SIGTERM)

@@ -1,0 +1,396 @@
+"""The configuration file (CONTRACTS §2): TOML → one frozen, validated Config.
+
+Secrets are resolved before validation: a value "env:NAME" reads the environment, a key
+`<name>_file` reads a file (relative paths from $CREDENTIALS_DIRECTORY, else beside the
+config file). Secret values are pydantic SecretStr: redacted in repr and never echoed in
+an error. Every error is one line naming the file and the dotted key.
+"""
+
+import difflib
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sidecar.errors import ConfigError
+
+DEFAULT_PATHS = (Path("/etc/moodle-offload/config.toml"), Path("config.toml"))
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("STATE_DIRECTORY", "/var/lib/moodle-offload").split(":")[0])
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MoodleConfig(Section):
+    url: str
+    token: SecretStr
+    timeout: float = Field(30.0, gt=0)
+    max_concurrency: int = Field(4, ge=1, le=64)
+    verify_tls: bool = True
+    companion_prefix: str = "local_manireports"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http://)")
+        return v.rstrip("/")
+
+
+class DatabaseConfig(Section):
+    url: str = Field(default_factory=lambda: f"sqlite:///{state_dir() / 'offload.db'}")
+
+
+class ServerConfig(Section):
+    listen: str = "127.0.0.1:8765"
+    public_url: str = ""
+    callback_max_bytes: int = Field(1_048_576, ge=1024)
+    drain_timeout: float = Field(20.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8765 or [::1]:8765")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if host != "localhost":
+                raise ValueError("the host must be an IP address or localhost") from None
+        return v
+
+    @model_validator(mode="after")
+    def _public(self):
+        if not self.public_url:
+            object.__setattr__(self, "public_url", f"http://{self.listen}")
+        object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class SecurityConfig(Section):
+    callback_secrets: tuple[SecretStr, ...] = ()
+    encryption_key: SecretStr | None = None
+    callback_max_skew: int = Field(300, ge=1)
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _fernet(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            from cryptography.fernet import Fernet
+
+            try:
+                Fernet(v.get_secret_value())
+            except (ValueError, TypeError):
+                raise ValueError(
+                    "is not a Fernet key (32 url-safe base64 bytes): make one with "
+                    "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+                ) from None
+        return v
+
+
+class RetryConfig(Section):
+    max_attempts: int = Field(3, ge=1, le=50)
+    backoff: tuple[Annotated[float, Field(ge=0)], ...] = (60, 300, 900)
+
+    @field_validator("backoff")
+    @classmethod
+    def _nonempty(cls, v):
+        if not v:
+            raise ValueError("give at least one delay in seconds")
+        return v
+
+
+class OffloadConfig(Section):
+    enabled: bool = False
+    provider: Literal["aws", "cloudflare", "local"] = "local"
+    threshold: int = Field(1000, ge=0)
+    job_batch_size: int = Field(200, ge=1, le=10_000)
+    fallback: Literal["queue_local", "fail"] = "queue_local"
+    certificate_mode: Literal["cloud", "local", "cloud_if_enabled"] = "cloud_if_enabled"
+    presigned_url_ttl: int = Field(3600, ge=60, le=604_800)
+    retry: RetryConfig = RetryConfig()
+
+
+class AwsConfig(Section):
+    region: str
+    sqs_queue_url: str
+    dlq_url: str | None = None
+    results_queue_url: str | None = None
+    s3_bucket: str
+    ses_from: str
+    ses_configuration_set: str | None = None
+    endpoint_url: str | None = None
+
+
+class CloudflareConfig(Section):
+    worker_url: str | None = None
+    auth_token: SecretStr | None = None
+    account_id: str | None = None
+    queue_id: str | None = None
+    r2_bucket: str | None = None
+    r2_endpoint: str | None = None
+    r2_access_key_id: str | None = None
+    r2_secret_access_key: SecretStr | None = None
+
+
+class LocalConfig(Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    from_: str = Field("", alias="from")
+    rate_per_second: float = Field(0.0, ge=0)
+    certificate_dir: Path = Field(default_factory=lambda: state_dir() / "certificates")
+    maildir: Path | None = None
+    timeout: float = Field(30.0, gt=0)
+
+    @field_validator("from_")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if v and "@" not in v:
+            raise ValueError("must be an address, e.g. 'Academy <noreply@example.org>'")
+        return v
+
+
+class ProvidersConfig(Section):
+    aws: AwsConfig | None = None
+    cloudflare: CloudflareConfig | None = None
+    local: LocalConfig = LocalConfig()
+
+
+class CompanyConfig(Section):
+    id: int
+    enabled: bool = True
+    provider: Literal["aws", "cloudflare", "local"] | None = None
+    threshold: int | None = Field(None, ge=0)
+
+
+class SchedulesConfig(Section):
+    source: Literal["moodle", "file", "both"] = "moodle"
+    sync_interval: int = Field(300, ge=10)
+    timezone: str = "UTC"
+    file: Path | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (e.g. Europe/London)") from None
+        return v
+
+
+class TemplatesConfig(Section):
+    dir: Path | None = None
+
+
+class Config(Section):
+    moodle: MoodleConfig | None = None
+    database: DatabaseConfig = DatabaseConfig()
+    server: ServerConfig = ServerConfig()
+    security: SecurityConfig = SecurityConfig()
+    offload: OffloadConfig = OffloadConfig()
+    providers: ProvidersConfig = ProvidersConfig()
+    companies: tuple[CompanyConfig, ...] = ()
+    schedules: SchedulesConfig = SchedulesConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+
+    @model_validator(mode="after")
+    def _cloud_needs(self):
+        o = self.offload
+        if o.enabled and o.provider != "local":
+            if getattr(self.providers, o.provider) is None:
+                raise ValueError(f"providers.{o.provider}: required when offload.provider = {o.provider!r}")
+            if not self.security.callback_secrets:
+                raise ValueError("security.callback_secrets: at least one secret is required for cloud offload")
+        return self
+
+    def secret_values(self) -> list[str]:
+        """Every resolved secret (for the log redaction filter)."""
+        out: list[str] = []
+
+        def walk(obj: Any) -> None:
+            if isinstance(obj, SecretStr):
+                out.append(obj.get_secret_value())
+            elif isinstance(obj, BaseModel):
+                for name in type(obj).model_fields:
+                    walk(getattr(obj, name))
+            elif isinstance(obj, tuple | list):
+                for item in obj:
+                    walk(item)
+
+        walk(self)
+        return [s for s in out if s]
+
+
+# Dotted paths of secret keys; `*` is any list index.
+SECRET_KEYS = (
+    "moodle.token",
+    "security.callback_secrets",
+    "security.encryption_key",
+    "providers.local.smtp_password",
+    "providers.cloudflare.auth_token",
+    "providers.cloudflare.r2_secret_access_key",
+)
+
+
+def default_path(env: Mapping[str, str]) -> Path:
+    if env.get("MOODLE_OFFLOAD_CONFIG"):
+        return Path(env["MOODLE_OFFLOAD_CONFIG"])
+    for path in DEFAULT_PATHS:
+        if path.exists():
+            return path
+    return DEFAULT_PATHS[-1]
+
+
+def load(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, resolve secrets, validate. Raises ConfigError (one line: file, key, what to do)."""
+    env = os.environ if env is None else env
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file: copy config.example.toml there, or pass -c PATH"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    resolve_secrets(raw, path, env)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe(exc, raw)}") from None
+    except ValueError as exc:  # raised by model validators outside pydantic's wrapping
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def describe(exc: ValidationError, raw: Mapping) -> str:
+    """One line for the first error, built from location and message only (never the input)."""
+    errors = exc.errors(include_input=False, include_url=False)
+    err = errors[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key" + _hint(loc, raw)
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    elif err["type"] == "value_error" and not loc:
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        return msg + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else "")
+    else:
+        msg = str(err["msg"]).removeprefix("Value error, ")
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{key}: {msg}{more}"
+
+
+def _hint(loc: list[str], raw: Mapping) -> str:
+    model: Any = Config
+    for part in loc[:-1]:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return ""
+        model = _model_of(field.annotation)
+        if model is None:
+            return ""
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(loc[-1], names, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+
+
+def _model_of(annotation: Any):
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def resolve_secrets(raw: dict, path: Path, env: Mapping[str, str]) -> None:
+    """Replace env:NAME values and *_file keys of secret keys by the secret, in place."""
+    for dotted in SECRET_KEYS:
+        *parents, name = dotted.split(".")
+        node: Any = raw
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        file_key = f"{name}_file"
+        if file_key in node:
+            if name in node:
+                raise ConfigError(f"{path}: {dotted}: give either {name} or {file_key}, not both")
+            source = node.pop(file_key)
+            if not isinstance(source, str):
+                raise ConfigError(f"{path}: {dotted}_file: must be a path string")
+            text = _read_secret(path, f"{dotted}_file", source, env)
+            if dotted == "security.callback_secrets":
+                node[name] = [line.strip() for line in text.splitlines() if line.strip()]
+            else:
+                node[name] = text.strip()
+        if name not in node:
+            continue
+        value = node[name]
+        if isinstance(value, list):
+            node[name] = [_from_env(path, f"{dotted}[{i}]", v, env) for i, v in enumerate(value)]
+        else:
+            node[name] = _from_env(path, dotted, value, env)
+
+
+def _from_env(path: Path, key: str, value: Any, env: Mapping[str, str]) -> Any:
+    if isinstance(value, str) and value.startswith("env:"):
+        var = value[4:]
+        if var not in env:
+            raise ConfigError(f"{path}: {key}: environment variable {var} is not set")
+        return env[var]
+    return value
+
+
+def _read_secret(path: Path, key: str, source: str, env: Mapping[str, str]) -> str:
+    file = Path(source)
+    if not file.is_absolute():
+        base = env.get("CREDENTIALS_DIRECTORY")
+        file = (Path(base) if base else path.parent) / file
+    try:
+        return file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: {key}: cannot read {file}: {exc.strerror}") from None

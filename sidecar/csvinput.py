@@ -1,0 +1,125 @@
+"""CSV input for `send csv`: rows checked one by one, problems reported by line number.
+
+Columns userid, email, firstname, lastname are required (any case, any order); every
+other column becomes a template variable. A file that cannot be used at all raises
+Aborted; a bad row is collected as a CsvProblem and never stops the others being read.
+"""
+
+import csv
+import io
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from email_validator import EmailNotValidError
+from email_validator import validate_email as _validate
+
+from sidecar.errors import Aborted
+
+REQUIRED = ("userid", "email", "firstname", "lastname")
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    line: int
+    userid: int
+    email: str
+    firstname: str
+    lastname: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CsvProblem:
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class CsvInput:
+    rows: tuple[CsvRow, ...]
+    problems: tuple[CsvProblem, ...]
+    columns: tuple[str, ...]
+
+    @property
+    def extra_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in self.columns if c not in REQUIRED)
+
+
+@lru_cache(maxsize=65536)
+def validate_email(address: str) -> str:
+    """The normalized address, or ValueError saying why it is not one (no DNS lookups)."""
+    try:
+        return _validate(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def read_csv(path: Path) -> CsvInput:
+    """Read and check a whole file. Raises Aborted for a file that cannot be used."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise Aborted(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise Aborted(f"{path}: line {line} is not UTF-8: save the file as UTF-8 CSV") from None
+    sample = text[:4096]
+    delimiter = ";" if sample.split("\n", 1)[0].count(";") > sample.split("\n", 1)[0].count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = next(reader, None)
+    while header is not None and not any(h.strip() for h in header):
+        header = next(reader, None)
+    if header is None:
+        raise Aborted(f"{path}: the file is empty: the first line must name the columns")
+    columns = tuple(h.strip().lower() for h in header)
+    for name in REQUIRED:
+        if name not in columns:
+            raise Aborted(
+                f"{path}: the column '{name}' is missing "
+                f"(required: {', '.join(REQUIRED)}; found: {', '.join(columns)})"
+            )
+    for name in columns:
+        if not name.isidentifier():
+            raise Aborted(f"{path}: column '{name}' cannot be a template variable: use letters, digits and _")
+    dupes = {c for c in columns if columns.count(c) > 1}
+    if dupes:
+        raise Aborted(f"{path}: column '{sorted(dupes)[0]}' appears twice")
+    index = {c: i for i, c in enumerate(columns)}
+    rows: list[CsvRow] = []
+    problems: list[CsvProblem] = []
+    first_line: dict[int, int] = {}
+    start = 2
+    for record in reader:
+        line = start
+        start = reader.line_num + 1
+        if not any(f.strip() for f in record):
+            continue
+        if len(record) != len(columns):
+            problems.append(CsvProblem(line, f"line {line}: expected {len(columns)} columns, found {len(record)}"))
+            continue
+        values = [f.strip() for f in record]
+        uid_text = values[index["userid"]]
+        if not uid_text.isdigit() or int(uid_text) <= 0:
+            problems.append(CsvProblem(line, f"line {line}: userid '{uid_text}' is not a positive integer"))
+            continue
+        userid = int(uid_text)
+        address = values[index["email"]]
+        try:
+            email = validate_email(address)
+        except ValueError as exc:
+            problems.append(CsvProblem(line, f"line {line}: email '{address}' is not a valid address: {exc}"))
+            continue
+        if userid in first_line:
+            problems.append(
+                CsvProblem(line, f"line {line}: userid {userid} already given on line {first_line[userid]}")
+            )
+            continue
+        first_line[userid] = line
+        extra = {c: values[i] for c, i in index.items() if c not in REQUIRED}
+        rows.append(
+            CsvRow(line, userid, email, values[index["firstname"]], values[index["lastname"]], extra)
+        )
+    return CsvInput(tuple(rows), tuple(problems), columns)

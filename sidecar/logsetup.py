@@ -1,0 +1,57 @@
+"""The one place that adds log handlers; a filter that redacts every known secret."""
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable
+
+_SECRETS: set[str] = set()
+# token=..., wstoken=..., password=... in URLs, forms and messages
+_PATTERN = re.compile(r"(?i)\b(wstoken|token|password|passwd|secret)=([^&\s\"']+)")
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces registered secret values and key=value secrets with *** in each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def redact(text: str) -> str:
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return _PATTERN.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def add_secrets(values: Iterable[str]) -> None:
+    """Register more secrets (after a config load or reload). Short values are ignored."""
+    _SECRETS.update(v for v in values if v and len(v) >= 4)
+
+
+def setup(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+    """Log to stderr; no timestamp under journald. Idempotent."""
+    add_secrets(secrets)
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    for handler in root.handlers:
+        if getattr(handler, "_moodle_offload", False):
+            return
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(RedactingFilter())
+    handler._moodle_offload = True
+    root.addHandler(handler)
+    for noisy in ("xhtml2pdf", "fontTools", "PIL", "waitress.queue"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -1,0 +1,147 @@
+"""Templates: sandboxed Jinja2, undefined variables are errors, found at preview.
+
+An email template is one file `{id}.html` with blocks `subject`, `html`, `text` and an
+optional `certificate_delivery` ("attach" | "link"). The html block is autoescaped;
+subject and text are rendered from a second environment without escaping, so
+"O'Brien & Sons" reads right in both. `templates.dir` overrides the shipped files.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from sidecar.errors import TemplateError
+
+SHIPPED = Path(__file__).resolve().parent / "templates"
+
+TEMPLATE_VARIABLES: dict[str, str] = {
+    "learner.userid / email / firstname / lastname / fullname": "the recipient",
+    "course.fullname / shortname / url": "the course (reminders, certificates)",
+    "company.name": "the IOMAD company, empty outside IOMAD",
+    "today": "the sending date, YYYY-MM-DD",
+    "issued_date": "certificates: the issue date, e.g. 18 November 2025",
+    "certificate_url": "the learner's lasting certificate link (/certificates/{code})",
+    "verification.code / url / qr": "certificates: code, public check page, QR image",
+    "unsubscribe_url": "when set, a footer link and List-Unsubscribe header",
+    "inactive_days": "re-engagement: days since the learner's last access",
+    "site.name / site.url, username, temporary_password": "welcome emails",
+    "license.name": "licence allocation emails",
+    "message.subject / message.body": "custom (CSV) messages",
+    "<any CSV column>": "every extra column of a CSV send",
+}
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+    certificate_delivery: str = "attach"
+
+
+def learner_vars(userid: int, email: str, firstname: str, lastname: str) -> dict:
+    fullname = f"{firstname} {lastname}".strip()
+    return {
+        "learner": {
+            "userid": userid,
+            "email": email,
+            "firstname": firstname,
+            "lastname": lastname,
+            "fullname": fullname,
+        }
+    }
+
+
+class Renderer:
+    def __init__(self, template_dir: Path | None = None):
+        loaders = [jinja2.FileSystemLoader(str(template_dir))] if template_dir else []
+        loaders.append(jinja2.FileSystemLoader(str(SHIPPED)))
+        loader = jinja2.ChoiceLoader(loaders)
+        common = dict(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+        self._html = SandboxedEnvironment(autoescape=True, **common)
+        self._text = SandboxedEnvironment(autoescape=False, **common)
+
+    def render_email(self, template_id: str, variables: Mapping) -> RenderedEmail:
+        """Subject, HTML and text of one email. Raises TemplateError naming the problem."""
+        with _explained(template_id):
+            text_t = self._text.get_template(f"{template_id}.html")
+            html_t = self._html.get_template(f"{template_id}.html")
+            for block in ("subject", "html", "text"):
+                if block not in text_t.blocks:
+                    raise TemplateError(f"template {template_id!r}: the '{block}' block is missing")
+            subject = _block(text_t, "subject", variables)
+            html = _block(html_t, "html", variables)
+            text = _block(text_t, "text", variables)
+            delivery = "attach"
+            if "certificate_delivery" in text_t.blocks:
+                delivery = _block(text_t, "certificate_delivery", variables).strip() or "attach"
+            if delivery not in ("attach", "link"):
+                raise TemplateError(
+                    f"template {template_id!r}: certificate_delivery must be 'attach' or 'link'"
+                )
+        return RenderedEmail(" ".join(subject.split()), html.strip(), text.strip() + "\n", delivery)
+
+    def preview(self, template_id: str, variables: Mapping) -> RenderedEmail:
+        """render_email for the preview: the same checks, before any job exists."""
+        return self.render_email(template_id, variables)
+
+    def render_certificate(self, template_id: str, variables: Mapping) -> str:
+        """A whole certificate HTML document. Raises TemplateError."""
+        with _explained(template_id):
+            return self._html.get_template(f"{template_id}.html").render(variables)
+
+    def variables(self, template_id: str) -> set[str]:
+        """Top-level variable names the template uses."""
+        with _explained(template_id):
+            source, _, _ = self._text.loader.get_source(self._text, f"{template_id}.html")
+            return meta.find_undeclared_variables(self._text.parse(source))
+
+
+def _block(template: jinja2.Template, name: str, variables: Mapping) -> str:
+    ctx = template.new_context(dict(variables))
+    try:
+        return "".join(template.blocks[name](ctx))
+    except Exception:
+        template.environment.handle_exception()  # re-raises with template line numbers
+
+
+class _explained:
+    """Turns any Jinja2 error into one TemplateError line with the template and line."""
+
+    def __init__(self, template_id: str):
+        self.template_id = template_id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, TemplateError):
+            return False
+        if isinstance(exc, jinja2.TemplateNotFound):
+            raise TemplateError(
+                f"template {self.template_id!r} not found (shipped: {', '.join(shipped_ids())})"
+            ) from None
+        if isinstance(exc, SecurityError):
+            raise TemplateError(f"template {self.template_id!r}: not allowed: {exc}") from None
+        if isinstance(exc, jinja2.TemplateError):
+            line = getattr(exc, "lineno", None) or _line_from(tb)
+            where = f" line {line}" if line else ""
+            raise TemplateError(f"template {self.template_id!r}{where}: {exc}") from None
+        return False
+
+
+def _line_from(tb) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(".html"):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def shipped_ids() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.html"))

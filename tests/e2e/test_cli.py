@@ -1,0 +1,91 @@
+"""The CLI as a real process: send csv previews, refuses, confirms; jobs commands; demo."""
+
+import csv
+import mailbox
+
+import pytest
+
+from .conftest import cli, message_args, write_config, write_csv
+
+
+def maildir_count(tmp_path):
+    path = tmp_path / "mail"
+    return len(list(mailbox.Maildir(path, create=False))) if path.exists() else 0
+
+
+def test_csv_with_invalid_rows_lists_them_by_line_and_sends_nothing(tmp_path):
+    config = write_config(tmp_path)
+    path = tmp_path / "l.csv"
+    path.write_text(
+        "userid,email,firstname,lastname\n"
+        "1,ok1@example.org,Ana,Silva\n"
+        "2,bob@@example.org,Bob,Jones\n"
+        "x,ok3@example.org,Cy,Young\n"
+        "4,ok4@example.org,Di,Prince\n"
+    )
+    proc = cli(config, "send", "csv", str(path), *message_args(tmp_path), "--yes", "--deliver", check=False)
+    assert proc.returncode != 0
+    assert "line 3" in proc.stdout and "line 4" in proc.stdout
+    assert "nothing sent" in proc.stderr
+    assert maildir_count(tmp_path) == 0
+    listing = cli(config, "jobs", "list").stdout
+    assert len(listing.strip().splitlines()) == 1  # header only: no job was created
+
+    proc = cli(config, "send", "csv", str(path), *message_args(tmp_path), "--yes", "--deliver", "--skip-invalid")
+    assert maildir_count(tmp_path) == 2
+
+
+def test_without_a_terminal_and_without_yes_the_send_is_refused(tmp_path):
+    config = write_config(tmp_path)
+    proc = cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 3)), *message_args(tmp_path), check=False)
+    assert proc.returncode == 1 and "--yes" in proc.stderr
+    assert maildir_count(tmp_path) == 0
+
+
+def test_resubmitted_file_mails_nobody_twice(tmp_path):
+    config = write_config(tmp_path)
+    path = write_csv(tmp_path / "l.csv", 5)
+    args = ("send", "csv", str(path), *message_args(tmp_path), "--yes", "--deliver")
+    cli(config, *args)
+    again = cli(config, *args)
+    assert "5 already sent" in again.stdout
+    assert maildir_count(tmp_path) == 5
+
+
+def test_jobs_show_export_and_retry(tmp_path):
+    config = write_config(tmp_path)
+    cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 4)), *message_args(tmp_path), "--yes", "--deliver")
+    job_id = cli(config, "jobs", "list").stdout.splitlines()[1].split()[0]
+    shown = cli(config, "jobs", "show", job_id).stdout
+    assert "completed" in shown and "sent 4" in shown
+    out = tmp_path / "export.csv"
+    cli(config, "jobs", "export", job_id, "-o", str(out))
+    rows = list(csv.DictReader(out.open()))
+    assert [r["status"] for r in rows] == ["sent"] * 4
+    retry = cli(config, "jobs", "retry", job_id, check=False)
+    assert retry.returncode == 1 and "no failed recipient" in retry.stderr
+
+
+def test_unknown_job_is_one_line_error(tmp_path):
+    config = write_config(tmp_path)
+    proc = cli(config, "jobs", "show", "00000000-0000-4000-8000-000000000000", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "not found" in proc.stderr
+
+
+def test_bad_config_names_the_file_and_key(tmp_path):
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("[server]", "[server]\nlisten_port = 8000"))
+    proc = cli(config, "check", check=False)
+    assert proc.returncode == 1
+    assert str(config) in proc.stderr and "server.listen_port" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_once_delivers_mail_and_pdfs_and_exits_0(tmp_path):
+    proc = cli(tmp_path / "unused.toml", "demo", "--once", "--dir", str(tmp_path / "demo"))
+    assert "mail:" in proc.stdout and "certificates:" in proc.stdout
+    mails = list(mailbox.Maildir(tmp_path / "demo" / "mail", create=False))
+    assert len(mails) == 25
+    pdfs = list((tmp_path / "demo" / "certificates").rglob("*.pdf"))
+    assert len(pdfs) == 25
