@@ -103,14 +103,16 @@ def main() -> None:
         r.raise_for_status()
         return r.json()["accepted"]
 
-    t = time.perf_counter()
-    with ThreadPoolExecutor(args.clients) as pool:
-        accepted = sum(pool.map(post, bodies))
-    wall = time.perf_counter() - t
-    status = open(f"/proc/{proc.pid}/status").read()
-    rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
-    proc.terminate()
-    proc.wait(timeout=60)
+    try:
+        t = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            accepted = sum(pool.map(post, bodies))
+        wall = time.perf_counter() - t
+        status = open(f"/proc/{proc.pid}/status").read()
+        rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
     db = open_database(f"sqlite:///{tmp}/offload.db")
     sent = Recipient.select().where(Recipient.status == "sent").count()

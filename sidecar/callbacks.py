@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from peewee import IntegrityError
+
 from providers import signing
 from providers.message import Callback, MessageError, parse_callback
 from sidecar.db import store
@@ -93,8 +95,6 @@ class CallbackService:
             except SidecarError:
                 raise CallbackRejected(404, f"unknown job {cb.job_id}") from None
             raise CallbackRejected(404, f"unknown batch {cb.batch_id} for job {cb.job_id}")
-        if store.callback_seen(cb.callback_id):
-            raise CallbackRejected(409, f"callback {cb.callback_id} was already applied")
         updates = [
             store.Update(
                 userid=u.userid,
@@ -109,22 +109,29 @@ class CallbackService:
             )
             for u in cb.updates
         ]
-        with store.atomic():
-            if not store.remember_callback(cb.callback_id, cb.job_id, cb.batch_id, now):
-                raise CallbackRejected(409, f"callback {cb.callback_id} was already applied")
-            accepted, ignored = store.apply_updates(
-                cb.job_id, cb.batch_id, updates, now, self.settings.max_attempts
-            )
-            if ignored:
-                strangers = set(ignored) - store.batch_userids(cb.batch_id, ignored)
-                if strangers:
-                    store.audit(
-                        "callback_unknown_users", now, cb.job_id, callback_id=cb.callback_id,
-                        batch_id=cb.batch_id, userids=sorted(strangers)[:50],
-                    )  # fmt: skip
-                    log.warning(
-                        "job %s: callback %s names %d users not in batch %s; ignored",
-                        cb.job_id, cb.callback_id, len(strangers), cb.batch_id,
-                    )  # fmt: skip
-            store.mark_callback_counts(cb.callback_id, accepted, len(ignored))
+        try:
+            with store.atomic():
+                accepted, ignored = store.apply_updates(
+                    cb.job_id, cb.batch_id, updates, now, self.settings.max_attempts
+                )
+                if ignored:
+                    self._audit_strangers(cb, ignored, now)
+                # Last, in the same transaction: a replay fails here and undoes everything.
+                store.remember_callback(
+                    cb.callback_id, cb.job_id, cb.batch_id, accepted, len(ignored), now
+                )
+        except IntegrityError:
+            raise CallbackRejected(409, f"callback {cb.callback_id} was already applied") from None
         return {"accepted": accepted, "ignored": len(ignored)}
+
+    def _audit_strangers(self, cb: Callback, ignored: list[int], now: datetime) -> None:
+        strangers = set(ignored) - store.batch_userids(cb.batch_id, ignored)
+        if strangers:
+            store.audit(
+                "callback_unknown_users", now, cb.job_id, callback_id=cb.callback_id,
+                batch_id=cb.batch_id, userids=sorted(strangers)[:50],
+            )  # fmt: skip
+            log.warning(
+                "job %s: callback %s names %d users not in batch %s; ignored",
+                cb.job_id, cb.callback_id, len(strangers), cb.batch_id,
+            )  # fmt: skip

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from peewee import IntegrityError
 
-from sidecar.db.models import Certificate, database
+from sidecar.db import store
+from sidecar.db.models import Certificate
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def reserve(
     for _ in range(5):
         code = new_code()
         try:
-            with database.atomic():
+            with store.atomic():
                 Certificate.insert(
                     code=code,
                     job_id=job_id,

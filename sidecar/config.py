@@ -302,6 +302,8 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> Config:
 def describe(exc: ValidationError, raw: Mapping) -> str:
     """One line for the first error, built from location and message only (never the input)."""
     errors = exc.errors(include_input=False, include_url=False)
+    # A typo shows as an unknown key plus a missing one: name the typo first.
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc)

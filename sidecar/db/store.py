@@ -44,6 +44,10 @@ def db() -> Database:
 
 
 def atomic():
+    """A write transaction. On SQLite it takes the write lock at BEGIN (IMMEDIATE): a
+    deferred one that reads first cannot wait for the lock later, it fails at once."""
+    if isinstance(db(), SqliteDatabase):
+        return database.atomic(lock_type="IMMEDIATE")
     return database.atomic()
 
 
@@ -171,98 +175,78 @@ def apply_updates(
     """Apply outcomes to one batch's recipients; returns (accepted, ignored userids).
 
     Idempotent: an update that would move a recipient backwards (or repeats one already
-    applied) changes nothing and is counted as ignored. A failure that reaches
-    `max_attempts` becomes permanently_failed. Call inside a transaction.
+    applied), or names a user not in the batch, changes nothing and is counted as ignored.
+    A failure that reaches `max_attempts` becomes permanently_failed. Call inside a
+    transaction. The UPDATEs keep their compare-and-set guard; the statuses read first
+    only decide which rows to send and what to report.
     """
     database_ = db()
     p = database_.param
     q0, q1 = database_.quote
-    accepted = 0
-    touched: set[int] = set()
     t = f"{q0}recipient{q1}"
-    where = f"job_id = {p} AND batch_id = {p} AND userid = {p}"
     cursor = database_.cursor()
+    cursor.execute(f"SELECT userid, status FROM {t} WHERE batch_id = {p}", (batch_id,))
+    current = {uid: RecipientStatus(status) for uid, status in cursor.fetchall()}
 
-    sent = [u for u in updates if u.status == R.SENT]
-    if sent:
-        preds = _in_list(RECIPIENT_PREDECESSORS[R.SENT])
+    chosen: dict[RecipientStatus, list[Update]] = {R.SENT: [], R.FAILED: [], R.RETRY_PENDING: []}
+    ignored: list[int] = []
+    for u in updates:
+        old = current.get(u.userid)
+        if old is None or u.status not in chosen or old not in RECIPIENT_PREDECESSORS[u.status]:
+            ignored.append(u.userid)
+            continue
+        chosen[u.status].append(u)
+        current[u.userid] = u.status  # a second update for the same user sees this one
+
+    where = f"job_id = {p} AND batch_id = {p} AND userid = {p}"
+    stamp = dbtime(now)
+    key = (job_id, batch_id)
+    statements: list[tuple[str, list[tuple]]] = []
+    if chosen[R.SENT]:
         sql = (
-            f"UPDATE {t} SET status = {p}, external_id = {p}, certificate_key = {p}, "
+            f"UPDATE {t} SET status = '{R.SENT.value}', external_id = {p}, certificate_key = {p}, "
             f"timesent = {p}, last_error = NULL, next_attempt_at = NULL, updated_at = {p} "
-            f"WHERE {where} AND status IN ({preds})"
+            f"WHERE {where} AND status IN ({_in_list(RECIPIENT_PREDECESSORS[R.SENT])})"
         )
-        for u in sent:
-            cursor.execute(
-                sql,
-                (
-                    R.SENT.value,
-                    u.external_id,
-                    u.certificate_key,
-                    dbtime(u.timesent or now),
-                    dbtime(now),
-                    job_id,
-                    batch_id,
-                    u.userid,
-                ),
-            )
-            if cursor.rowcount == 1:
-                accepted += 1
-                touched.add(u.userid)
-
-    failed = [u for u in updates if u.status == R.FAILED]
-    if failed:
-        preds = _in_list(RECIPIENT_PREDECESSORS[R.FAILED])
+        rows = [
+            (u.external_id, u.certificate_key, dbtime(u.timesent) if u.timesent else stamp, stamp,
+             *key, u.userid)
+            for u in chosen[R.SENT]
+        ]  # fmt: skip
+        statements.append((sql, rows))
+    if chosen[R.FAILED]:
         sql = (
             f"UPDATE {t} SET status = CASE WHEN COALESCE({p}, attempts + 1) >= {p} "
             f"THEN '{R.PERMANENTLY_FAILED.value}' ELSE '{R.FAILED.value}' END, "
-            f"attempts = COALESCE({p}, attempts + 1), last_error = {p}, "
-            f"next_attempt_at = NULL, updated_at = {p} WHERE {where} AND status IN ({preds})"
+            f"attempts = COALESCE({p}, attempts + 1), last_error = {p}, next_attempt_at = NULL, "
+            f"updated_at = {p} "
+            f"WHERE {where} AND status IN ({_in_list(RECIPIENT_PREDECESSORS[R.FAILED])})"
         )
-        for u in failed:
-            cursor.execute(
-                sql,
-                (
-                    u.attempts,
-                    max_attempts,
-                    u.attempts,
-                    (u.error or "failed")[:2000],
-                    dbtime(now),
-                    job_id,
-                    batch_id,
-                    u.userid,
-                ),
-            )
-            if cursor.rowcount == 1:
-                accepted += 1
-                touched.add(u.userid)
-
-    retry = [u for u in updates if u.status == R.RETRY_PENDING]
-    if retry:
-        preds = _in_list({R.QUEUED})
+        rows = [
+            (u.attempts, max_attempts, u.attempts, (u.error or "failed")[:2000], stamp, *key,
+             u.userid)
+            for u in chosen[R.FAILED]
+        ]  # fmt: skip
+        statements.append((sql, rows))
+    if chosen[R.RETRY_PENDING]:
         sql = (
-            f"UPDATE {t} SET status = {p}, attempts = COALESCE({p}, attempts + 1), "
-            f"last_error = {p}, next_attempt_at = {p}, updated_at = {p} "
-            f"WHERE {where} AND status IN ({preds})"
+            f"UPDATE {t} SET status = '{R.RETRY_PENDING.value}', "
+            f"attempts = COALESCE({p}, attempts + 1), last_error = {p}, next_attempt_at = {p}, "
+            f"updated_at = {p} WHERE {where} AND status IN ({_in_list({R.QUEUED})})"
         )
-        for u in retry:
-            cursor.execute(
-                sql,
-                (
-                    R.RETRY_PENDING.value,
-                    u.attempts,
-                    (u.error or "")[:2000],
-                    dbtime(u.next_attempt_at),
-                    dbtime(now),
-                    job_id,
-                    batch_id,
-                    u.userid,
-                ),
-            )
-            if cursor.rowcount == 1:
-                accepted += 1
-                touched.add(u.userid)
+        rows = [
+            (u.attempts, (u.error or "")[:2000], dbtime(u.next_attempt_at), stamp, *key, u.userid)
+            for u in chosen[R.RETRY_PENDING]
+        ]
+        statements.append((sql, rows))
 
-    ignored = [u.userid for u in updates if u.userid not in touched]
+    accepted = 0
+    for sql, rows in statements:
+        if len(rows) == 1:
+            cursor.execute(sql, rows[0])
+        else:
+            cursor.executemany(sql, rows)
+        accepted += max(cursor.rowcount, 0)
     if accepted:
         refresh_progress(job_id, batch_id, now)
     return accepted, ignored
@@ -325,26 +309,17 @@ def settle(job_id: str, now: datetime) -> JobStatus | None:
 # --- callbacks -----------------------------------------------------------------------------
 
 
-def remember_callback(callback_id: str, job_id: str, batch_id: str, now: datetime) -> bool:
-    """Record a callback id; False when it was seen before (the caller answers 409)."""
-    try:
-        with database.atomic():
-            SeenCallback.insert(
-                callback_id=callback_id,
-                job_id=job_id,
-                batch_id=batch_id,
-                accepted=0,
-                ignored=0,
-                received_at=now,
-            ).execute()
-    except IntegrityError:
-        return False
-    return True
-
-
-def mark_callback_counts(callback_id: str, accepted: int, ignored: int) -> None:
-    SeenCallback.update(accepted=accepted, ignored=ignored).where(
-        SeenCallback.callback_id == callback_id
+def remember_callback(
+    callback_id: str, job_id: str, batch_id: str, accepted: int, ignored: int, now: datetime
+) -> None:
+    """Record an applied callback. Raises IntegrityError when its id was seen before."""
+    SeenCallback.insert(
+        callback_id=callback_id,
+        job_id=job_id,
+        batch_id=batch_id,
+        accepted=accepted,
+        ignored=ignored,
+        received_at=now,
     ).execute()
 
 
