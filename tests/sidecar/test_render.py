@@ -1,0 +1,60 @@
+"""Templates: sandboxed, strict, overridable; every shipped one renders."""
+
+import pytest
+
+from sidecar.errors import TemplateError
+from sidecar.render import Renderer, learner_vars, shipped_ids
+
+COMMON = {
+    **learner_vars(7, "ana@example.org", "Aoife", "O'Brien & Sons"),
+    "course": {"fullname": "Safety & Health", "shortname": "SH", "url": "https://m.example/c/5"},
+    "company": {"name": "Acme"}, "inactive_days": 30, "site": {"name": "Academy", "url": "https://m.example"},
+    "username": "ana", "temporary_password": "Tmp-9x!", "license": {"name": "2025 seats"},
+    "message": {"subject": "Hello {{ not a template }}", "body": "Line <one>\nline two\n\nPara"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("template_id", [t for t in shipped_ids() if t not in ("certificate", "_footer")])
+def test_every_shipped_template_renders_with_its_documented_variables(template_id):
+    email = Renderer().render_email(template_id, COMMON)
+    assert email.subject and "\n" not in email.subject
+    assert "<" not in email.text.replace("Line <one>", "")
+    assert "Aoife" in email.html or "Line &lt;one&gt;" in email.html
+
+
+def test_html_is_escaped_and_subject_and_text_are_not():
+    email = Renderer().render_email("reminder", COMMON)
+    assert "Safety &amp; Health" in email.html and email.subject == "Reminder: Safety & Health"
+    assert "Safety & Health" in email.text
+
+
+def test_undefined_variable_is_an_error_naming_template_line_and_variable(tmp_path):
+    (tmp_path / "promo.html").write_text(
+        "{% block subject %}Hi{% endblock %}\n{% block html %}\n<p>{{ learner.nickname }}</p>{% endblock %}"
+        "{% block text %}x{% endblock %}"
+    )
+    with pytest.raises(TemplateError, match=r"template 'promo' line 3: .*nickname"):
+        Renderer(tmp_path).preview("promo", COMMON)
+
+
+def test_templates_dir_overrides_the_shipped_one(tmp_path):
+    (tmp_path / "reminder.html").write_text(
+        "{% block subject %}Ours{% endblock %}{% block html %}<b>x</b>{% endblock %}"
+        "{% block text %}x{% endblock %}{% block certificate_delivery %}link{% endblock %}"
+    )
+    email = Renderer(tmp_path).render_email("reminder", COMMON)
+    assert email.subject == "Ours" and email.certificate_delivery == "link"
+    assert Renderer().render_email("reminder", COMMON).certificate_delivery == "attach"
+
+
+def test_sandbox_refuses_unsafe_attribute_access(tmp_path):
+    (tmp_path / "evil.html").write_text(
+        "{% block subject %}{{ learner.__class__.__mro__ }}{% endblock %}{% block html %}{% endblock %}{% block text %}{% endblock %}"
+    )
+    with pytest.raises(TemplateError):
+        Renderer(tmp_path).preview("evil", COMMON)
+
+
+def test_unknown_template_lists_the_shipped_ones():
+    with pytest.raises(TemplateError, match="not found .*reminder"):
+        Renderer().preview("nope", COMMON)
