@@ -89,3 +89,30 @@ def test_demo_once_delivers_mail_and_pdfs_and_exits_0(tmp_path):
     assert len(mails) == 25
     pdfs = list((tmp_path / "demo" / "certificates").rglob("*.pdf"))
     assert len(pdfs) == 25
+
+
+def test_db_upgrade_then_check_pass_on_a_good_config(tmp_path):
+    config = write_config(tmp_path)
+    assert "applied migrations 1" in cli(config, "db", "upgrade").stdout
+    again = cli(config, "db", "upgrade").stdout
+    assert "already at version 1" in again
+    checked = cli(config, "check")
+    assert "ok   database: schema at version 1" in checked.stdout
+    assert "ok   local delivery: maildir" in checked.stdout
+
+
+def test_check_fails_with_a_fix_when_the_smtp_server_is_unreachable(tmp_path):
+    from .conftest import free_port
+
+    config = write_config(tmp_path, smtp_port=free_port())
+    proc = cli(config, "check", check=False)
+    assert proc.returncode == 1
+    assert "FAIL local delivery" in proc.stdout and "providers.local.smtp_host" in proc.stdout
+
+
+def test_cancel_stops_a_queued_job(tmp_path):
+    config = write_config(tmp_path)
+    cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 3)), *message_args(tmp_path), "--yes")
+    job_id = cli(config, "jobs", "list").stdout.splitlines()[1].split()[0]
+    assert "3 recipients will not be sent" in cli(config, "jobs", "cancel", job_id).stdout
+    assert "cancelled" in cli(config, "jobs", "show", job_id).stdout
