@@ -128,23 +128,23 @@ class SmtpSender:
             refused = self._conn.send_message(msg)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
-            self._raise_for(code, text, keep=True)
+            self._raise_for(code, text)
         except smtplib.SMTPResponseException as exc:
-            self._raise_for(exc.smtp_code, exc.smtp_error, keep=exc.smtp_code < 500)
+            self._raise_for(exc.smtp_code, exc.smtp_error)
         except (smtplib.SMTPServerDisconnected, OSError, socket.timeout) as exc:
             self._drop()
             raise TransientDeliveryError(f"SMTP connection lost: {exc}", str(exc)) from None
         else:
             if refused:
                 code, text = next(iter(refused.values()))
-                self._raise_for(code, text, keep=True)
+                self._raise_for(code, text)
 
     def _drop(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _raise_for(self, code: int, text, *, keep: bool) -> None:
+    def _raise_for(self, code: int, text) -> None:
         reply = _reply(code, text)
         if self._conn is not None:
             try:

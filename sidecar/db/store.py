@@ -323,10 +323,6 @@ def remember_callback(
     ).execute()
 
 
-def callback_seen(callback_id: str) -> bool:
-    return SeenCallback.select().where(SeenCallback.callback_id == callback_id).exists()
-
-
 def get_batch(batch_id: str) -> Batch | None:
     return Batch.get_or_none(Batch.id == batch_id)
 
