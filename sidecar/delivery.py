@@ -10,9 +10,8 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -155,7 +154,7 @@ class LocalDelivery:
             .order_by(Recipient.userid)
         )
         log.info("job %s: batch %d: delivering %d recipients", job.id, batch.index, len(todo))
-        pdfs = self._start_certificates(job, todo) if job.actions.get("certificate") else {}
+        certs = self._start_certificates(job, todo) if job.actions.get("certificate") else {}
         done = 0
         pause_until: datetime | None = None
         renew_at = self.clock() + timedelta(seconds=self.settings.lease_seconds / 3)
@@ -166,7 +165,7 @@ class LocalDelivery:
                 if self.clock() >= renew_at:
                     self._renew(batch)
                     renew_at = self.clock() + timedelta(seconds=self.settings.lease_seconds / 3)
-                update, unavailable = self._deliver_one(job, r, pdfs.get(r.userid))
+                update, unavailable = self._deliver_one(job, r, certs.get(r.userid))
                 with store.atomic():
                     store.apply_updates(
                         job.id, batch.id, [update], self.clock(), self.settings.max_attempts
@@ -177,8 +176,9 @@ class LocalDelivery:
                     pause_until = update.next_attempt_at or self.clock()
                     break
         finally:
-            for fut in pdfs.values():
-                fut.cancel()
+            for _, fut in certs.values():
+                if fut is not None:
+                    fut.cancel()
             self._release(batch, pause_until)
         return done
 
@@ -203,19 +203,32 @@ class LocalDelivery:
                 status=BatchStatus.QUEUED, lease_until=lease, owner=None, updated_at=now
             ).where(Batch.id == batch.id, Batch.status == BatchStatus.PROCESSING).execute()
 
-    def _start_certificates(self, job: Job, todo: list[Recipient]) -> dict[int, "Future[bytes]"]:
-        """Render each certificate in the process pool while emails go out."""
-        futures: dict[int, Future[bytes]] = {}
+    def _start_certificates(
+        self, job: Job, todo: list[Recipient]
+    ) -> dict[int, tuple[certificates.Issued, "Future[bytes] | None"]]:
+        """Reserve each certificate and render it in the process pool while emails go out.
+
+        The future is None when the PDF was already written (a redelivery); a template
+        error becomes that recipient's failed future, not the batch's.
+        """
+        out: dict[int, tuple[certificates.Issued, Future[bytes] | None]] = {}
         for r in todo:
             issued = certificates.reserve(job.id, r.userid, job.courseid, "local", self.clock())
-            path = self.settings.certificate_dir / issued.key
-            if path.exists():
+            if (self.settings.certificate_dir / issued.key).exists():
+                out[r.userid] = (issued, None)
                 continue
-            html = self.renderer.render_certificate(
-                job.certificate_template_id or "certificate", self._certificate_vars(job, r, issued)
-            )
-            futures[r.userid] = _submit_pdf(self.pdf, html)
-        return futures
+            try:
+                html = self.renderer.render_certificate(
+                    job.certificate_template_id or "certificate",
+                    self._certificate_vars(job, r, issued),
+                )
+            except TemplateError as exc:
+                failed: Future[bytes] = Future()
+                failed.set_exception(exc)
+                out[r.userid] = (issued, failed)
+                continue
+            out[r.userid] = (issued, _submit_pdf(self.pdf, html))
+        return out
 
     def _context(self, job: Job, r: Recipient) -> dict:
         ctx = dict(job.template_data or {})
@@ -235,21 +248,20 @@ class LocalDelivery:
         return ctx
 
     def _deliver_one(
-        self, job: Job, r: Recipient, pdf: "Future[bytes] | None"
+        self, job: Job, r: Recipient, cert: "tuple[certificates.Issued, Future[bytes] | None] | None"
     ) -> tuple[store.Update, bool]:
         """Deliver one recipient; returns its outcome and whether the server is unreachable."""
         attempts = r.attempts + 1
         attachment = None
         cert_key = None
         try:
-            if job.actions.get("certificate"):
-                issued = certificates.reserve(job.id, r.userid, job.courseid, "local", self.clock())
-                path = self.settings.certificate_dir / issued.key
+            if cert is not None:
+                issued, pdf = cert
                 if pdf is not None:
                     data = pdf.result()
                     certificates.write_file(self.settings.certificate_dir, issued.key, data)
                 else:
-                    data = path.read_bytes()
+                    data = (self.settings.certificate_dir / issued.key).read_bytes()
                 cert_key = issued.key
                 attachment = (f"certificate-{issued.code}.pdf", data, "application/pdf")
                 link, _ = certificates.urls(self.settings.public_url, issued.code)
@@ -357,13 +369,3 @@ def _alive(owner: str | None) -> bool:
 def _domain(address: str) -> str:
     addr = address.rsplit("<", 1)[-1].rstrip(">").strip()
     return addr.rsplit("@", 1)[-1] if "@" in addr else "moodle-offload.invalid"
-
-
-@contextmanager
-def pdf_pool(processes: int) -> Iterator[PdfPool | None]:
-    pool = PdfPool(processes) if processes > 0 else None
-    try:
-        yield pool
-    finally:
-        if pool is not None:
-            pool.close()

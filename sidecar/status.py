@@ -78,14 +78,6 @@ RECIPIENT_PREDECESSORS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
 }
 
 
-def can_move_job(old: JobStatus, new: JobStatus) -> bool:
-    return old in JOB_PREDECESSORS[new]
-
-
-def can_move_recipient(old: RecipientStatus, new: RecipientStatus) -> bool:
-    return old in RECIPIENT_PREDECESSORS[new]
-
-
 def settle_job(counts: dict[str, int]) -> JobStatus | None:
     """The final job status for recipient counts by status, or None while any is open."""
     if any(counts.get(s, 0) for s in RECIPIENT_OPEN):

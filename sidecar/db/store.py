@@ -9,12 +9,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from peewee import Database, IntegrityError, SqliteDatabase, fn
+from peewee import Database, SqliteDatabase, fn
 
 from sidecar.db.models import (
     AuditLog,
     Batch,
-    Certificate,
     Job,
     Recipient,
     SeenCallback,
@@ -335,22 +334,3 @@ def audit(event: str, now: datetime, job_id: str | None = None, **detail) -> Non
     AuditLog.insert(
         at=now, event=event, job_id=job_id, detail=json.dumps(detail, default=str, sort_keys=True)
     ).execute()
-
-
-def audit_lines(job_id: str | None = None, limit: int = 100) -> list[AuditLog]:
-    query = AuditLog.select().order_by(AuditLog.id.desc()).limit(limit)
-    if job_id:
-        query = query.where(AuditLog.job_id == job_id)
-    return list(query)
-
-
-# --- certificates --------------------------------------------------------------------------
-
-
-def certificate_for(job_id: str, userid: int) -> Certificate | None:
-    return Certificate.get_or_none(Certificate.job_id == job_id, Certificate.userid == userid)
-
-
-def get_certificate(code: str) -> Certificate | None:
-    return Certificate.get_or_none(Certificate.code == code)
-
