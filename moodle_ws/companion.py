@@ -1,0 +1,68 @@
+"""The ManiReports companion functions (`{prefix}_…`), each optional on a site.
+
+Schedules come back as raw mappings: `schedules.model.Schedule.from_remote` validates
+them one by one, so one malformed schedule does not hide the others.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from moodle_ws.client import MoodleClient, RequestTally
+from moodle_ws.types import CloudSetting, Warning
+
+DEFAULT_PREFIX = "local_manireports"
+
+# name -> what a site without it loses (shown by `check`)
+FUNCTIONS = {
+    "get_schedules": "schedules are read from the [schedules] file only",
+    "get_cloud_settings": "per-company cloud settings come from [[companies]] in the config only",
+    "get_course_completions": "completion is read per learner (one call each, or batched)",
+    "record_certificate": "issued certificate links are not written back to Moodle",
+}
+
+
+def names(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
+    """Full function name -> what its absence disables."""
+    return {f"{prefix}_{short}": loss for short, loss in FUNCTIONS.items()}
+
+
+def get_schedules(
+    client: MoodleClient, prefix: str = DEFAULT_PREFIX
+) -> tuple[list[Mapping[str, Any]], list[Warning]]:
+    answer = client.call(f"{prefix}_get_schedules")
+    return (
+        list(answer.get("schedules") or ()),
+        [Warning.from_json(w) for w in answer.get("warnings") or ()],
+    )
+
+
+def get_cloud_settings(client: MoodleClient, prefix: str = DEFAULT_PREFIX) -> list[CloudSetting]:
+    answer = client.call(f"{prefix}_get_cloud_settings")
+    return [
+        CloudSetting(
+            int(c["companyid"]),
+            bool(int(c["enabled"])),
+            str(c["email_provider"]),
+            int(c["threshold"]),
+        )
+        for c in answer.get("companies") or ()
+    ]
+
+
+def get_course_completions(
+    client: MoodleClient, courseid: int, prefix: str = DEFAULT_PREFIX,
+    *, tally: RequestTally | None = None,
+) -> Mapping[str, Any]:  # fmt: skip
+    """The raw bulk answer: `{completions: [...], cmcompletions: [...]}` for the course."""
+    return client.call(f"{prefix}_get_course_completions", {"courseid": courseid}, tally=tally)
+
+
+def record_certificate(
+    client: MoodleClient, userid: int, courseid: int, url: str, jobid: str,
+    prefix: str = DEFAULT_PREFIX,
+) -> bool:  # fmt: skip
+    answer = client.call(
+        f"{prefix}_record_certificate",
+        {"userid": userid, "courseid": courseid, "url": url, "jobid": jobid},
+    )
+    return bool(answer.get("status"))

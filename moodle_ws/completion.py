@@ -1,0 +1,158 @@
+"""Completion of a whole course, in as few Moodle requests as the site allows.
+
+1. The companion bulk function, when the token's service has it: one request.
+2. Otherwise per-user calls batched through `tool_mobile_call_external_functions`
+   (about 500 calls a request under PHP's max_input_vars).
+3. Otherwise per-user calls, at most `max_concurrency` in flight.
+
+Course-wide errors (completion disabled, no criteria, a function missing from the
+service) raise; a user Moodle does not track in the course is reported in `untracked`.
+"""
+
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from moodle_ws import companion, functions
+from moodle_ws.client import BATCH_FUNCTION, MoodleClient, RequestTally
+from moodle_ws.errors import MoodleAPIError, NotEnrolled
+from moodle_ws.types import (
+    ActivitiesCompletion,
+    CourseCompletions,
+    CourseCompletionStatus,
+    SiteInfo,
+)
+
+log = logging.getLogger(__name__)
+
+COURSE_FN = "core_completion_get_course_completion_status"
+ACTIVITIES_FN = "core_completion_get_activities_completion_status"
+
+
+def choose_method(site: SiteInfo, prefix: str = companion.DEFAULT_PREFIX) -> str:
+    """`companion`, `batch` or `per_user`, from the functions of the token's service."""
+    if site.has(f"{prefix}_get_course_completions"):
+        return "companion"
+    if site.has(BATCH_FUNCTION):
+        return "batch"
+    return "per_user"
+
+
+def course_completions(
+    client: MoodleClient,
+    courseid: int,
+    userids: Iterable[int],
+    *,
+    site: SiteInfo,
+    prefix: str = companion.DEFAULT_PREFIX,
+    activities: bool = False,
+    method: str | None = None,
+) -> CourseCompletions:
+    """Who of `userids` completed the course and, with `activities`, each activity's state.
+
+    Raises CompletionNotEnabled, NoCompletionCriteria, FunctionNotInService or another
+    MoodleError that concerns the whole course.
+    """
+    method = method or choose_method(site, prefix)
+    userids = list(dict.fromkeys(int(u) for u in userids))
+    tally = RequestTally()
+    if method == "companion":
+        answer = companion.get_course_completions(client, courseid, prefix, tally=tally)
+        result = _from_bulk(courseid, answer, set(userids), activities)
+    elif method in ("batch", "per_user"):
+        result = _from_per_user(client, courseid, userids, activities, method == "batch", tally)
+    else:
+        raise ValueError(f"unknown completion method {method!r}")
+    completed, states, untracked = result
+    log.info(
+        "course %d: completion of %d users by %s in %d Moodle requests (%d completed)",
+        courseid, len(userids), method, tally.count, len(completed),
+    )  # fmt: skip
+    return CourseCompletions(courseid, completed, states, method, tally.count, frozenset(untracked))
+
+
+def _from_bulk(courseid, answer, wanted: set[int], activities: bool):
+    completed = {
+        int(c["userid"]): int(c["timecompleted"])
+        for c in answer.get("completions") or ()
+        if c.get("timecompleted") and int(c["userid"]) in wanted
+    }
+    states: dict[int, dict[int, int]] = {}
+    if activities:
+        for row in answer.get("cmcompletions") or ():
+            userid = int(row["userid"])
+            if userid in wanted:
+                states.setdefault(int(row["cmid"]), {})[userid] = int(row["state"])
+    return completed, states, set()
+
+
+def _from_per_user(client, courseid, userids, activities, batched, tally):
+    calls: list[tuple[str, dict[str, Any]]] = []
+    for userid in userids:
+        calls.append((COURSE_FN, {"courseid": courseid, "userid": userid}))
+        if activities:
+            calls.append((ACTIVITIES_FN, {"courseid": courseid, "userid": userid}))
+    if batched:
+        answers = client.call_batch(calls, tally=tally)
+    else:
+        answers = _each(client, calls, tally)
+    completed: dict[int, int] = {}
+    states: dict[int, dict[int, int]] = {}
+    untracked: set[int] = set()
+    for (function, args), answer in zip(calls, answers, strict=True):
+        userid = args["userid"]
+        if isinstance(answer, NotEnrolled):
+            untracked.add(userid)
+            continue
+        if isinstance(answer, MoodleAPIError):
+            raise answer
+        if function == COURSE_FN:
+            status = CourseCompletionStatus.from_json(courseid, userid, answer)
+            if status.completed:
+                completed[userid] = status.timecompleted or 0
+        else:
+            for s in ActivitiesCompletion.from_json(courseid, userid, answer).statuses:
+                if s.state:
+                    states.setdefault(s.cmid, {})[userid] = s.state
+    return completed, states, untracked
+
+
+def _each(client: MoodleClient, calls, tally) -> list[Any]:
+    """One request per call under the client's concurrency cap; NotEnrolled kept as a value."""
+
+    def one(call):
+        function, args = call
+        try:
+            return client.call(function, args, tally=tally)
+        except NotEnrolled as exc:
+            return exc
+
+    workers = client.settings.max_concurrency
+    window = workers * 32  # a course-wide error stops within one window
+    out: list[Any] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moodle") as pool:
+        for i in range(0, len(calls), window):
+            out.extend(pool.map(one, calls[i : i + window]))
+    return out
+
+
+def learners_with_completion(
+    client: MoodleClient,
+    courseid: int,
+    *,
+    site: SiteInfo | None = None,
+    prefix: str = companion.DEFAULT_PREFIX,
+    activities: bool = False,
+    page_size: int = 1000,
+    method: str | None = None,
+):
+    """A course's participants and their completion: `(users, completions, requests)`."""
+    tally = RequestTally()
+    site = site or functions.site_info(client)
+    users = list(functions.enrolled_users(client, courseid, page_size=page_size, tally=tally))
+    result = course_completions(
+        client, courseid, [u.id for u in users], site=site, prefix=prefix,
+        activities=activities, method=method,
+    )  # fmt: skip
+    return users, result, tally.count + result.requests
