@@ -1,0 +1,264 @@
+from dataclasses import FrozenInstanceError
+
+import pytest
+
+from schedules import Completions, Learner, is_inactive, select_recipients
+from tests.schedules.factory import schedule
+
+NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
+DAY = 86400
+CMID = 41
+
+
+def learner(userid: int, email: str | None = "", **over) -> Learner:
+    values = {
+        "email": f"u{userid}@example.org" if email == "" else email,
+        "firstname": f"First{userid}",
+        "lastname": f"Last{userid}",
+        "lastaccess": NOW - DAY,
+        "lastcourseaccess": NOW - DAY,
+        **over,
+    }
+    return Learner(userid, **values)
+
+
+def ids(learners) -> list[int]:
+    return [lr.userid for lr in learners]
+
+
+class CourseCompletionsLike:
+    """The shape of moodle_ws's CourseCompletions, without importing it (a leaf test)."""
+
+    def __init__(self, completed, states=None, untracked=()):
+        self.completed = completed
+        self._states = states or {}
+        self.untracked = frozenset(untracked)
+
+    def activity_state(self, cmid, userid):
+        return self._states.get(cmid, {}).get(userid, 0)
+
+
+class WithoutUntracked:
+    """A completion object that has no `untracked` attribute at all."""
+
+    completed = {2: NOW - DAY}
+
+    def activity_state(self, cmid, userid):
+        return 0
+
+
+# 1 and 3 have not completed; 2 and 4 have.
+CLASS = [learner(1), learner(2), learner(3), learner(4)]
+DONE = Completions(completed={2: NOW - DAY, 4: NOW - 2 * DAY})
+
+
+@pytest.mark.parametrize(
+    "audience, expected",
+    [("enrolled", [1, 2, 3, 4]), ("not_completed", [1, 3]), ("completed", [2, 4])],
+)
+def test_each_audience(audience, expected):
+    sel = select_recipients(schedule(audience=audience), CLASS, DONE, NOW)
+    assert ids(sel.email) == expected
+    assert sel.audience_size == len(expected)
+    assert sel.suppressed == {}
+    assert sel.certificate == ()
+
+
+def test_inactive_audience_picks_the_learners_idle_for_longer_than_inactive_days():
+    learners = [
+        learner(1, lastcourseaccess=NOW - 31 * DAY),  # idle in the course
+        learner(2, lastcourseaccess=NOW - 5 * DAY),  # active
+        learner(3, lastcourseaccess=0, lastaccess=NOW),  # never opened the course
+        learner(4, lastcourseaccess=None, lastaccess=NOW - 40 * DAY),  # site access fallback
+    ]
+    sel = select_recipients(schedule(audience="inactive", inactive_days=30), learners, DONE, NOW)
+    assert ids(sel.email) == [1, 3, 4]
+    assert sel.audience_size == 3
+
+
+@pytest.mark.parametrize(
+    "lastcourseaccess, lastaccess, inactive",
+    [
+        (NOW - 2 * DAY, NOW - 400 * DAY, False),
+        (NOW - 40 * DAY, NOW, True),
+        (None, NOW - 40 * DAY, True),
+        (None, NOW - 2 * DAY, False),
+        (0, NOW, True),
+        (None, 0, True),
+        (NOW - 30 * DAY, NOW, False),
+        (NOW - 30 * DAY - 1, NOW, True),
+        (None, NOW - 30 * DAY, False),
+        (None, NOW - 30 * DAY - 1, True),
+    ],
+    ids=[
+        "course_access_recent_wins_over_old_site_access",
+        "course_access_old_wins_over_recent_site_access",
+        "no_course_access_falls_back_to_old_site_access",
+        "no_course_access_falls_back_to_recent_site_access",
+        "course_access_never",
+        "site_access_never",
+        "course_access_exactly_30_days_is_not_yet_inactive",
+        "course_access_a_second_older_is_inactive",
+        "site_access_exactly_30_days_is_not_yet_inactive",
+        "site_access_a_second_older_is_inactive",
+    ],
+)
+def test_is_inactive(lastcourseaccess, lastaccess, inactive):
+    lr = learner(1, lastcourseaccess=lastcourseaccess, lastaccess=lastaccess)
+    assert is_inactive(lr, 30, NOW) is inactive
+
+
+def test_course_completion_suppression_counts_by_reason():
+    s = schedule(suppress_course_completion=1)
+    sel = select_recipients(s, CLASS, DONE, NOW)
+    assert ids(sel.email) == [1, 3]
+    assert sel.suppressed == {"course_completed": 2}
+    assert sel.audience_size == 4
+    assert sel.total == 2 and sel.suppressed_total == 2
+
+
+@pytest.mark.parametrize(
+    "state, suppressed",
+    [(0, False), (1, True), (2, True), (3, True)],
+    ids=["incomplete", "complete", "complete_pass", "complete_fail_still_complete"],
+)
+def test_activity_suppression_for_each_completion_state(state, suppressed):
+    s = schedule(suppresstarget=CMID)
+    completion = Completions(activity_states={CMID: {1: state}})
+    sel = select_recipients(s, [learner(1), learner(2)], completion, NOW)
+    assert ids(sel.email) == ([2] if suppressed else [1, 2])
+    assert sel.suppressed == ({"activity_completed": 1} if suppressed else {})
+
+
+def test_activity_states_of_other_activities_do_not_suppress():
+    completion = Completions(activity_states={CMID + 1: {1: 1}})
+    sel = select_recipients(schedule(suppresstarget=CMID), [learner(1)], completion, NOW)
+    assert ids(sel.email) == [1]
+
+
+def test_no_target_means_activity_states_are_ignored():
+    completion = Completions(activity_states={CMID: {1: 1}, 0: {1: 1}})
+    sel = select_recipients(schedule(suppresstarget=0), [learner(1)], completion, NOW)
+    assert ids(sel.email) == [1]
+
+
+def test_learner_who_completed_between_two_firings_is_suppressed_in_the_second():
+    s = schedule(audience="not_completed", suppress_course_completion=1, suppresstarget=CMID)
+    learners = [learner(1), learner(2), learner(3)]
+    first = select_recipients(s, learners, Completions(), NOW)
+    assert ids(first.email) == [1, 2, 3]
+    later = Completions(completed={1: NOW + 10}, activity_states={CMID: {2: 3}})
+    second = select_recipients(s, learners, later, NOW + DAY)
+    assert ids(second.email) == [3]
+    # 1 left the not_completed audience; 2 failed the activity, which is still complete.
+    assert second.suppressed == {"activity_completed": 1}
+    assert second.audience_size == 2
+
+
+def test_reminder_to_everyone_suppresses_a_learner_who_completed_since_last_run():
+    s = schedule(audience="enrolled", suppress_course_completion=1)
+    learners = [learner(1), learner(2)]
+    assert ids(select_recipients(s, learners, Completions(), NOW).email) == [1, 2]
+    later = select_recipients(s, learners, Completions(completed={2: NOW + 5}), NOW + DAY)
+    assert ids(later.email) == [1]
+    assert later.suppressed == {"course_completed": 1}
+
+
+@pytest.mark.parametrize("email", [None, "", "   "], ids=["none", "empty", "blank"])
+def test_learner_without_an_email_address_is_counted_not_sent(email):
+    lr = Learner(1, email, "First1", "Last1")
+    sel = select_recipients(schedule(action_type="both"), [lr, learner(2)], DONE, NOW)
+    assert ids(sel.email) == [2]
+    assert ids(sel.certificate) == [2]
+    assert sel.suppressed == {"no_email": 1}
+
+
+def test_suppression_reason_is_the_first_that_applies_and_counted_once():
+    s = schedule(suppress_course_completion=1, suppresstarget=CMID)
+    completion = Completions(completed={2: NOW}, activity_states={CMID: {2: 1, 3: 2}})
+    learners = [learner(1), learner(2, email=None), learner(3, email=None), learner(4, email=None)]
+    sel = select_recipients(s, learners, completion, NOW)
+    assert ids(sel.email) == [1]
+    assert sel.suppressed == {"activity_completed": 1, "course_completed": 1, "no_email": 1}
+    assert sel.audience_size == 4 == len(sel.email) + sel.suppressed_total
+
+
+@pytest.mark.parametrize("audience", ["not_completed", "completed"])
+def test_untracked_learner_is_not_tracked_for_completion_audiences(audience):
+    # 5 is untracked; a contradictory "completed" entry for them must not be trusted.
+    completion = CourseCompletionsLike({2: NOW, 5: NOW}, untracked={5, 6})
+    learners = [learner(1), learner(2), learner(5), learner(6)]
+    sel = select_recipients(schedule(audience=audience), learners, completion, NOW)
+    expected = {"not_completed": ([1], {"not_tracked": 1}), "completed": ([2], {"not_tracked": 1})}
+    assert (ids(sel.email), sel.suppressed) == expected[audience]
+
+
+def test_untracked_learner_is_mailed_when_the_audience_does_not_need_completion():
+    completion = CourseCompletionsLike({}, untracked={5})
+    sel = select_recipients(schedule(audience="enrolled"), [learner(5)], completion, NOW)
+    assert ids(sel.email) == [5]
+
+
+def test_completion_objects_without_untracked_are_accepted():
+    sel = select_recipients(schedule(audience="completed"), CLASS, WithoutUntracked(), NOW)
+    assert ids(sel.email) == [2]
+
+
+def test_certificate_only_to_completers_and_once_per_course():
+    s = schedule(action_type="certificate")
+    sel = select_recipients(s, CLASS, DONE, NOW, issued={2})
+    assert sel.email == ()
+    assert ids(sel.certificate) == [4]
+    assert sel.suppressed == {"already_issued": 1, "not_completed": 2}
+    assert sel.audience_size == 4 and sel.total == 1
+
+
+def test_certificate_reissue_includes_those_already_issued():
+    s = schedule(action_type="certificate")
+    sel = select_recipients(s, CLASS, DONE, NOW, issued={2, 4}, reissue=True)
+    assert ids(sel.certificate) == [2, 4]
+    assert sel.suppressed == {"not_completed": 2}
+
+
+def test_both_mails_the_selected_and_certifies_the_completers_not_yet_issued():
+    s = schedule(action_type="both")
+    sel = select_recipients(s, CLASS, DONE, NOW, issued={4})
+    assert ids(sel.email) == [1, 2, 3, 4]
+    assert ids(sel.certificate) == [2]
+    assert sel.suppressed == {"already_issued": 1}  # 4 still gets the email
+    assert sel.total == 4
+
+
+def test_both_with_reissue():
+    s = schedule(action_type="both")
+    sel = select_recipients(s, CLASS, DONE, NOW, issued={4}, reissue=True)
+    assert ids(sel.certificate) == [2, 4] and sel.suppressed == {}
+
+
+def test_email_action_ignores_issued_certificates():
+    sel = select_recipients(schedule(action_type="email"), CLASS, DONE, NOW, issued={2, 4})
+    assert ids(sel.email) == [1, 2, 3, 4] and sel.certificate == ()
+
+
+def test_order_is_by_userid_and_duplicates_count_once():
+    learners = [learner(9), learner(3), learner(7), learner(3, email="other@example.org")]
+    sel = select_recipients(schedule(), learners, Completions(), NOW)
+    assert ids(sel.email) == [3, 7, 9]
+    assert sel.email[0].email == "u3@example.org"
+    assert sel.audience_size == 3
+
+
+def test_selection_is_immutable():
+    sel = select_recipients(schedule(suppress_course_completion=1), CLASS, DONE, NOW)
+    with pytest.raises(FrozenInstanceError):
+        sel.email = ()  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        sel.suppressed["course_completed"] = 0  # type: ignore[index]
+
+
+def test_same_inputs_same_selection():
+    s = schedule(action_type="both", suppresstarget=CMID)
+    completion = Completions(completed={2: NOW}, activity_states={CMID: {3: 2}})
+    assert select_recipients(s, CLASS, completion, NOW) == select_recipients(
+        s, list(reversed(CLASS)), completion, NOW
+    )
