@@ -32,6 +32,13 @@ def test_international_names_render_as_letters_with_code_and_qr():
         assert len(reader.pages) == 1 and len(reader.pages[0].images) == 1
 
 
+def test_arabic_and_other_scripts_have_glyphs_in_the_embedded_fonts(caplog):
+    # xhtml2pdf logs a warning for every character no embedded font can draw.
+    for name in ["أحمد عبد الله", "Nguyễn Thị Hương", "Ólafur Þórsson", "Şükrü Çelik"]:
+        render_pdf(certificate(name))
+    assert "No font this document has can draw" not in caplog.text
+
+
 def test_pool_with_two_processes_gives_the_same_documents_in_order():
     with PdfPool(2) as pool:
         pdfs = list(pool.map([certificate(n) for n in NAMES]))
