@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +223,7 @@ class MoodleClient:
         calls: Sequence[tuple[str, Mapping[str, Any]]],
         *,
         tally: RequestTally | None = None,
+        tolerate: tuple[type[MoodleAPIError], ...] = (MoodleAPIError,),
     ) -> list[Any]:
         """Run calls through `tool_mobile_call_external_functions`, as few requests as fit.
 
@@ -230,10 +231,21 @@ class MoodleClient:
         returns nothing), or the `MoodleAPIError` that call produced. Moodle stops a batch
         at its first failing call, so the calls after it go in the next request. An inner
         `accessexception` (the inner function is not in the service) raises at once, since
-        every later call of that function would fail the same way.
+        every later call of that function would fail the same way; so does any inner error
+        that is not an instance of `tolerate`, before the rest is sent.
         """
+        return list(self.iter_batch(calls, tally=tally, tolerate=tolerate))
+
+    def iter_batch(
+        self,
+        calls: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        tally: RequestTally | None = None,
+        tolerate: tuple[type[MoodleAPIError], ...] = (MoodleAPIError,),
+    ) -> Iterator[Any]:
+        """`call_batch` one request at a time: the results of a request are yielded before
+        the next is sent, so a caller can reduce them without holding every answer."""
         per_request = (self.settings.max_input_vars - 3) // 2
-        results: list[Any] = []
         position = 0
         while position < len(calls):
             chunk = calls[position : position + per_request]
@@ -246,9 +258,11 @@ class MoodleClient:
                     f"{BATCH_FUNCTION}: an empty answer to {len(chunk)} calls"
                 )
             for (function, args), answer in zip(chunk, answers, strict=False):
-                results.append(_batch_result(function, args, answer))
+                result = _batch_result(function, args, answer)
+                if isinstance(result, MoodleAPIError) and not isinstance(result, tolerate):
+                    raise result
+                yield result
             position += len(answers)
-        return results
 
     # --- login/token.php -----------------------------------------------------------------
 

@@ -10,17 +10,18 @@ service) raise; a user Moodle does not track in the course is reported in `untra
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from moodle_ws import companion, functions
 from moodle_ws.client import BATCH_FUNCTION, MoodleClient, RequestTally
-from moodle_ws.errors import MoodleAPIError, NotEnrolled
+from moodle_ws.errors import MissingCapability, MoodleAPIError, NotEnrolled
 from moodle_ws.types import (
     ActivitiesCompletion,
     CourseCompletions,
     CourseCompletionStatus,
+    EnrolledUser,
     SiteInfo,
 )
 
@@ -94,7 +95,7 @@ def _from_per_user(client, courseid, userids, activities, batched, tally):
         if activities:
             calls.append((ACTIVITIES_FN, {"courseid": courseid, "userid": userid}))
     if batched:
-        answers = client.call_batch(calls, tally=tally)
+        answers = client.iter_batch(calls, tally=tally, tolerate=(NotEnrolled,))
     else:
         answers = _each(client, calls, tally)
     completed: dict[int, int] = {}
@@ -118,8 +119,11 @@ def _from_per_user(client, courseid, userids, activities, batched, tally):
     return completed, states, untracked
 
 
-def _each(client: MoodleClient, calls, tally) -> list[Any]:
-    """One request per call under the client's concurrency cap; NotEnrolled kept as a value."""
+def _each(client: MoodleClient, calls, tally) -> Iterator[Any]:
+    """One request per call under the client's concurrency cap; NotEnrolled kept as a value.
+
+    Answers are yielded window by window, so a course-wide error stops within one window
+    and the caller never holds more than a window of raw answers."""
 
     def one(call):
         function, args = call
@@ -130,11 +134,30 @@ def _each(client: MoodleClient, calls, tally) -> list[Any]:
 
     workers = client.settings.max_concurrency
     window = workers * 32  # a course-wide error stops within one window
-    out: list[Any] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moodle") as pool:
         for i in range(0, len(calls), window):
-            out.extend(pool.map(one, calls[i : i + window]))
-    return out
+            yield from pool.map(one, calls[i : i + window])
+
+
+def active_participants(
+    client: MoodleClient, courseid: int, *, page_size: int, tally: RequestTally
+) -> list[EnrolledUser]:
+    """Participants with an active enrolment (`onlyactive`), by id.
+
+    Suspended enrolments are not learners to mail, and each one would also stop a
+    completion batch (Moodle does not track them). `onlyactive` needs
+    moodle/course:enrolreview; without it every participant is returned, with a warning.
+    """
+    try:
+        return list(functions.enrolled_users(
+            client, courseid, page_size=page_size, only_active=True, tally=tally
+        ))  # fmt: skip
+    except MissingCapability as exc:
+        log.warning(
+            "course %d: %s; suspended enrolments are included and filtered by completion "
+            "tracking instead", courseid, exc,
+        )  # fmt: skip
+        return list(functions.enrolled_users(client, courseid, page_size=page_size, tally=tally))
 
 
 def learners_with_completion(
@@ -150,7 +173,7 @@ def learners_with_completion(
     """A course's participants and their completion: `(users, completions, requests)`."""
     tally = RequestTally()
     site = site or functions.site_info(client)
-    users = list(functions.enrolled_users(client, courseid, page_size=page_size, tally=tally))
+    users = active_participants(client, courseid, page_size=page_size, tally=tally)
     result = course_completions(
         client, courseid, [u.id for u in users], site=site, prefix=prefix,
         activities=activities, method=method,
