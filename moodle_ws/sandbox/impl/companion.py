@@ -1,0 +1,67 @@
+"""The ManiReports companion functions (CONTRACTS.md section 6), registered under a prefix."""
+
+from typing import Any
+
+from moodle_ws.sandbox.context import Call
+from moodle_ws.sandbox.exceptions import MoodleException, missing_record
+from moodle_ws.sandbox.impl.completion import completion_enabled, is_tracked
+
+MANAGE = "local/manireports:manage"
+
+
+def get_schedules(call: Call) -> dict[str, Any]:
+    """{prefix}_get_schedules: the site's schedules; nopermissions without the manage capability."""
+    call.require_capability(MANAGE)
+    return {"schedules": [dict(s) for s in call.site.schedules], "warnings": []}
+
+
+def get_cloud_settings(call: Call) -> dict[str, Any]:
+    """{prefix}_get_cloud_settings: per-company offload settings."""
+    call.require_capability(MANAGE)
+    return {"companies": [dict(c) for c in call.site.cloud_settings]}
+
+
+def get_course_completions(call: Call, courseid: int) -> dict[str, Any]:
+    """Every tracked user's course completion and every activity row with state > 0."""
+    course = call.get_course(courseid)
+    call.validate_context(course)
+    if not completion_enabled(call, course):
+        raise MoodleException("cannotviewreport", "You cannot view this report")
+    call.require_capability("report/completion:view")
+    site = call.site
+    done = site.course_completions.get(course.id, {})
+    # "Enrolled" as core's completion report means it: tracked users (active student
+    # enrolments), so this agrees with per-user core_completion_get_course_completion_status.
+    completions = [
+        {"userid": uid, "timecompleted": done[uid]}
+        for uid in sorted(done)
+        if is_tracked(call, course, uid)
+    ]
+    cmcompletions = []
+    for cm in site.course_activities(course.id):
+        rows = site.cm_states.get(cm.id, {})
+        cmcompletions.extend(
+            {"cmid": cm.id, "userid": uid, "state": state, "timemodified": when}
+            for uid, (state, when) in sorted(rows.items())
+            if state > 0
+        )
+    return {"completions": completions, "cmcompletions": cmcompletions}
+
+
+def record_certificate(call: Call, userid: int, courseid: int, url: str, jobid: str) -> dict:
+    """{prefix}_record_certificate: appended to site.recorded_certificates."""
+    call.require_capability(MANAGE)
+    site = call.site
+    if userid not in site.users:
+        raise missing_record("user", "id = ?", [userid])
+    call.get_course(courseid)
+    site.recorded_certificates.append(
+        {
+            "userid": userid,
+            "courseid": courseid,
+            "url": url,
+            "jobid": jobid,
+            "timecreated": call.now,
+        }
+    )
+    return {"status": True}
