@@ -1,4 +1,4 @@
-"""`moodle-offload check`: the configuration, the database and the local delivery path."""
+"""`moodle-offload check`: the configuration, the database, the local delivery path, Moodle."""
 
 import logging
 import os
@@ -23,8 +23,9 @@ def run_checks(config: Config) -> list[CheckResult]:
     results.append(_database(config))
     results.append(_local_delivery(config))
     results.append(_certificate_dir(config))
-    if config.moodle is None:
-        results.append(CheckResult("moodle", None, "no [moodle] section: CSV sends only"))
+    from sidecar.moodle import check_lines
+
+    results.extend(CheckResult(name, ok, detail) for ok, name, detail in check_lines(config))
     return results
 
 

@@ -46,6 +46,9 @@ class MoodleConfig(Section):
     max_concurrency: int = Field(4, ge=1, le=64)
     verify_tls: bool = True
     companion_prefix: str = "local_manireports"
+    page_size: int = Field(1000, ge=1, le=50000)
+    max_input_vars: int = Field(1000, ge=10)
+    retry_attempts: int = Field(4, ge=1, le=20)
 
     @field_validator("url")
     @classmethod
