@@ -1,39 +1,30 @@
-"""`moodle-offload demo`: everything local, nothing to configure.
+"""`moodle-offload demo`: a Moodle sandbox and the whole local path, nothing to configure.
 
-Writes a sample CSV of learners (international names included), a config that delivers
-into a mail folder and a PDF folder, sends the CSV through the same path as
-`send csv`, serves /healthz and the certificate links, and prints where things are.
+Starts the Moodle sandbox (seeded learners with international names in a few courses),
+writes a config that points at it and delivers into folders, pulls the main course's
+learners and completion over REST like a real site, commits two jobs (certificates for
+those who completed, reminders for the others), delivers them, serves /healthz and the
+certificate links, and prints where everything is.
 """
 
-import csv
 import logging
+import secrets
 import socket
 import tempfile
-import time
 from pathlib import Path
 
 import click
 
 from sidecar.config import load
-from sidecar.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-NAMES = [
-    ("Łukasz", "Żółć"),
-    ("Дмитрий", "Иванов"),
-    ("Ελένη", "Παπαδοπούλου"),
-    ("Aoife", "O'Brien"),
-    ("José", "Núñez"),
-    ("Zoë", "Brontë"),
-    ("Søren", "Kierkegård"),
-    ("Ana", "Silva"),
-    ("Mehmet", "Yılmaz"),
-    ("Chloé", "Dubois"),
-]
-
 CONFIG = """\
-# Written by `moodle-offload demo`: local delivery into folders, SQLite.
+# Written by `moodle-offload demo`: the Moodle sandbox, local delivery into folders, SQLite.
+[moodle]
+url = "{moodle_url}"
+token = "{token}"
+
 [database]
 url = "sqlite:///{dir}/offload.db"
 
@@ -50,15 +41,6 @@ maildir = "{dir}/mail"
 certificate_dir = "{dir}/certificates"
 """
 
-MESSAGE = """\
-Dear {{ learner.firstname }},
-
-Congratulations on completing {{ course_name }}. Your certificate is attached and can be
-downloaded again at any time: {{ certificate_url }}
-
-The Academy team
-"""
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -66,67 +48,84 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_sample(path: Path, learners: int) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["userid", "email", "firstname", "lastname", "course_name"])
-        for i in range(learners):
-            first, last = NAMES[i % len(NAMES)]
-            w.writerow([1001 + i, f"learner{1001 + i}@example.org", first, last, "Safety at Work 101"])
-
-
-def run_demo(*, once: bool, workdir: str | None, learners: int, port: int) -> int:
-    import secrets
-
-    from sidecar import sendcsv
+def run_demo(*, once: bool, workdir: str | None, learners: int, port: int, seed: int = 1) -> int:
+    from moodle_ws import functions
+    from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
+    from sidecar.coursejobs import create_course_job
     from sidecar.daemon import Daemon
     from sidecar.localrun import deliver_job
+    from sidecar.moodle import open_client, pull_course
+    from sidecar.runtime import Runtime
 
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="moodle-offload-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     base = base.resolve()
-    port = port or free_port()
-    config_path = base / "config.toml"
-    config_path.write_text(
-        CONFIG.format(dir=base.as_posix(), port=port, secret=secrets.token_hex(16)),
-        encoding="utf-8",
-    )
-    sample = base / "learners.csv"
-    write_sample(sample, learners)
-    (base / "message.txt").write_text(MESSAGE, encoding="utf-8")
-
-    config = load(config_path)
-    rt = Runtime(config)
-    rt.ready_db()
-    message = sendcsv.CsvMessage(
-        template_id="custom",
-        subject="Your certificate for {{ course_name }}",
-        body=MESSAGE,
-        certificate=True,
-        key=f"demo-{int(time.time())}",
-    )
-    pv = sendcsv.preview(sample, message, rt.renderer)
-    created = sendcsv.commit(
-        pv, skip_invalid=False, batch_size=config.offload.job_batch_size,
-        sender=config.providers.local.from_, now=rt.clock(),
-    )  # fmt: skip
-    counts = deliver_job(rt, created.job_id)
-    rt.close()
-
-    daemon = Daemon(config, config_path)
-    daemon.start()
-    url = daemon.http.url
-    click.echo(f"job {created.job_id}: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
-    click.echo(f"mail:         {base / 'mail' / 'new'}")
-    click.echo(f"certificates: {base / 'certificates' / created.job_id}")
-    click.echo(f"dashboard:    {url}/healthz")
-    click.echo(f"config:       {config_path}  (try: moodle-offload -c {config_path} jobs list)")
+    site = generate_site(SiteSpec(seed=seed, learners=learners))
+    sandbox = SandboxServer(site)
+    sandbox.start()
+    daemon = None
     try:
+        port = port or free_port()
+        config_path = base / "config.toml"
+        config_path.write_text(
+            CONFIG.format(
+                moodle_url=sandbox.url, token=site.token, dir=base.as_posix(), port=port,
+                secret=secrets.token_hex(16),
+            ),
+            encoding="utf-8",
+        )  # fmt: skip
+        config = load(config_path)
+        rt = Runtime(config)
+        rt.ready_db()
+        m = config.moodle
+        client = open_client(config)
+        info = functions.site_info(client)
+        pulled = pull_course(
+            client, site.main_course_id, site=info, prefix=m.companion_prefix,
+            page_size=m.page_size,
+        )  # fmt: skip
+        client.close()
+        done = set(pulled.completions.completed)
+        common = dict(
+            wwwroot=m.url, sender=config.providers.local.from_,
+            batch_size=config.offload.job_batch_size, now=rt.clock(),
+        )  # fmt: skip
+        course = pulled.course.id
+        jobs = [
+            create_course_job(
+                pulled, done, type="certificate", template_id="completion", certificate=True,
+                key=f"demo:{course}:certificate", **common,
+            ),
+            create_course_job(
+                pulled, {u.id for u in pulled.learners} - done, type="send_reminder",
+                template_id="reminder", key=f"demo:{course}:reminder:{rt.clock().date()}",
+                **common,
+            ),
+        ]  # fmt: skip
+        click.echo(
+            f"moodle: {info.sitename!r} (sandbox) at {sandbox.url}: course {course} "
+            f"{pulled.course.fullname!r}, {len(pulled.learners)} participants, {len(done)} "
+            f"completed; {pulled.requests} Moodle requests ({pulled.completions.method})"
+        )
+        for label, job in zip(("certificates", "reminders"), jobs, strict=True):
+            counts = deliver_job(rt, job.created.job_id)
+            summary = ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "nobody"
+            click.echo(f"job {job.created.job_id} ({label}): {summary}")
+        rt.close()
+
+        daemon = Daemon(config, config_path)
+        daemon.start()
+        click.echo(f"mail:         {base / 'mail' / 'new'}")
+        click.echo(f"certificates: {base / 'certificates' / jobs[0].created.job_id}")
+        click.echo(f"dashboard:    {daemon.http.url}/healthz")
+        click.echo(f"config:       {config_path}  (try: moodle-offload -c {config_path} jobs list)")
         if once:
             return 0
         click.echo("serving; Ctrl-C to stop")
         return daemon.serve_started()
     finally:
-        daemon.runtime.stop.set()
-        if daemon.http is not None:
-            daemon.http.stop()
+        if daemon is not None:
+            daemon.runtime.stop.set()
+            if daemon.http is not None:
+                daemon.http.stop()
+        sandbox.stop()

@@ -59,10 +59,14 @@ def db_upgrade(obj: Context) -> None:
 @main.command()
 @click.option("--once", is_flag=True, help="Run one delivery cycle, print where things are, exit 0.")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), help="Where to put demo files.")
-@click.option("--learners", default=25, show_default=True, help="Learners in the sample file.")
+@click.option("--learners", default=500, show_default=True, help="Learners in the Moodle sandbox.")
+@click.option("--seed", default=1, show_default=True, help="Seed of the sandbox's generated data.")
 @click.option("--port", default=0, help="Port for the demo's HTTP server (0: any free port).")
-def demo(once: bool, workdir: str | None, learners: int, port: int) -> None:
-    """A self-contained demo: sample CSV, local delivery to a mail folder and a PDF folder."""
+def demo(once: bool, workdir: str | None, learners: int, seed: int, port: int) -> None:
+    """A self-contained demo: a Moodle sandbox, its learners pulled over REST, jobs delivered
+    into a mail folder and a PDF folder."""
     from sidecar.demo import run_demo
 
-    raise SystemExit(run_demo(once=once, workdir=workdir, learners=learners, port=port))
+    raise SystemExit(
+        run_demo(once=once, workdir=workdir, learners=learners, port=port, seed=seed)
+    )

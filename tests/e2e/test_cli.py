@@ -82,13 +82,27 @@ def test_bad_config_names_the_file_and_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_once_delivers_mail_and_pdfs_and_exits_0(tmp_path):
-    proc = cli(tmp_path / "unused.toml", "demo", "--once", "--dir", str(tmp_path / "demo"))
-    assert "mail:" in proc.stdout and "certificates:" in proc.stdout
+def test_demo_once_pulls_from_the_sandbox_and_delivers_mail_and_pdfs(tmp_path):
+    import re
+    from io import BytesIO
+
+    from pypdf import PdfReader
+
+    proc = cli(tmp_path / "unused.toml", "demo", "--once", "--dir", str(tmp_path / "demo"),
+               "--learners", "60")  # fmt: skip
+    out = proc.stdout
+    assert "mail:" in out and "certificates:" in out and "/healthz" in out
+    participants, completed = map(int, re.search(r"(\d+) participants, (\d+) completed", out).groups())
+    certs = int(re.search(r"\(certificates\): sent (\d+)", out).group(1))
+    reminders = int(re.search(r"\(reminders\): sent (\d+)", out).group(1))
+    assert certs == completed > 0 and reminders > 0
+    assert certs + reminders <= participants
     mails = list(mailbox.Maildir(tmp_path / "demo" / "mail", create=False))
-    assert len(mails) == 25
+    assert len(mails) == certs + reminders
     pdfs = list((tmp_path / "demo" / "certificates").rglob("*.pdf"))
-    assert len(pdfs) == 25
+    assert len(pdfs) == certs
+    text = PdfReader(BytesIO(pdfs[0].read_bytes())).pages[0].extract_text()
+    assert "Certificate of Completion" in text
 
 
 def test_db_upgrade_then_check_pass_on_a_good_config(tmp_path):

@@ -10,6 +10,7 @@ COMMON = {
     "course": {"fullname": "Safety & Health", "shortname": "SH", "url": "https://m.example/c/5"},
     "company": {"name": "Acme"}, "inactive_days": 30, "site": {"name": "Academy", "url": "https://m.example"},
     "username": "ana", "temporary_password": "Tmp-9x!", "license": {"name": "2025 seats"},
+    "certificate_url": "https://offload.example/certificates/ABC",
     "message": {"subject": "Hello {{ not a template }}", "body": "Line <one>\nline two\n\nPara"},
 }  # fmt: skip
 
