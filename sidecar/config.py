@@ -203,6 +203,8 @@ class SchedulesConfig(Section):
     sync_interval: int = Field(300, ge=10)
     timezone: str = "UTC"
     file: Path | None = None
+    catch_up: Literal["run_once", "skip"] = "run_once"
+    tick_interval: int = Field(30, ge=1, le=3600)
 
     @field_validator("timezone")
     @classmethod

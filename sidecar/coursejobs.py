@@ -34,8 +34,12 @@ def create_course_job(
     now: datetime,
     certificate: bool = False,
     extra: Mapping[str, object] | None = None,
+    **job_fields,
 ) -> CourseJob:
-    """Commit a job for `userids` of the pulled course; nothing is sent here."""
+    """Commit a job for `userids` of the pulled course; nothing is sent here.
+
+    `job_fields` go to the JobSpec as they are (route, route_reason, schedule_id, run_id,
+    tenant_id)."""
     wanted = set(userids)
     recipients, no_email = [], 0
     for u in pulled.learners:
@@ -54,6 +58,7 @@ def create_course_job(
         courseid=pulled.course.id,
         sender=sender,
         template_data={"course": course_vars(pulled.course, wwwroot), **(extra or {})},
+        **job_fields,
     )
     created = jobs.create_job(spec, recipients, batch_size=batch_size, now=now)
     if no_email:

@@ -37,6 +37,7 @@ class Daemon:
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
         self.http: HttpServer | None = None
+        self.ticker = None
         self.running = False
         self.exit_code = 0
         self._stopping = False
@@ -65,7 +66,18 @@ class Daemon:
         log.info("listening on %s", self.http.url)
         self._worker = threading.Thread(target=self._work_loop, name="delivery", daemon=True)
         self._worker.start()
+        self._start_schedules()
         self.running = True
+
+    def _start_schedules(self) -> None:
+        from sidecar.scheduler import Ticker, schedules_usable
+
+        why = schedules_usable(self.config)
+        if why:
+            log.info("schedules are off: %s", why)
+            return
+        self.ticker = Ticker(self.runtime)
+        self.ticker.start()
 
     def serve(self) -> int:
         """Start, then handle signals until stopped; returns the exit code."""
@@ -103,6 +115,8 @@ class Daemon:
     def _drain(self) -> None:
         self.runtime.stop.set()
         self._wake.set()
+        if self.ticker is not None:
+            self.ticker.shutdown()
         if self._worker is not None:
             self._worker.join(self.config.server.drain_timeout)
             if self._worker.is_alive():

@@ -137,6 +137,13 @@ class Runtime:
             ok = False
         state["scheduler"] = {"running": not self.stop.is_set()}
         state["last_sync"] = None
+        if ok:
+            from sidecar.sync import last_sync
+
+            try:
+                state["last_sync"] = last_sync() or None
+            except Exception as exc:  # noqa: BLE001 - health reports, never raises
+                state["last_sync"] = {"error": type(exc).__name__}
         return ok, state
 
     def close(self) -> None:

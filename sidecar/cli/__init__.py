@@ -84,4 +84,4 @@ def is_interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-from sidecar.cli import commands, jobs, send  # noqa: E402,F401  (registers the commands)
+from sidecar.cli import commands, jobs, schedules, send  # noqa: E402,F401  (registers them)

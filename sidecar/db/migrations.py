@@ -24,6 +24,10 @@ def _step_1_initial(db: Database) -> None:
     )
 
 
+def _step_2_schedules(db: Database) -> None:
+    db.create_tables([m.ScheduleRecord, m.ScheduleRun, m.SyncState], safe=True)
+
+
 def _add_column(db: Database, table: str, name: str, field) -> None:
     if name not in {c.name for c in db.get_columns(table)}:
         migrate(SchemaMigrator.from_database(db).add_column(table, name, field))
@@ -31,6 +35,7 @@ def _add_column(db: Database, table: str, name: str, field) -> None:
 
 STEPS: list[tuple[int, str, Callable[[Database], None]]] = [
     (1, "initial ledger", _step_1_initial),
+    (2, "schedules, their runs and sync state", _step_2_schedules),
 ]
 
 LATEST = STEPS[-1][0]

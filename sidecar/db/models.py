@@ -172,6 +172,60 @@ class AuditLog(BaseModel):
     detail = TextField(default="")
 
 
+class ScheduleRecord(BaseModel):
+    """The last good copy of one schedule, from Moodle or the schedules file."""
+
+    id = BigAutoField()
+    source = CharField(16)  # moodle | file
+    remote_id = BigIntegerField()
+    name = CharField(255, default="")
+    enabled = BooleanField(default=True)
+    data = JSONText()  # Schedule.as_row()
+    fingerprint = CharField(64)
+    timemodified = BigIntegerField(default=0)
+    first_seen_at = DateTimeField()  # due times before this never fire
+    synced_at = DateTimeField()
+    deleted_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "schedule"
+        indexes = ((("source", "remote_id"), True),)
+
+
+class ScheduleRun(BaseModel):
+    """One due time of one schedule. Written before anything is selected or sent; the
+    unique (schedule, due_at) is what makes a run fire once across daemons."""
+
+    id = BigAutoField()
+    schedule = ForeignKeyField(ScheduleRecord, backref="runs", on_delete="CASCADE", index=False)
+    due_at = DateTimeField()
+    status = CharField(16)  # claimed | done | failed | skipped
+    owner = CharField(100, null=True)
+    missed = IntegerField(default=0)
+    claimed_at = DateTimeField()
+    finished_at = DateTimeField(null=True)
+    recipients = IntegerField(default=0)
+    counts = JSONText(default=dict)  # suppressed by reason, certificates, ...
+    route = CharField(16, null=True)
+    route_reason = TextField(default="")
+    error = TextField(null=True)
+
+    class Meta:
+        table_name = "schedule_run"
+        indexes = ((("schedule", "due_at"), True),)
+
+
+class SyncState(BaseModel):
+    """The outcome of the last schedule sync of each source, for /healthz and `check`."""
+
+    source = CharField(16, primary_key=True)
+    ok_at = DateTimeField(null=True)
+    error = TextField(null=True)
+    error_at = DateTimeField(null=True)
+    schedules = IntegerField(default=0)
+    skipped = IntegerField(default=0)
+
+
 ALL_MODELS = (
     SchemaVersion,
     Company,
@@ -182,4 +236,7 @@ ALL_MODELS = (
     SeenCallback,
     Certificate,
     AuditLog,
+    ScheduleRecord,
+    ScheduleRun,
+    SyncState,
 )

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from peewee import Database, SqliteDatabase, fn
+from peewee import Database, IntegrityError, SqliteDatabase, fn
 
 from sidecar.db.models import (
     AuditLog,
@@ -75,6 +75,19 @@ def bulk_insert(model, columns: Sequence[str], rows: Sequence[tuple]) -> None:
     sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
     for start in range(0, len(rows), CHUNK):
         cursor.executemany(sql, rows[start : start + CHUNK])
+
+
+def upsert(model, key: dict, values: dict) -> None:
+    """Update the row with `key`, or insert it: one portable form for SQLite, PostgreSQL
+    and MariaDB (peewee's ON CONFLICT forms differ per backend). Call inside atomic()."""
+    where = [getattr(model, k) == v for k, v in key.items()]
+    if model.update(**values).where(*where).execute():
+        return
+    try:
+        with database.atomic():  # a savepoint: PostgreSQL aborts the transaction otherwise
+            model.insert(**key, **values).execute()
+    except IntegrityError:  # inserted meanwhile by another process
+        model.update(**values).where(*where).execute()
 
 
 def dbtime(value: datetime | None):

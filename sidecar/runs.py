@@ -1,0 +1,361 @@
+"""Firing schedules: exactly once per due time, whatever the restarts and the daemons.
+
+A tick asks each active schedule what is due (`schedules.timing.due_now`). Firing first
+writes a run row unique on (schedule, due_at): the daemon whose insert succeeds owns the
+run, any other gets an IntegrityError and leaves it. Only then are learners and
+completion pulled from Moodle (fresh, never from an earlier run), recipients selected,
+the route chosen, and the jobs committed under an idempotency key of the run, so a run
+re-executed after a crash gives nobody a second message.
+"""
+
+import logging
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from peewee import IntegrityError
+
+from moodle_ws import functions, iomad
+from moodle_ws.errors import MoodleError, MoodleUnavailable
+from schedules.model import ActionType, Audience, Schedule
+from schedules.selection import Learner, Selection, select_recipients
+from schedules.timing import due_now
+from sidecar import routing
+from sidecar.coursejobs import create_course_job
+from sidecar.db import store
+from sidecar.db.models import Certificate, Company, ScheduleRecord, ScheduleRun
+from sidecar.errors import SidecarError, TemplateError
+from sidecar.moodle import PulledCourse, open_client, pull_course
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = timedelta(minutes=5)  # a run Moodle could not serve is tried again after this
+MAX_TRIES = 3
+STALE_CLAIM = timedelta(hours=1)  # a claimed run older than this was lost with its daemon
+
+
+@dataclass
+class RunOutcome:
+    schedule: Schedule
+    due_at: datetime
+    status: str  # done | failed | retry | skipped | dry_run
+    recipients: int = 0
+    counts: dict = field(default_factory=dict)
+    route: routing.Route | None = None
+    jobs: list[str] = field(default_factory=list)
+    error: str | None = None
+    sample: object | None = None  # a RenderedEmail, for --dry-run
+    pulled: PulledCourse | None = field(default=None, repr=False)
+    selection: Selection | None = field(default=None, repr=False)
+
+    @property
+    def summary(self) -> str:
+        s = self.schedule
+        head = f"schedule {s.source}/{s.id} {s.name!r} due {self.due_at:%Y-%m-%d %H:%M} UTC"
+        if self.error:
+            return f"{head}: {self.status}: {self.error}"
+        supp = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.get("suppressed", {}).items()))
+        route = f"; route {self.route.route}: {self.route.reason}" if self.route else ""
+        return (
+            f"{head}: {self.status}: {self.recipients} recipients"
+            f" ({self.counts.get('email', 0)} email, {self.counts.get('certificate', 0)} "
+            f"certificate), suppressed: {supp or 'none'}{route}"
+        )
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def aware(naive: datetime) -> datetime:
+    return naive.replace(tzinfo=UTC)
+
+
+def naive(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(tzinfo=None)
+
+
+class Runner:
+    """Fires due schedules. `clock` gives naive UTC like the ledger."""
+
+    def __init__(self, rt, *, catch_up: str | None = None):
+        self.rt = rt
+        self.config = rt.config
+        self.tz = ZoneInfo(self.config.schedules.timezone)
+        self.catch_up = catch_up or self.config.schedules.catch_up
+        self.owner = owner_id()
+
+    # --- the tick ------------------------------------------------------------------------
+
+    def tick(self) -> list[RunOutcome]:
+        """Fire what is due now and retry runs Moodle could not serve; never raises."""
+        outcomes = []
+        now = self.rt.clock()
+        for record in self._active():
+            try:
+                schedule = _schedule(record)
+                outcome = self._maybe_fire(record, schedule, now)
+            except Exception:  # noqa: BLE001 - one schedule must not stop the others
+                log.exception("schedule %s/%d: tick failed", record.source, record.remote_id)
+                continue
+            if outcome is not None:
+                outcomes.append(outcome)
+        outcomes.extend(self._retry_due(now))
+        return outcomes
+
+    def _active(self) -> list[ScheduleRecord]:
+        return list(ScheduleRecord.select().where(
+            ScheduleRecord.enabled == True, ScheduleRecord.deleted_at.is_null()  # noqa: E712
+        ).order_by(ScheduleRecord.id))  # fmt: skip
+
+    def _maybe_fire(self, record, schedule, now) -> RunOutcome | None:
+        last = (ScheduleRun.select(ScheduleRun.due_at).where(ScheduleRun.schedule == record.id)
+                .order_by(ScheduleRun.due_at.desc()).first())  # fmt: skip
+        due = due_now(
+            schedule, aware(last.due_at) if last else None, aware(now), self.tz,
+            self.catch_up, since=aware(record.first_seen_at),
+        )  # fmt: skip
+        if due is None:
+            return None
+        log.info("schedule %s/%d: %s", record.source, record.remote_id, due.summary)
+        run = self._claim(record, naive(due.due_at), now, due.missed, fire=due.fire)
+        if run is None:
+            return None
+        if not due.fire:
+            return RunOutcome(schedule, run.due_at, "skipped")
+        return self.execute(record, run)
+
+    def _claim(self, record, due_at, now, missed, *, fire=True) -> ScheduleRun | None:
+        """The run row for (schedule, due_at), or None when another daemon wrote it first."""
+        try:
+            with store.atomic():
+                run_id = ScheduleRun.insert(
+                    schedule=record.id, due_at=due_at, status="claimed" if fire else "skipped",
+                    owner=self.owner, missed=missed, claimed_at=now,
+                    finished_at=None if fire else now,
+                ).execute()  # fmt: skip
+        except IntegrityError:
+            log.info("schedule %s/%d: run at %s already taken by another daemon",
+                     record.source, record.remote_id, due_at)  # fmt: skip
+            return None
+        return ScheduleRun.get_by_id(run_id)
+
+    def _retry_due(self, now) -> list[RunOutcome]:
+        """Runs Moodle could not serve, and runs a dead daemon left claimed."""
+        out = []
+        candidates = ScheduleRun.select().where(
+            ((ScheduleRun.status == "retry") & (ScheduleRun.finished_at <= now - RETRY_AFTER))
+            | ((ScheduleRun.status == "claimed") & (ScheduleRun.claimed_at <= now - STALE_CLAIM))
+        )
+        for run in candidates:
+            taken = ScheduleRun.update(status="claimed", owner=self.owner, claimed_at=now).where(
+                ScheduleRun.id == run.id, ScheduleRun.status == run.status,
+                ScheduleRun.claimed_at == run.claimed_at,
+            ).execute()  # fmt: skip
+            if taken:
+                record = ScheduleRecord.get_by_id(run.schedule_id)
+                out.append(self.execute(record, ScheduleRun.get_by_id(run.id)))
+        return out
+
+    # --- one run ---------------------------------------------------------------------------
+
+    def fire_now(self, record: ScheduleRecord) -> RunOutcome:
+        """`schedules run ID`: a run at this very second, recorded like any other."""
+        now = self.rt.clock().replace(microsecond=0)
+        run = self._claim(record, now, now, 0)
+        if run is None:
+            raise SidecarError(f"schedule {record.remote_id}: a run at {now} exists already")
+        return self.execute(record, run)
+
+    def execute(self, record: ScheduleRecord, run: ScheduleRun) -> RunOutcome:
+        """Select, route and commit the jobs of a claimed run, then record the outcome."""
+        schedule = _schedule(record)
+        try:
+            outcome = self.prepare(schedule, run.due_at)
+            outcome = self._commit(schedule, run, outcome)
+        except MoodleUnavailable as exc:
+            tries = (run.counts or {}).get("tries", 0) + 1
+            status = "retry" if tries < MAX_TRIES else "failed"
+            outcome = RunOutcome(schedule, run.due_at, status, error=str(exc),
+                                 counts={"tries": tries})  # fmt: skip
+        except (MoodleError, SidecarError, TemplateError) as exc:
+            outcome = RunOutcome(schedule, run.due_at, "failed", error=str(exc))
+        self._record(run, outcome)
+        level = logging.ERROR if outcome.status == "failed" else logging.INFO
+        log.log(level, "%s", outcome.summary)
+        return outcome
+
+    def prepare(self, schedule: Schedule, due_at: datetime) -> RunOutcome:
+        """Everything up to the jobs, sending nothing: what `--dry-run` shows."""
+        config, m = self.config, self.config.moodle
+        client = open_client(config)
+        try:
+            site = functions.site_info(client)
+            pulled = pull_course(
+                client, schedule.courseid, site=site, prefix=m.companion_prefix,
+                page_size=m.page_size, activities=schedule.suppresstarget > 0,
+            )  # fmt: skip
+            allowed = _company_members(client, schedule)
+        finally:
+            client.close()
+        learners = [
+            Learner(
+                u.id,
+                u.email,
+                u.firstname or "",
+                u.lastname or "",
+                u.lastaccess or 0,
+                u.lastcourseaccess,
+            )  # fmt: skip
+            for u in pulled.learners
+            if allowed is None or u.id in allowed
+        ]
+        issued = _issued(schedule.courseid)
+        now_epoch = int(aware(self.rt.clock()).timestamp())
+        sel = select_recipients(schedule, learners, pulled.completions, now_epoch, issued=issued)
+        route = self._route(schedule, sel)
+        counts = {
+            "suppressed": dict(sel.suppressed), "audience": sel.audience_size,
+            "email": len(sel.email), "certificate": len(sel.certificate),
+            "moodle_requests": pulled.requests, "completion_method": pulled.completions.method,
+        }  # fmt: skip
+        sample = self._sample(schedule, pulled, sel, m.url)
+        return RunOutcome(schedule, due_at, "dry_run", sel.total, counts, route, sample=sample,
+                          pulled=pulled, selection=sel)  # fmt: skip
+
+    def _route(self, schedule: Schedule, sel: Selection) -> routing.Route:
+        o = self.config.offload
+        company = _company_override(self.config, schedule.companyid)
+        route = routing.choose_route(
+            preference=schedule.cloud_preference.value, recipients=sel.total,
+            offload_enabled=o.enabled, provider=o.provider, threshold=o.threshold,
+            certificate_mode=o.certificate_mode, company=company,
+        )  # fmt: skip
+        if route.is_cloud:
+            # No cloud connector ships in this version yet: treated as unreachable.
+            problem = f"no {route.route} connector is available in this version"
+            fallen = routing.fall_back(route, problem, o.fallback)
+            if fallen is None:
+                raise SidecarError(f"{route.reason}; {problem} and offload.fallback = fail")
+            route = fallen
+        return route
+
+    def _commit(self, schedule: Schedule, run: ScheduleRun, prepared: RunOutcome) -> RunOutcome:
+        pulled, sel, route = prepared.pulled, prepared.selection, prepared.route
+        cfg = self.config
+        key = f"schedule:{schedule.source}:{schedule.id}:{run.due_at:%Y%m%dT%H%M%S}"
+        common = dict(
+            wwwroot=cfg.moodle.url, sender=cfg.providers.local.from_,
+            batch_size=cfg.offload.job_batch_size, now=self.rt.clock(), key=key,
+            route=route.route, route_reason=route.reason, schedule_id=schedule.id,
+            run_id=run.id, tenant_id=schedule.companyid or None,
+        )  # fmt: skip
+        certified = {le.userid for le in sel.certificate}
+        jobs = []
+        if certified:
+            jobs.append(create_course_job(
+                pulled, certified, type="certificate", certificate=True,
+                template_id=self._template(schedule, certificate=True), **common,
+            ))  # fmt: skip
+        mail_only = {le.userid for le in sel.email} - certified
+        if mail_only:
+            jobs.append(create_course_job(
+                pulled, mail_only, type=_job_type(schedule),
+                template_id=self._template(schedule, certificate=False), **common,
+            ))  # fmt: skip
+        job_ids = [j.created.job_id for j in jobs]
+        prepared.status, prepared.jobs = "done", job_ids
+        prepared.counts["jobs"] = job_ids
+        return prepared
+
+    def _record(self, run: ScheduleRun, o: RunOutcome) -> None:
+        with store.atomic():
+            ScheduleRun.update(
+                status=o.status, finished_at=self.rt.clock(), recipients=o.recipients,
+                counts=o.counts, route=o.route.route if o.route else None,
+                route_reason=o.route.reason if o.route else "", error=o.error,
+            ).where(ScheduleRun.id == run.id).execute()  # fmt: skip
+
+    # --- templates -------------------------------------------------------------------------
+
+    def _template(self, schedule: Schedule, *, certificate: bool) -> str:
+        """The schedule's template when this daemon has it (`reminder_v1` → `reminder`),
+        else the shipped one for the kind of message."""
+        for candidate in (schedule.template_id, re.sub(r"_v\d+$", "", schedule.template_id)):
+            if candidate and self._has_template(candidate) and candidate != "certificate":
+                return candidate
+        if certificate:
+            return "completion"
+        return "reengagement" if schedule.audience is Audience.INACTIVE else "reminder"
+
+    def _has_template(self, template_id: str) -> bool:
+        try:
+            self.rt.renderer.variables(template_id)
+        except TemplateError:
+            return False
+        return True
+
+    def _sample(self, schedule, pulled, sel: Selection, wwwroot: str):
+        from sidecar.moodle import course_vars
+        from sidecar.render import learner_vars
+
+        who = (sel.certificate or sel.email or (None,))[0]
+        if who is None:
+            return None
+        cert = who in sel.certificate
+        ctx = {**learner_vars(who.userid, who.email or "", who.firstname, who.lastname),
+               "course": course_vars(pulled.course, wwwroot), "company": {"name": ""},
+               "today": self.rt.clock().date().isoformat(),
+               "inactive_days": schedule.inactive_days,
+               "certificate_url": "https://example.invalid/certificates/SAMPLE"}  # fmt: skip
+        return self.rt.renderer.preview(self._template(schedule, certificate=cert), ctx)
+
+
+def _schedule(record: ScheduleRecord) -> Schedule:
+    return Schedule.from_remote(record.data, record.source)
+
+
+def _job_type(schedule: Schedule) -> str:
+    if schedule.action_type is ActionType.CERTIFICATE:
+        return "certificate"
+    return "send_reengagement" if schedule.audience is Audience.INACTIVE else "send_reminder"
+
+
+def _issued(courseid: int) -> set[int]:
+    rows = Certificate.select(Certificate.userid).where(
+        Certificate.courseid == courseid, Certificate.revoked_at.is_null()
+    )
+    return {r.userid for r in rows}
+
+
+def _company_members(client, schedule: Schedule) -> set[int] | None:
+    """The users of the schedule's IOMAD company, or None for a schedule of the whole site.
+
+    A company schedule never falls back to the whole course: if the company's users
+    cannot be read, the run fails rather than mail another company's learners.
+    """
+    if not schedule.companyid:
+        return None
+    try:
+        return {u.id for u in iomad.company_users(client, schedule.companyid)}
+    except MoodleUnavailable:
+        raise
+    except MoodleError as exc:
+        raise SidecarError(
+            f"company {schedule.companyid}: its users cannot be read: {exc}"
+        ) from None
+
+
+def _company_override(config, companyid: int) -> routing.CompanyOverride | None:
+    if not companyid:
+        return None
+    for c in config.companies:
+        if c.id == companyid:
+            return routing.CompanyOverride(c.id, c.enabled, c.provider, c.threshold)
+    row = Company.get_or_none(Company.id == companyid)
+    if row is None:
+        return None
+    return routing.CompanyOverride(row.id, row.enabled, row.provider, row.threshold)

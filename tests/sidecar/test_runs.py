@@ -1,0 +1,272 @@
+"""Schedules fire on time and exactly once, against the Moodle sandbox over HTTP, on a clock
+the test moves (no sleeps), on SQLite, PostgreSQL and MariaDB."""
+
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+
+from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
+from sidecar import runs, sync
+from sidecar.config import Config
+from sidecar.db.models import Job, Recipient, ScheduleRun
+from sidecar.localrun import deliver_job
+from sidecar.moodle import open_client
+from sidecar.runtime import Runtime
+
+from ..conftest import Clock
+
+# 09:00 in London is 09:00 UTC in December.
+START = datetime(2026, 12, 1, 8, 0, 0)
+
+
+@pytest.fixture
+def site():
+    s = generate_site(SiteSpec(seed=11, learners=40, courses=2, companies=1))
+    s.schedules[:] = []
+    with SandboxServer(s) as server:
+        s.server_url = server.url
+        yield s
+
+
+def schedule(site, **over) -> dict:
+    row = dict(
+        id=1, name="Daily reminder", enabled=1, companyid=0, courseid=site.main_course_id,
+        frequency="daily", custom_interval=0, timeofday=9 * 3600, weekday=1, monthday=1,
+        action_type="email", cloud_preference="auto", suppresstarget=0,
+        suppress_course_completion=1, audience="enrolled", inactive_days=0,
+        template_id="reminder_v1", subject="", timemodified=1764547200,
+    )  # fmt: skip
+    row.update(over)
+    return row
+
+
+@pytest.fixture
+def make_runtime(db_url, tmp_path, site):
+    made = []
+
+    def make(clock, **schedules_over):
+        config = Config.model_validate({
+            "moodle": {"url": site.server_url, "token": site.token, "retry_attempts": 1},
+            "database": {"url": db_url},
+            "schedules": {"timezone": "Europe/London", **schedules_over},
+            "providers": {"local": {"from": "Academy <noreply@academy.example>",
+                                    "maildir": str(tmp_path / "mail"),
+                                    "certificate_dir": str(tmp_path / "certs")}},
+        })  # fmt: skip
+        rt = Runtime(config, clock=clock)
+        rt.ready_db()
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        rt.close()
+
+
+def do_sync(rt):
+    results = sync.sync_all(rt.config, lambda: open_client(rt.config), rt.clock())
+    assert not any(r.error for r in results), results
+    return results
+
+
+def recipients_of(run: ScheduleRun) -> set[int]:
+    jobs = [j.id for j in Job.select().where(Job.run_id == run.id)]
+    return {r.userid for r in Recipient.select().where(Recipient.job.in_(jobs))} if jobs else set()
+
+
+def completed_in(site) -> set[int]:
+    return {u for u, t in site.course_completions[site.main_course_id].items() if t}
+
+
+def test_a_daily_schedule_fires_once_at_its_time_and_again_the_next_day(site, make_runtime):
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    runner = runs.Runner(rt)
+    clock.now = START.replace(hour=8, minute=59, second=59)
+    assert runner.tick() == []
+    clock.now = START.replace(hour=9, minute=0, second=20)
+    [first] = runner.tick()
+    assert first.status == "done" and first.due_at == START.replace(hour=9)
+    for minutes in (1, 5, 60, 14 * 60):
+        clock.advance(minutes * 60)
+        assert runner.tick() == []
+    clock.now = START.replace(hour=9) + timedelta(days=1, seconds=5)
+    [second] = runner.tick()
+    assert second.due_at == START.replace(hour=9) + timedelta(days=1)
+    assert ScheduleRun.select().count() == 2
+    assert Job.select().count() == 2
+
+
+def test_a_new_schedule_does_not_fire_for_the_past(site, make_runtime):
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START.replace(hour=15))  # first seen after today's 09:00
+    rt = make_runtime(clock)
+    do_sync(rt)
+    assert runs.Runner(rt).tick() == []
+    clock.now = START.replace(hour=9) + timedelta(days=1, minutes=1)
+    assert [o.status for o in runs.Runner(rt).tick()] == ["done"]
+
+
+@pytest.mark.parametrize("policy, statuses, jobs", [("run_once", ["done"], 1),
+                                                    ("skip", ["skipped"], 0)])  # fmt: skip
+def test_after_ten_days_down_a_missed_run_fires_once_or_is_skipped(
+    site, make_runtime, policy, statuses, jobs
+):
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock, catch_up=policy)
+    do_sync(rt)
+    clock.now = START.replace(hour=9, minute=1)
+    runs.Runner(rt).tick()
+    before = Job.select().count()
+    clock.now = START.replace(hour=12) + timedelta(days=10)  # down for ten days
+    outcomes = runs.Runner(rt).tick()
+    assert [o.status for o in outcomes] == statuses
+    assert Job.select().count() - before == jobs
+    latest = ScheduleRun.select().order_by(ScheduleRun.due_at.desc()).first()
+    assert latest.due_at == START.replace(hour=9) + timedelta(days=10)
+    assert latest.missed == 9
+    assert runs.Runner(rt).tick() == []
+
+
+def test_two_daemons_on_one_database_never_fire_the_same_run_twice(site, make_runtime):
+    site.schedules[:] = [schedule(site), schedule(site, id=2, name="Second", timeofday=9 * 3600)]
+    clock = Clock(START)
+    first, second = make_runtime(clock), make_runtime(clock)
+    do_sync(first)
+    do_sync(second)
+    a, b = runs.Runner(first), runs.Runner(second)
+    a.owner, b.owner = "host-a:1", "host-b:2"
+    fired: list = []
+    for day in range(4):
+        clock.now = START.replace(hour=9, second=30) + timedelta(days=day)
+        barrier = threading.Barrier(2)
+
+        def tick(runner, barrier=barrier):
+            barrier.wait()
+            with runner.rt.db.connection_context():
+                fired.extend(runner.tick())
+
+        threads = [threading.Thread(target=tick, args=(r,)) for r in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(fired) == 8  # 2 schedules x 4 days, each fired by exactly one daemon
+    assert ScheduleRun.select().count() == 8
+    assert Job.select().count() == 8
+    per_user = {}
+    for r in Recipient.select():
+        per_user[(r.job_id, r.userid)] = per_user.get((r.job_id, r.userid), 0) + 1
+    assert set(per_user.values()) == {1}
+
+
+def test_course_completion_suppression_uses_completion_fetched_at_fire_time(site, make_runtime):
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    clock.now = START.replace(hour=9, minute=1)
+    [run1] = runs.Runner(rt).tick()
+    mailed = recipients_of(ScheduleRun.get(ScheduleRun.due_at == run1.due_at))
+    done = completed_in(site)
+    assert mailed and done and not mailed & done
+    assert run1.counts["suppressed"]["course_completed"] == len(done & _participants(site))
+    # A learner completes between this run and the next: the next run must not mail them.
+    newly = sorted(mailed)[0]
+    site.set_course_completion(site.main_course_id, newly, 1764700000)
+    clock.now = START.replace(hour=9, minute=1) + timedelta(days=1)
+    [run2] = runs.Runner(rt).tick()
+    mailed2 = recipients_of(ScheduleRun.get(ScheduleRun.due_at == run2.due_at))
+    assert newly not in mailed2 and not mailed2 & completed_in(site)
+    assert mailed2 == mailed - {newly}
+
+
+def _participants(site) -> set[int]:
+    course = site.main_course_id
+    now = site.now()
+    return {u for u, e in site.enrolments[course].items() if site.is_active_enrolment(e, now)}
+
+
+def test_activity_suppression_counts_states_1_2_and_3_as_complete(site, make_runtime):
+    course = site.main_course_id
+    cmid = next(a.id for a in site.course_activities(course) if a.completion)
+    learners = sorted(_participants(site) - completed_in(site) - set(site.teacher_ids))[:4]
+    for state, userid in enumerate(learners):
+        site.set_activity_state(cmid, userid, state)
+    site.schedules[:] = [schedule(site, suppress_course_completion=0, suppresstarget=cmid,
+                                  audience="not_completed")]  # fmt: skip
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    clock.now = START.replace(hour=9, minute=1)
+    [run] = runs.Runner(rt).tick()
+    mailed = recipients_of(ScheduleRun.get(ScheduleRun.due_at == run.due_at))
+    assert learners[0] in mailed  # state 0: not complete
+    assert not set(learners[1:]) & mailed  # 1 complete, 2 pass, 3 fail: all complete
+    assert run.counts["suppressed"]["activity_completed"] >= 3
+
+
+def test_certificates_are_issued_once_per_course(site, make_runtime):
+    site.schedules[:] = [schedule(site, action_type="certificate", audience="completed",
+                                  suppress_course_completion=0)]  # fmt: skip
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    clock.now = START.replace(hour=9, minute=1)
+    [run1] = runs.Runner(rt).tick()
+    assert run1.counts["certificate"] == len(completed_in(site) & _participants(site)) > 0
+    for job_id in run1.jobs:
+        deliver_job(rt, job_id, show_progress=False)
+    clock.now += timedelta(days=1)
+    [run2] = runs.Runner(rt).tick()
+    assert run2.counts["certificate"] == 0 and run2.jobs == []
+    assert run2.counts["suppressed"]["already_issued"] == run1.counts["certificate"]
+
+
+def test_a_run_moodle_cannot_serve_is_retried_later_and_sends_once(site, make_runtime):
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    site.fail_next("*", 1, status=503)
+    clock.now = START.replace(hour=9, minute=1)
+    [failed] = runs.Runner(rt).tick()
+    assert failed.status == "retry" and "503" in failed.error
+    assert Job.select().count() == 0
+    clock.advance(60)
+    assert runs.Runner(rt).tick() == []  # not before RETRY_AFTER
+    clock.advance(runs.RETRY_AFTER.total_seconds())
+    [retried] = runs.Runner(rt).tick()
+    assert retried.status == "done" and retried.due_at == START.replace(hour=9)
+    assert ScheduleRun.select().count() == 1 and Job.select().count() == 1
+
+
+def test_a_malformed_schedule_does_not_stop_the_others_from_firing(site, make_runtime):
+    site.schedules[:] = [schedule(site, id=1, frequency="hourly"),
+                         schedule(site, id=2, name="Good one")]  # fmt: skip
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    [result] = do_sync(rt)
+    assert result.new == 1 and "schedule 1" in result.skipped[0]
+    clock.now = START.replace(hour=9, minute=1)
+    assert [o.schedule.id for o in runs.Runner(rt).tick()] == [2]
+
+
+def test_dry_run_shows_counts_route_and_a_sample_and_sends_nothing(site, make_runtime):
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    runner = runs.Runner(rt)
+    from sidecar.schedulelist import find_schedule
+
+    record = find_schedule(1)
+    outcome = runner.prepare(runs._schedule(record), clock())
+    assert outcome.recipients > 0 and "course_completed" in outcome.counts["suppressed"]
+    assert outcome.route.route == "local" and "offload.enabled is false" in outcome.route.reason
+    assert outcome.sample.subject.startswith("Reminder:")
+    assert ScheduleRun.select().count() == 0 and Job.select().count() == 0
