@@ -1,9 +1,10 @@
 """`moodle-offload demo`: a Moodle sandbox and the whole local path, nothing to configure.
 
 Starts the Moodle sandbox (seeded learners with international names in a few courses),
-writes a config that points at it and delivers into folders, pulls the main course's
-learners and completion over REST like a real site, commits two jobs (certificates for
-those who completed, reminders for the others), delivers them, serves /healthz and the
+writes a config that points at it and delivers into folders, syncs the site's schedules
+and fires two of them at once — a reminder to every participant, suppressed for those who
+completed the course, and certificates for those who completed — each pulling learners
+and completion over REST like a real site; delivers the jobs, serves /healthz and the
 certificate links, and prints where everything is.
 """
 
@@ -42,6 +43,26 @@ certificate_dir = "{dir}/certificates"
 """
 
 
+DEMO_REMINDER, DEMO_CERTIFICATES = 101, 102
+
+
+def demo_schedules(site) -> list[dict]:
+    """The demo's two schedules on the main course, fired at start."""
+    base = dict(
+        enabled=1, companyid=0, courseid=site.main_course_id, custom_interval=0, weekday=1,
+        monthday=1, cloud_preference="auto", suppresstarget=0, inactive_days=0,
+        timemodified=int(site.base_now),
+    )  # fmt: skip
+    return [
+        dict(base, id=DEMO_REMINDER, name="Weekly reminder until completed", frequency="weekly",
+             timeofday=9 * 3600, action_type="email", suppress_course_completion=1,
+             audience="enrolled", template_id="reminder", subject=""),
+        dict(base, id=DEMO_CERTIFICATES, name="Certificates for completers", frequency="daily",
+             timeofday=18 * 3600, action_type="certificate", suppress_course_completion=0,
+             audience="completed", template_id="completion", subject=""),
+    ] + [s for s in site.schedules if s["id"] not in (DEMO_REMINDER, DEMO_CERTIFICATES)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,18 +70,20 @@ def free_port() -> int:
 
 
 def run_demo(*, once: bool, workdir: str | None, learners: int, port: int, seed: int = 1) -> int:
-    from moodle_ws import functions
     from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
-    from sidecar.coursejobs import create_course_job
+    from sidecar import sync
     from sidecar.daemon import Daemon
     from sidecar.localrun import deliver_job
-    from sidecar.moodle import open_client, pull_course
+    from sidecar.moodle import open_client
+    from sidecar.runs import Runner
     from sidecar.runtime import Runtime
+    from sidecar.schedulelist import find_schedule
 
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="moodle-offload-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     base = base.resolve()
     site = generate_site(SiteSpec(seed=seed, learners=learners))
+    site.schedules[:] = demo_schedules(site)
     sandbox = SandboxServer(site)
     sandbox.start()
     daemon = None
@@ -77,46 +100,27 @@ def run_demo(*, once: bool, workdir: str | None, learners: int, port: int, seed:
         config = load(config_path)
         rt = Runtime(config)
         rt.ready_db()
-        m = config.moodle
-        client = open_client(config)
-        info = functions.site_info(client)
-        pulled = pull_course(
-            client, site.main_course_id, site=info, prefix=m.companion_prefix,
-            page_size=m.page_size,
-        )  # fmt: skip
-        client.close()
-        done = set(pulled.completions.completed)
-        common = dict(
-            wwwroot=m.url, sender=config.providers.local.from_,
-            batch_size=config.offload.job_batch_size, now=rt.clock(),
-        )  # fmt: skip
-        course = pulled.course.id
-        jobs = [
-            create_course_job(
-                pulled, done, type="certificate", template_id="completion", certificate=True,
-                key=f"demo:{course}:certificate", **common,
-            ),
-            create_course_job(
-                pulled, {u.id for u in pulled.learners} - done, type="send_reminder",
-                template_id="reminder", key=f"demo:{course}:reminder:{rt.clock().date()}",
-                **common,
-            ),
-        ]  # fmt: skip
-        click.echo(
-            f"moodle: {info.sitename!r} (sandbox) at {sandbox.url}: course {course} "
-            f"{pulled.course.fullname!r}, {len(pulled.learners)} participants, {len(done)} "
-            f"completed; {pulled.requests} Moodle requests ({pulled.completions.method})"
-        )
-        for label, job in zip(("certificates", "reminders"), jobs, strict=True):
-            counts = deliver_job(rt, job.created.job_id)
-            summary = ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "nobody"
-            click.echo(f"job {job.created.job_id} ({label}): {summary}")
+        for result in sync.sync_all(config, lambda: open_client(config), rt.clock()):
+            click.echo(f"schedules: {result.summary}")
+        runner = Runner(rt)
+        jobs: dict[str, str] = {}
+        for schedule_id, label in (
+            (DEMO_REMINDER, "reminders"),
+            (DEMO_CERTIFICATES, "certificates"),
+        ):
+            outcome = runner.fire_now(find_schedule(schedule_id, "moodle"))
+            click.echo(outcome.summary)
+            for job_id in outcome.jobs:
+                counts = deliver_job(rt, job_id)
+                summary = ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "nobody"
+                click.echo(f"job {job_id} ({label}): {summary}")
+                jobs[label] = job_id
         rt.close()
 
         daemon = Daemon(config, config_path)
         daemon.start()
         click.echo(f"mail:         {base / 'mail' / 'new'}")
-        click.echo(f"certificates: {base / 'certificates' / jobs[0].created.job_id}")
+        click.echo(f"certificates: {base / 'certificates' / jobs.get('certificates', '')}")
         click.echo(f"dashboard:    {daemon.http.url}/healthz")
         click.echo(f"config:       {config_path}  (try: moodle-offload -c {config_path} jobs list)")
         if once:
@@ -126,6 +130,8 @@ def run_demo(*, once: bool, workdir: str | None, learners: int, port: int, seed:
     finally:
         if daemon is not None:
             daemon.runtime.stop.set()
+            if daemon.ticker is not None:
+                daemon.ticker.shutdown()
             if daemon.http is not None:
                 daemon.http.stop()
         sandbox.stop()

@@ -86,18 +86,20 @@ LOCALES = [
         ("Dubois", "Lefèvre", "Bérubé", "Gauthier", "Mercier", "Fontaine"),
     ),
     (
-        "ja",
-        "JP",
-        ("東京", "大阪", "札幌"),
-        ("翔太", "さくら", "陽菜", "蓮", "結衣", "大翔"),
-        ("佐藤", "鈴木", "高橋", "田中", "伊藤", "渡辺"),
+        # No CJK locale: the embedded DejaVu fonts have no CJK glyphs, so a CJK name on a
+        # certificate needs a CJK font added through templates.dir.
+        "is",
+        "IS",
+        ("Reykjavík", "Akureyri", "Ísafjörður"),
+        ("Ólafur", "Guðrún", "Þórður", "Sigríður", "Ágúst", "Bryndís"),
+        ("Þórsson", "Jónsdóttir", "Guðmundsson", "Sigurðardóttir", "Ásgeirsson", "Björnsdóttir"),
     ),
     (
-        "en",
-        "CN",
-        ("北京", "上海", "成都"),
-        ("伟", "芳", "娜", "磊", "静", "洋"),
-        ("王", "李", "张", "刘", "陈", "杨"),
+        "uk",
+        "UA",
+        ("Київ", "Львів", "Одеса"),
+        ("Олександр", "Оксана", "Андрій", "Ірина", "Богдан", "Юлія"),
+        ("Шевченко", "Коваленко", "Бондаренко", "Ткаченко", "Кравчук", "Мельник"),
     ),
     (
         "en",

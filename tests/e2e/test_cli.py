@@ -23,7 +23,9 @@ def test_csv_with_invalid_rows_lists_them_by_line_and_sends_nothing(tmp_path):
         "x,ok3@example.org,Cy,Young\n"
         "4,ok4@example.org,Di,Prince\n"
     )
-    proc = cli(config, "send", "csv", str(path), *message_args(tmp_path), "--yes", "--deliver", check=False)
+    proc = cli(
+        config, "send", "csv", str(path), *message_args(tmp_path), "--yes", "--deliver", check=False
+    )
     assert proc.returncode != 0
     assert "line 3" in proc.stdout and "line 4" in proc.stdout
     assert "nothing sent" in proc.stderr
@@ -31,13 +33,29 @@ def test_csv_with_invalid_rows_lists_them_by_line_and_sends_nothing(tmp_path):
     listing = cli(config, "jobs", "list").stdout
     assert len(listing.strip().splitlines()) == 1  # header only: no job was created
 
-    proc = cli(config, "send", "csv", str(path), *message_args(tmp_path), "--yes", "--deliver", "--skip-invalid")
+    proc = cli(
+        config,
+        "send",
+        "csv",
+        str(path),
+        *message_args(tmp_path),
+        "--yes",
+        "--deliver",
+        "--skip-invalid",
+    )
     assert maildir_count(tmp_path) == 2
 
 
 def test_without_a_terminal_and_without_yes_the_send_is_refused(tmp_path):
     config = write_config(tmp_path)
-    proc = cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 3)), *message_args(tmp_path), check=False)
+    proc = cli(
+        config,
+        "send",
+        "csv",
+        str(write_csv(tmp_path / "l.csv", 3)),
+        *message_args(tmp_path),
+        check=False,
+    )
     assert proc.returncode == 1 and "--yes" in proc.stderr
     assert maildir_count(tmp_path) == 0
 
@@ -54,7 +72,15 @@ def test_resubmitted_file_mails_nobody_twice(tmp_path):
 
 def test_jobs_show_export_and_retry(tmp_path):
     config = write_config(tmp_path)
-    cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 4)), *message_args(tmp_path), "--yes", "--deliver")
+    cli(
+        config,
+        "send",
+        "csv",
+        str(write_csv(tmp_path / "l.csv", 4)),
+        *message_args(tmp_path),
+        "--yes",
+        "--deliver",
+    )
     job_id = cli(config, "jobs", "list").stdout.splitlines()[1].split()[0]
     shown = cli(config, "jobs", "show", job_id).stdout
     assert "completed" in shown and "sent 4" in shown
@@ -82,7 +108,7 @@ def test_bad_config_names_the_file_and_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_once_pulls_from_the_sandbox_and_delivers_mail_and_pdfs(tmp_path):
+def test_demo_once_fires_two_schedules_on_the_sandbox_and_delivers_mail_and_pdfs(tmp_path):
     import re
     from io import BytesIO
 
@@ -92,11 +118,11 @@ def test_demo_once_pulls_from_the_sandbox_and_delivers_mail_and_pdfs(tmp_path):
                "--learners", "60")  # fmt: skip
     out = proc.stdout
     assert "mail:" in out and "certificates:" in out and "/healthz" in out
-    participants, completed = map(int, re.search(r"(\d+) participants, (\d+) completed", out).groups())
+    # The reminder suppressed exactly the learners the certificate schedule certified.
+    suppressed = int(re.search(r"suppressed: course_completed (\d+)", out).group(1))
     certs = int(re.search(r"\(certificates\): sent (\d+)", out).group(1))
     reminders = int(re.search(r"\(reminders\): sent (\d+)", out).group(1))
-    assert certs == completed > 0 and reminders > 0
-    assert certs + reminders <= participants
+    assert certs == suppressed > 0 and reminders > 0
     mails = list(mailbox.Maildir(tmp_path / "demo" / "mail", create=False))
     assert len(mails) == certs + reminders
     pdfs = list((tmp_path / "demo" / "certificates").rglob("*.pdf"))
@@ -107,11 +133,11 @@ def test_demo_once_pulls_from_the_sandbox_and_delivers_mail_and_pdfs(tmp_path):
 
 def test_db_upgrade_then_check_pass_on_a_good_config(tmp_path):
     config = write_config(tmp_path)
-    assert "applied migrations 1" in cli(config, "db", "upgrade").stdout
+    assert "applied migrations 1, 2" in cli(config, "db", "upgrade").stdout
     again = cli(config, "db", "upgrade").stdout
-    assert "already at version 1" in again
+    assert "already at version 2" in again
     checked = cli(config, "check")
-    assert "ok   database: schema at version 1" in checked.stdout
+    assert "ok   database: schema at version 2" in checked.stdout
     assert "ok   local delivery: maildir" in checked.stdout
 
 
@@ -126,7 +152,14 @@ def test_check_fails_with_a_fix_when_the_smtp_server_is_unreachable(tmp_path):
 
 def test_cancel_stops_a_queued_job(tmp_path):
     config = write_config(tmp_path)
-    cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 3)), *message_args(tmp_path), "--yes")
+    cli(
+        config,
+        "send",
+        "csv",
+        str(write_csv(tmp_path / "l.csv", 3)),
+        *message_args(tmp_path),
+        "--yes",
+    )
     job_id = cli(config, "jobs", "list").stdout.splitlines()[1].split()[0]
     assert "3 recipients will not be sent" in cli(config, "jobs", "cancel", job_id).stdout
     assert "cancelled" in cli(config, "jobs", "show", job_id).stdout
