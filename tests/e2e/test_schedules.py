@@ -1,0 +1,104 @@
+"""Schedules end to end: the `schedules` commands, and a real daemon firing one on time."""
+
+import mailbox
+import signal
+import sqlite3
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
+
+from .conftest import cli, free_port, write_config
+
+
+def schedule(site, **over) -> dict:
+    row = dict(
+        id=1, name="Daily reminder", enabled=1, companyid=0, courseid=site.main_course_id,
+        frequency="daily", custom_interval=0, timeofday=9 * 3600, weekday=1, monthday=1,
+        action_type="email", cloud_preference="auto", suppresstarget=0,
+        suppress_course_completion=1, audience="enrolled", inactive_days=0,
+        template_id="reminder_v1", subject="", timemodified=1764547200,
+    )  # fmt: skip
+    row.update(over)
+    return row
+
+
+@pytest.fixture
+def moodle():
+    site = generate_site(SiteSpec(seed=5, learners=30, courses=2, companies=1))
+    with SandboxServer(site) as server:
+        server.site = site
+        yield server
+
+
+def config_for(tmp_path, url, token, **schedules):
+    path = write_config(tmp_path)
+    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in schedules.items())
+    path.write_text(path.read_text() + f'[moodle]\nurl = "{url}"\ntoken = "{token}"\n'
+                    f'[schedules]\ntimezone = "UTC"\n{extra}')  # fmt: skip
+    return path
+
+
+def test_sync_list_dry_run_and_run(tmp_path, moodle):
+    site = moodle.site
+    site.schedules[:] = [schedule(site), schedule(site, id=9, name="Broken", weekday=9,
+                                                  frequency="weekly")]  # fmt: skip
+    config = config_for(tmp_path, moodle.url, site.token)
+    synced = cli(config, "schedules", "sync").stdout
+    assert "moodle: 1 new" in synced and "1 malformed skipped" in synced
+    assert "skipped: schedule 9: weekday" in synced
+    listing = cli(config, "schedules", "list").stdout
+    assert "Daily reminder" in listing and "never" in listing and "Broken" not in listing
+
+    dry = cli(config, "schedules", "run", "1", "--dry-run").stdout
+    assert "dry run, nothing sent" in dry and "suppressed: course_completed" in dry
+    assert "route: local: offload.enabled is false" in dry and "--- sample: Reminder:" in dry
+    assert not (tmp_path / "mail").exists() or not list(mailbox.Maildir(tmp_path / "mail"))
+
+    ran = cli(config, "schedules", "run", "1", "--deliver").stdout
+    assert ": done:" in ran and "sent" in ran
+    mails = list(mailbox.Maildir(tmp_path / "mail", create=False))
+    assert mails and len(mails) == int(ran.split(" recipients")[0].rsplit(" ", 1)[1])
+    assert "done" in cli(config, "schedules", "list").stdout
+
+
+def test_sync_with_moodle_unreachable_fails_and_names_the_url(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    config = config_for(tmp_path, url, "a" * 32, sync_interval=10)
+    proc = cli(config, "schedules", "sync", check=False)
+    assert proc.returncode == 1
+    assert "not synced, the last good copy stays" in proc.stdout and url in proc.stdout
+
+
+def test_the_daemon_fires_a_due_schedule_once_by_itself(tmp_path, moodle, start_daemon):
+    now = datetime.now(UTC)
+    seconds = now.hour * 3600 + now.minute * 60 + now.second
+    if seconds > 86_390:
+        pytest.skip("too close to midnight UTC for a same-day due time")
+    site = moodle.site
+    site.schedules[:] = [schedule(site, timeofday=seconds + 4)]
+    config = config_for(tmp_path, moodle.url, site.token, tick_interval=1, sync_interval=10)
+    proc = start_daemon(config)
+    db = tmp_path / "offload.db"
+    deadline = time.monotonic() + 60
+    runs = []
+    while time.monotonic() < deadline:  # the daemon ticks on the real clock
+        with sqlite3.connect(db) as conn:
+            try:
+                runs = conn.execute("SELECT status FROM schedule_run").fetchall()
+                sent = conn.execute(
+                    "SELECT count(*) FROM recipient WHERE status = 'sent'"
+                ).fetchone()[0]
+            except sqlite3.OperationalError:
+                runs, sent = [], 0
+        if runs and sent:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert runs == [("done",)], proc.log_path.read_text()[-3000:]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM job").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM schedule_run").fetchone()[0] == 1
