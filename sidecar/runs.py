@@ -26,9 +26,10 @@ from schedules.timing import due_now
 from sidecar import routing
 from sidecar.coursejobs import create_course_job
 from sidecar.db import store
-from sidecar.db.models import Certificate, Company, ScheduleRecord, ScheduleRun
+from sidecar.db.models import Certificate, Company, Job, Recipient, ScheduleRecord, ScheduleRun
 from sidecar.errors import SidecarError, TemplateError
 from sidecar.moodle import PulledCourse, open_client, pull_course
+from sidecar.status import RecipientStatus
 
 log = logging.getLogger(__name__)
 
@@ -162,19 +163,19 @@ class Runner:
 
     # --- one run ---------------------------------------------------------------------------
 
-    def fire_now(self, record: ScheduleRecord) -> RunOutcome:
+    def fire_now(self, record: ScheduleRecord, *, reissue: bool = False) -> RunOutcome:
         """`schedules run ID`: a run at this very second, recorded like any other."""
         now = self.rt.clock().replace(microsecond=0)
         run = self._claim(record, now, now, 0)
         if run is None:
             raise SidecarError(f"schedule {record.remote_id}: a run at {now} exists already")
-        return self.execute(record, run)
+        return self.execute(record, run, reissue=reissue)
 
-    def execute(self, record: ScheduleRecord, run: ScheduleRun) -> RunOutcome:
+    def execute(self, record: ScheduleRecord, run: ScheduleRun, *, reissue=False) -> RunOutcome:
         """Select, route and commit the jobs of a claimed run, then record the outcome."""
         schedule = _schedule(record)
         try:
-            outcome = self.prepare(schedule, run.due_at)
+            outcome = self.prepare(schedule, run.due_at, reissue=reissue)
             outcome = self._commit(schedule, run, outcome)
         except MoodleUnavailable as exc:
             tries = (run.counts or {}).get("tries", 0) + 1
@@ -188,7 +189,7 @@ class Runner:
         log.log(level, "%s", outcome.summary)
         return outcome
 
-    def prepare(self, schedule: Schedule, due_at: datetime) -> RunOutcome:
+    def prepare(self, schedule: Schedule, due_at: datetime, *, reissue: bool = False) -> RunOutcome:
         """Everything up to the jobs, sending nothing: what `--dry-run` shows."""
         config, m = self.config, self.config.moodle
         client = open_client(config)
@@ -213,9 +214,11 @@ class Runner:
             for u in pulled.learners
             if allowed is None or u.id in allowed
         ]
-        issued = _issued(schedule.courseid)
+        issued = set() if reissue else _issued(schedule.courseid)
         now_epoch = int(aware(self.rt.clock()).timestamp())
-        sel = select_recipients(schedule, learners, pulled.completions, now_epoch, issued=issued)
+        sel = select_recipients(
+            schedule, learners, pulled.completions, now_epoch, issued=issued, reissue=reissue
+        )
         route = self._route(schedule, sel)
         counts = {
             "suppressed": dict(sel.suppressed), "audience": sel.audience_size,
@@ -325,10 +328,22 @@ def _job_type(schedule: Schedule) -> str:
 
 
 def _issued(courseid: int) -> set[int]:
-    rows = Certificate.select(Certificate.userid).where(
-        Certificate.courseid == courseid, Certificate.revoked_at.is_null()
-    )
-    return {r.userid for r in rows}
+    """Learners who hold a certificate of the course, or have one on its way.
+
+    A certificate job not yet delivered counts: the next run must not queue a second one.
+    Only a job that failed for good (or was cancelled) frees the learner again.
+    """
+    held = {r.userid for r in Certificate.select(Certificate.userid).where(
+        Certificate.courseid == courseid, Certificate.revoked_at.is_null())}  # fmt: skip
+    gone = (RecipientStatus.PERMANENTLY_FAILED, RecipientStatus.CANCELLED,
+            RecipientStatus.FAILED, RecipientStatus.SKIPPED_DUPLICATE)  # fmt: skip
+    on_the_way = (
+        Recipient.select(Recipient.userid)
+        .join(Job)
+        .where(Job.courseid == courseid, Job.type == "certificate",
+               Recipient.status.not_in(gone))
+    )  # fmt: skip
+    return held | {r.userid for r in on_the_way}
 
 
 def _company_members(client, schedule: Schedule) -> set[int] | None:

@@ -53,9 +53,10 @@ def schedules_sync(obj: Context) -> None:
 @click.option(
     "--deliver", is_flag=True, help="Deliver here and now instead of leaving it to `run`."
 )
+@click.option("--reissue", is_flag=True, help="Certificates also for learners who hold one.")
 @pass_ctx
 def schedules_run(obj: Context, schedule_id: int, source: str | None, dry_run: bool,
-                  deliver: bool) -> None:  # fmt: skip
+                  deliver: bool, reissue: bool) -> None:  # fmt: skip
     """Fire one schedule now (a run of its own, recorded like a scheduled one)."""
     from sidecar.runs import Runner
     from sidecar.schedulelist import find_schedule
@@ -64,7 +65,7 @@ def schedules_run(obj: Context, schedule_id: int, source: str | None, dry_run: b
     record = find_schedule(schedule_id, source)
     runner = Runner(rt)
     if dry_run:
-        outcome = runner.prepare(_schedule_of(record), rt.clock())
+        outcome = runner.prepare(_schedule_of(record), rt.clock(), reissue=reissue)
         c = outcome.counts
         click.echo(f"schedule {record.source}/{record.remote_id} {record.name!r}: dry run, "
                    "nothing sent")  # fmt: skip
@@ -77,7 +78,7 @@ def schedules_run(obj: Context, schedule_id: int, source: str | None, dry_run: b
         if outcome.sample is not None:
             click.echo(f"--- sample: {outcome.sample.subject}\n{outcome.sample.text}")
         return
-    outcome = runner.fire_now(record)
+    outcome = runner.fire_now(record, reissue=reissue)
     click.echo(outcome.summary)
     if outcome.status != "done":
         raise SystemExit(1)

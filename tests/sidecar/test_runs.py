@@ -227,6 +227,33 @@ def test_certificates_are_issued_once_per_course(site, make_runtime):
     assert run2.counts["suppressed"]["already_issued"] == run1.counts["certificate"]
 
 
+def test_a_certificate_job_not_yet_delivered_is_not_queued_again(site, make_runtime):
+    site.schedules[:] = [schedule(site, action_type="certificate", audience="completed",
+                                  suppress_course_completion=0)]  # fmt: skip
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    clock.now = START.replace(hour=9, minute=1)
+    [run1] = runs.Runner(rt).tick()
+    clock.now += timedelta(days=1)  # the daemon was busy: nothing delivered yet
+    [run2] = runs.Runner(rt).tick()
+    assert run1.counts["certificate"] > 0 and run2.counts["certificate"] == 0
+
+
+def test_reissue_gives_certificates_again(site, make_runtime):
+    site.schedules[:] = [schedule(site, action_type="certificate", audience="completed",
+                                  suppress_course_completion=0)]  # fmt: skip
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    from sidecar.schedulelist import find_schedule
+
+    first = runs.Runner(rt).fire_now(find_schedule(1))
+    clock.advance(1)
+    again = runs.Runner(rt).fire_now(find_schedule(1), reissue=True)
+    assert again.counts["certificate"] == first.counts["certificate"] > 0
+
+
 def test_a_run_moodle_cannot_serve_is_retried_later_and_sends_once(site, make_runtime):
     site.schedules[:] = [schedule(site)]
     clock = Clock(START)
