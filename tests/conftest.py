@@ -69,3 +69,17 @@ class Clock:
 @pytest.fixture
 def clock():
     return Clock()
+
+
+def schedule_row(courseid: int, **over) -> dict:
+    """A raw companion schedule row as Moodle returns it: a daily 09:00 reminder to every
+    participant, stopped by course completion; `over` changes any key."""
+    row = dict(
+        id=1, name="Daily reminder", enabled=1, companyid=0, courseid=courseid,
+        frequency="daily", custom_interval=0, timeofday=9 * 3600, weekday=1, monthday=1,
+        action_type="email", cloud_preference="auto", suppresstarget=0,
+        suppress_course_completion=1, audience="enrolled", inactive_days=0,
+        template_id="reminder_v1", subject="", timemodified=1764547200,
+    )  # fmt: skip
+    row.update(over)
+    return row

@@ -76,7 +76,10 @@ class SandboxServer:
         if server is None:
             return
         self._stopping.set()
-        server.pull_trigger()
+        try:
+            server.pull_trigger()  # wake the loop now rather than at its next timeout
+        except OSError:
+            pass  # the loop saw the flag first and closed the trigger already
         if thread is not None:
             thread.join(timeout)
         self._server = self._thread = None

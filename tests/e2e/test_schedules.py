@@ -10,19 +10,12 @@ import pytest
 
 from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
 
+from ..conftest import schedule_row
 from .conftest import cli, free_port, write_config
 
 
 def schedule(site, **over) -> dict:
-    row = dict(
-        id=1, name="Daily reminder", enabled=1, companyid=0, courseid=site.main_course_id,
-        frequency="daily", custom_interval=0, timeofday=9 * 3600, weekday=1, monthday=1,
-        action_type="email", cloud_preference="auto", suppresstarget=0,
-        suppress_course_completion=1, audience="enrolled", inactive_days=0,
-        template_id="reminder_v1", subject="", timemodified=1764547200,
-    )  # fmt: skip
-    row.update(over)
-    return row
+    return schedule_row(site.main_course_id, **over)
 
 
 @pytest.fixture

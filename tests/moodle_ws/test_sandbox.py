@@ -94,6 +94,18 @@ def moodle():
     m.server.stop()
 
 
+def opts(**values):
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def enrolled(m, courseid=None, **options):
+    return m.call(
+        "core_enrol_get_enrolled_users",
+        courseid=courseid or m.site.main_course_id,
+        options=opts(**options),
+    )
+
+
 def example(name: str) -> dict:
     path = EXAMPLES / name
     if not path.exists():

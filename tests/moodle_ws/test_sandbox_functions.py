@@ -1,28 +1,6 @@
 """Core function semantics: enrolled users and completion."""
 
-import pytest
-
-from tests.moodle_ws.test_sandbox import active_learner, make_moodle
-
-
-@pytest.fixture
-def m():
-    moodle = make_moodle(courses=4)
-    yield moodle
-    moodle.server.stop()
-
-
-def opts(**values):
-    return [{"name": k, "value": v} for k, v in values.items()]
-
-
-def enrolled(m, courseid=None, **options):
-    return m.call(
-        "core_enrol_get_enrolled_users",
-        courseid=courseid or m.site.main_course_id,
-        options=opts(**options),
-    )
-
+from tests.moodle_ws.test_sandbox import active_learner, enrolled, opts
 
 # --- core_enrol_get_enrolled_users -----------------------------------------------------
 

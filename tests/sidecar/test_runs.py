@@ -14,7 +14,7 @@ from sidecar.localrun import deliver_job
 from sidecar.moodle import open_client
 from sidecar.runtime import Runtime
 
-from ..conftest import Clock
+from ..conftest import Clock, schedule_row
 
 # 09:00 in London is 09:00 UTC in December.
 START = datetime(2026, 12, 1, 8, 0, 0)
@@ -30,15 +30,7 @@ def site():
 
 
 def schedule(site, **over) -> dict:
-    row = dict(
-        id=1, name="Daily reminder", enabled=1, companyid=0, courseid=site.main_course_id,
-        frequency="daily", custom_interval=0, timeofday=9 * 3600, weekday=1, monthday=1,
-        action_type="email", cloud_preference="auto", suppresstarget=0,
-        suppress_course_completion=1, audience="enrolled", inactive_days=0,
-        template_id="reminder_v1", subject="", timemodified=1764547200,
-    )  # fmt: skip
-    row.update(over)
-    return row
+    return schedule_row(site.main_course_id, **over)
 
 
 @pytest.fixture
@@ -77,6 +69,11 @@ def recipients_of(run: ScheduleRun) -> set[int]:
 
 def completed_in(site) -> set[int]:
     return {u for u, t in site.course_completions[site.main_course_id].items() if t}
+
+
+def certificate_schedule(site) -> dict:
+    return schedule(site, action_type="certificate", audience="completed",
+                    suppress_course_completion=0)  # fmt: skip
 
 
 def test_a_daily_schedule_fires_once_at_its_time_and_again_the_next_day(site, make_runtime):
@@ -211,8 +208,7 @@ def test_activity_suppression_counts_states_1_2_and_3_as_complete(site, make_run
 
 
 def test_certificates_are_issued_once_per_course(site, make_runtime):
-    site.schedules[:] = [schedule(site, action_type="certificate", audience="completed",
-                                  suppress_course_completion=0)]  # fmt: skip
+    site.schedules[:] = [certificate_schedule(site)]
     clock = Clock(START)
     rt = make_runtime(clock)
     do_sync(rt)
@@ -228,8 +224,7 @@ def test_certificates_are_issued_once_per_course(site, make_runtime):
 
 
 def test_a_certificate_job_not_yet_delivered_is_not_queued_again(site, make_runtime):
-    site.schedules[:] = [schedule(site, action_type="certificate", audience="completed",
-                                  suppress_course_completion=0)]  # fmt: skip
+    site.schedules[:] = [certificate_schedule(site)]
     clock = Clock(START)
     rt = make_runtime(clock)
     do_sync(rt)
@@ -241,8 +236,7 @@ def test_a_certificate_job_not_yet_delivered_is_not_queued_again(site, make_runt
 
 
 def test_reissue_gives_certificates_again(site, make_runtime):
-    site.schedules[:] = [schedule(site, action_type="certificate", audience="completed",
-                                  suppress_course_completion=0)]  # fmt: skip
+    site.schedules[:] = [certificate_schedule(site)]
     clock = Clock(START)
     rt = make_runtime(clock)
     do_sync(rt)
