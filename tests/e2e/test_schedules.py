@@ -4,9 +4,11 @@ import mailbox
 import signal
 import sqlite3
 import time
+import tomllib
 from datetime import UTC, datetime
 
 import pytest
+import requests
 
 from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
 
@@ -89,9 +91,14 @@ def test_the_daemon_fires_a_due_schedule_once_by_itself(tmp_path, moodle, start_
         if runs and sent:
             break
         time.sleep(0.5)
+    listen = tomllib.loads(config.read_text())["server"]["listen"]
+    health = requests.get(f"http://{listen}/healthz", timeout=10).json()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert runs == [("done",)], proc.log_path.read_text()[-3000:]
+    assert (
+        health["last_sync"]["moodle"]["ok_at"] and health["last_sync"]["moodle"]["schedules"] == 1
+    )
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM job").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM schedule_run").fetchone()[0] == 1
