@@ -37,16 +37,21 @@ def get_schedules(
 
 
 def get_cloud_settings(client: MoodleClient, prefix: str = DEFAULT_PREFIX) -> list[CloudSetting]:
+    """Per-company cloud settings. Every field is nullable in Moodle's declaration: a null
+    threshold or provider means "not set" (the config's value applies), a null enabled
+    means off; a row without a company id is left out."""
     answer = client.call(f"{prefix}_get_cloud_settings")
-    return [
-        CloudSetting(
-            int(c["companyid"]),
-            bool(int(c["enabled"])),
-            str(c["email_provider"]),
-            int(c["threshold"]),
-        )
-        for c in answer.get("companies") or ()
-    ]
+    out = []
+    for c in answer.get("companies") or ():
+        if c.get("companyid") is None:
+            continue
+        threshold = c.get("threshold")
+        out.append(CloudSetting(
+            int(c["companyid"]), bool(int(c.get("enabled") or 0)),
+            str(c["email_provider"]) if c.get("email_provider") else None,
+            None if threshold is None else int(threshold),
+        ))  # fmt: skip
+    return out
 
 
 def get_course_completions(

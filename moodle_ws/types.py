@@ -338,5 +338,5 @@ class License:
 class CloudSetting:
     companyid: int
     enabled: bool
-    email_provider: str  # AWS | CLOUDFLARE | SYSTEM
-    threshold: int
+    email_provider: str | None  # AWS | CLOUDFLARE | SYSTEM; None: not set
+    threshold: int | None  # None: not set

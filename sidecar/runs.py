@@ -115,8 +115,11 @@ class Runner:
     def _maybe_fire(self, record, schedule, now) -> RunOutcome | None:
         last = (ScheduleRun.select(ScheduleRun.due_at).where(ScheduleRun.schedule == record.id)
                 .order_by(ScheduleRun.due_at.desc()).first())  # fmt: skip
+        # first_seen_at moves forward when a schedule is re-enabled or restored, so nothing
+        # it missed while off fires.
+        previous = max(last.due_at, record.first_seen_at) if last else None
         due = due_now(
-            schedule, aware(last.due_at) if last else None, aware(now), self.tz,
+            schedule, aware(previous) if previous else None, aware(now), self.tz,
             self.catch_up, since=aware(record.first_seen_at),
         )  # fmt: skip
         if due is None:

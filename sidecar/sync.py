@@ -96,6 +96,14 @@ def _cloud_settings(client: MoodleClient, prefix: str):
     except MoodleError as exc:
         log.debug("cloud settings from Moodle not read: %s", exc)
         return None
+    except (KeyError, TypeError, ValueError) as exc:
+        # Every field is nullable in Moodle's return description: a company with a null
+        # threshold must not stop the schedules from syncing.
+        log.warning(
+            "cloud settings from Moodle not applied, the stored ones stay: %s_get_cloud_settings "
+            "gave a company without a usable value (%s: %s)", prefix, type(exc).__name__, exc,
+        )  # fmt: skip
+        return None
 
 
 def _store_cloud_settings(config: Config, settings, now: datetime) -> None:
@@ -145,11 +153,14 @@ def _apply(source: str, parsed: list[Schedule], skipped, now: datetime) -> SyncR
         for s in parsed:
             if s.id in seen:
                 result.skipped.append(f"schedule {s.id}: given twice; the first copy is used")
+                log.warning("schedule sync: %s", result.skipped[-1])
                 continue
             seen.add(s.id)
             old = existing.get(s.id)
             values = dict(
-                name=s.name, enabled=s.enabled, data=s.as_row(), fingerprint=s.fingerprint,
+                # The column is a label (255 on PostgreSQL/MariaDB); data keeps the full name.
+                name=s.name[:255], enabled=s.enabled, data=s.as_row(),
+                fingerprint=s.fingerprint,
                 timemodified=s.timemodified, synced_at=now, deleted_at=None,
             )  # fmt: skip
             if old is None:
@@ -158,6 +169,9 @@ def _apply(source: str, parsed: list[Schedule], skipped, now: datetime) -> SyncR
                 result.new += 1
                 log.info("schedule %s/%d %r: new", source, s.id, s.name)
             elif old.fingerprint != s.fingerprint or old.deleted_at is not None:
+                if s.enabled and (not old.enabled or old.deleted_at is not None):
+                    # Re-enabled or restored: due times from while it was off never fire.
+                    values["first_seen_at"] = now
                 ScheduleRecord.update(**values).where(ScheduleRecord.id == old.id).execute()
                 result.changed += 1
                 log.info("schedule %s/%d %r: changed", source, s.id, s.name)

@@ -129,6 +129,27 @@ def test_after_ten_days_down_a_missed_run_fires_once_or_is_skipped(
     assert runs.Runner(rt).tick() == []
 
 
+def test_a_schedule_re_enabled_after_a_week_does_not_fire_for_the_week_it_was_off(
+    site, make_runtime
+):
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    clock.now = START.replace(hour=9, minute=1)
+    runs.Runner(rt).tick()
+    site.schedules[0]["enabled"] = 0
+    clock.advance(3600)
+    do_sync(rt)
+    clock.now = START.replace(hour=12) + timedelta(days=7)
+    site.schedules[0]["enabled"] = 1
+    do_sync(rt)  # re-enabled at 12:00, after that day's 09:00
+    assert runs.Runner(rt).tick() == []
+    clock.now = START.replace(hour=9, minute=1) + timedelta(days=8)
+    assert [o.status for o in runs.Runner(rt).tick()] == ["done"]
+    assert ScheduleRun.select().count() == 2
+
+
 def test_two_daemons_on_one_database_never_fire_the_same_run_twice(site, make_runtime):
     site.schedules[:] = [schedule(site), schedule(site, id=2, name="Second", timeofday=9 * 3600)]
     clock = Clock(START)
