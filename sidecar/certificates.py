@@ -33,9 +33,7 @@ class Issued:
     new: bool
 
 
-def reserve(
-    job_id: str, userid: int, courseid: int | None, storage: str, now: datetime
-) -> Issued:
+def reserve(job_id: str, userid: int, courseid: int | None, storage: str, now: datetime) -> Issued:
     """The certificate record for (job, user), created on first call with a fresh code.
 
     Idempotent: a redelivery after a crash reuses the same code and key.

@@ -70,7 +70,9 @@ def _local_delivery(config: Config) -> CheckResult:
         )  # fmt: skip
     finally:
         sender.close()
-    return CheckResult("local delivery", True, f"SMTP {local.smtp_host}:{local.smtp_port}: {banner}")
+    return CheckResult(
+        "local delivery", True, f"SMTP {local.smtp_host}:{local.smtp_port}: {banner}"
+    )
 
 
 def _certificate_dir(config: Config) -> CheckResult:

@@ -236,9 +236,13 @@ class Config(Section):
         o = self.offload
         if o.enabled and o.provider != "local":
             if getattr(self.providers, o.provider) is None:
-                raise ValueError(f"providers.{o.provider}: required when offload.provider = {o.provider!r}")
+                raise ValueError(
+                    f"providers.{o.provider}: required when offload.provider = {o.provider!r}"
+                )
             if not self.security.callback_secrets:
-                raise ValueError("security.callback_secrets: at least one secret is required for cloud offload")
+                raise ValueError(
+                    "security.callback_secrets: at least one secret is required for cloud offload"
+                )
         return self
 
     def secret_values(self) -> list[str]:

@@ -67,7 +67,9 @@ def read_csv(path: Path) -> CsvInput:
         line = raw[: exc.start].count(b"\n") + 1
         raise Aborted(f"{path}: line {line} is not UTF-8: save the file as UTF-8 CSV") from None
     sample = text[:4096]
-    delimiter = ";" if sample.split("\n", 1)[0].count(";") > sample.split("\n", 1)[0].count(",") else ","
+    delimiter = (
+        ";" if sample.split("\n", 1)[0].count(";") > sample.split("\n", 1)[0].count(",") else ","
+    )
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = next(reader, None)
     while header is not None and not any(h.strip() for h in header):
@@ -83,7 +85,9 @@ def read_csv(path: Path) -> CsvInput:
             )
     for name in columns:
         if not name.isidentifier():
-            raise Aborted(f"{path}: column '{name}' cannot be a template variable: use letters, digits and _")
+            raise Aborted(
+                f"{path}: column '{name}' cannot be a template variable: use letters, digits and _"
+            )
     dupes = {c for c in columns if columns.count(c) > 1}
     if dupes:
         raise Aborted(f"{path}: column '{sorted(dupes)[0]}' appears twice")
@@ -98,28 +102,40 @@ def read_csv(path: Path) -> CsvInput:
         if not any(f.strip() for f in record):
             continue
         if len(record) != len(columns):
-            problems.append(CsvProblem(line, f"line {line}: expected {len(columns)} columns, found {len(record)}"))
+            problems.append(
+                CsvProblem(
+                    line, f"line {line}: expected {len(columns)} columns, found {len(record)}"
+                )
+            )
             continue
         values = [f.strip() for f in record]
         uid_text = values[index["userid"]]
         if not uid_text.isdigit() or int(uid_text) <= 0:
-            problems.append(CsvProblem(line, f"line {line}: userid '{uid_text}' is not a positive integer"))
+            problems.append(
+                CsvProblem(line, f"line {line}: userid '{uid_text}' is not a positive integer")
+            )
             continue
         userid = int(uid_text)
         address = values[index["email"]]
         try:
             email = validate_email(address)
         except ValueError as exc:
-            problems.append(CsvProblem(line, f"line {line}: email '{address}' is not a valid address: {exc}"))
+            problems.append(
+                CsvProblem(line, f"line {line}: email '{address}' is not a valid address: {exc}")
+            )
             continue
         if userid in first_line:
             problems.append(
-                CsvProblem(line, f"line {line}: userid {userid} already given on line {first_line[userid]}")
+                CsvProblem(
+                    line, f"line {line}: userid {userid} already given on line {first_line[userid]}"
+                )
             )
             continue
         first_line[userid] = line
         extra = {c: values[i] for c, i in index.items() if c not in REQUIRED}
         rows.append(
-            CsvRow(line, userid, email, values[index["firstname"]], values[index["lastname"]], extra)
+            CsvRow(
+                line, userid, email, values[index["firstname"]], values[index["lastname"]], extra
+            )
         )
     return CsvInput(tuple(rows), tuple(problems), columns)

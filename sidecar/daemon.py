@@ -109,7 +109,10 @@ class Daemon:
             return
         self._stopping = True
         systemd.notify("STOPPING=1")
-        log.info("stopping: finishing the message in flight (at most %ss)", self.config.server.drain_timeout)
+        log.info(
+            "stopping: finishing the message in flight (at most %ss)",
+            self.config.server.drain_timeout,
+        )
         threading.Thread(target=self._drain, name="drain", daemon=True).start()
 
     def _drain(self) -> None:
@@ -138,10 +141,16 @@ class Daemon:
             log.error("SIGHUP: keeping the running configuration: %s", exc)
             systemd.notify("READY=1")
             return
-        changed = [name for name in type(new).model_fields if getattr(new, name) != getattr(self.config, name)]
+        changed = [
+            name
+            for name in type(new).model_fields
+            if getattr(new, name) != getattr(self.config, name)
+        ]
         needs_restart = {"database", "server"} & set(changed)
         if needs_restart:
-            log.warning("SIGHUP: %s changed: restart the service to apply", ", ".join(sorted(needs_restart)))
+            log.warning(
+                "SIGHUP: %s changed: restart the service to apply", ", ".join(sorted(needs_restart))
+            )
         self.config = new
         self.runtime.config = new
         self.runtime.callbacks.settings = self.runtime.callback_settings()

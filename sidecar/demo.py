@@ -54,12 +54,30 @@ def demo_schedules(site) -> list[dict]:
         timemodified=int(site.base_now),
     )  # fmt: skip
     return [
-        dict(base, id=DEMO_REMINDER, name="Weekly reminder until completed", frequency="weekly",
-             timeofday=9 * 3600, action_type="email", suppress_course_completion=1,
-             audience="enrolled", template_id="reminder", subject=""),
-        dict(base, id=DEMO_CERTIFICATES, name="Certificates for completers", frequency="daily",
-             timeofday=18 * 3600, action_type="certificate", suppress_course_completion=0,
-             audience="completed", template_id="completion", subject=""),
+        dict(
+            base,
+            id=DEMO_REMINDER,
+            name="Weekly reminder until completed",
+            frequency="weekly",
+            timeofday=9 * 3600,
+            action_type="email",
+            suppress_course_completion=1,
+            audience="enrolled",
+            template_id="reminder",
+            subject="",
+        ),
+        dict(
+            base,
+            id=DEMO_CERTIFICATES,
+            name="Certificates for completers",
+            frequency="daily",
+            timeofday=18 * 3600,
+            action_type="certificate",
+            suppress_course_completion=0,
+            audience="completed",
+            template_id="completion",
+            subject="",
+        ),
     ] + [s for s in site.schedules if s["id"] not in (DEMO_REMINDER, DEMO_CERTIFICATES)]
 
 

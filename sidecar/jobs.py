@@ -126,9 +126,7 @@ def create_job(
     with store.atomic():
         taken: dict[int, str] = {}
         if spec.idempotency_key:
-            taken = store.taken_send_keys(
-                spec.idempotency_key, [r.userid for r in prepared.valid]
-            )
+            taken = store.taken_send_keys(spec.idempotency_key, [r.userid for r in prepared.valid])
         deliverable = [r for r in prepared.valid if r.userid not in taken]
         skipped = [r for r in prepared.valid if r.userid in taken]
         total = len(prepared.valid) + len(prepared.invalid)
@@ -313,7 +311,9 @@ def retry_job(job_id: str, now: datetime) -> int:
         for start in range(0, len(ids), 900):
             Recipient.update(
                 status=R.RETRY_PENDING, attempts=0, next_attempt_at=now, updated_at=now
-            ).where(Recipient.id.in_(ids[start : start + 900]), Recipient.status.in_(failed)).execute()
+            ).where(
+                Recipient.id.in_(ids[start : start + 900]), Recipient.status.in_(failed)
+            ).execute()
         batch_ids = sorted({bid for bid, _ in rows})
         Batch.update(status=BatchStatus.QUEUED, lease_until=None, updated_at=now).where(
             Batch.id.in_(batch_ids)

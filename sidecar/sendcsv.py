@@ -56,7 +56,10 @@ class CsvPreview:
     def _vars(self, extra: dict) -> dict:
         out = dict(extra)
         if self.message.subject is not None or self.message.body is not None:
-            out["message"] = {"subject": self.message.subject or "", "body": self.message.body or ""}
+            out["message"] = {
+                "subject": self.message.subject or "",
+                "body": self.message.body or "",
+            }
         return out
 
 

@@ -51,13 +51,17 @@ def db_upgrade(obj: Context) -> None:
     applied = rt.upgrade()
     version = migrations.current_version(rt.db)
     if applied:
-        click.echo(f"applied migrations {', '.join(map(str, applied))}; schema at version {version}")
+        click.echo(
+            f"applied migrations {', '.join(map(str, applied))}; schema at version {version}"
+        )
     else:
         click.echo(f"schema already at version {version}")
 
 
 @main.command()
-@click.option("--once", is_flag=True, help="Run one delivery cycle, print where things are, exit 0.")
+@click.option(
+    "--once", is_flag=True, help="Run one delivery cycle, print where things are, exit 0."
+)
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), help="Where to put demo files.")
 @click.option("--learners", default=500, show_default=True, help="Learners in the Moodle sandbox.")
 @click.option("--seed", default=1, show_default=True, help="Seed of the sandbox's generated data.")
@@ -67,6 +71,4 @@ def demo(once: bool, workdir: str | None, learners: int, seed: int, port: int) -
     into a mail folder and a PDF folder."""
     from sidecar.demo import run_demo
 
-    raise SystemExit(
-        run_demo(once=once, workdir=workdir, learners=learners, port=port, seed=seed)
-    )
+    raise SystemExit(run_demo(once=once, workdir=workdir, learners=learners, port=port, seed=seed))

@@ -28,7 +28,9 @@ def jobs_list(obj: Context, limit: int, status: str | None) -> None:
     obj.runtime
     rows = store.list_jobs(limit, status)
     counts = store.recipient_counts([j.id for j in rows])
-    click.echo(f"{'JOB':36}  {'TYPE':12} {'STATUS':16} {'ROUTE':6} {'DONE':>13} {'SENT':>7} {'FAILED':>7}  CREATED")
+    click.echo(
+        f"{'JOB':36}  {'TYPE':12} {'STATUS':16} {'ROUTE':6} {'DONE':>13} {'SENT':>7} {'FAILED':>7}  CREATED"
+    )
     for j in rows:
         c = counts.get(j.id, {})
         failed = c.get("failed", 0) + c.get("permanently_failed", 0)
@@ -54,7 +56,9 @@ def jobs_show(obj: Context, job_id: str, statuses: tuple[str, ...], limit: int) 
     click.echo(f"job {job.id}  {job.type}  {job.status}")
     click.echo(f"  source {job.source}  template {job.template_id}  actions {job.actions}")
     click.echo(f"  route {job.route}: {job.route_reason}")
-    click.echo(f"  created {job.created_at:%Y-%m-%d %H:%M:%S} UTC  progress {_progress(counts, job.total)}")
+    click.echo(
+        f"  created {job.created_at:%Y-%m-%d %H:%M:%S} UTC  progress {_progress(counts, job.total)}"
+    )
     if job.error:
         click.echo(f"  error: {job.error}")
     click.echo("  " + "  ".join(f"{s} {n}" for s, n in sorted(counts.items())))

@@ -26,7 +26,9 @@ def send() -> None:
 @click.option("--certificate", is_flag=True, help="Also issue a PDF certificate to each learner.")
 @click.option("--key", help="Idempotency key: re-sends under the same key skip users already sent.")
 @click.option("--skip-invalid", is_flag=True, help="Send the valid rows even if some are invalid.")
-@click.option("--deliver", is_flag=True, help="Deliver here and now instead of leaving it to `run`.")
+@click.option(
+    "--deliver", is_flag=True, help="Deliver here and now instead of leaving it to `run`."
+)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def send_csv(

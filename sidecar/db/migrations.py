@@ -19,7 +19,16 @@ log = logging.getLogger(__name__)
 
 def _step_1_initial(db: Database) -> None:
     db.create_tables(
-        [m.Company, m.Job, m.Batch, m.Recipient, m.SendKey, m.SeenCallback, m.Certificate, m.AuditLog],
+        [
+            m.Company,
+            m.Job,
+            m.Batch,
+            m.Recipient,
+            m.SendKey,
+            m.SeenCallback,
+            m.Certificate,
+            m.AuditLog,
+        ],
         safe=True,
     )
 
