@@ -115,8 +115,12 @@ class MoodleClient:
         params: Mapping[str, Any] | None = None,
         *,
         tally: RequestTally | None = None,
+        writes: bool | None = None,
     ) -> Any:
         """Call one web-service function and return its decoded JSON.
+
+        `writes` says whether the call changes Moodle (default: by the function's name);
+        a write is retried only when Moodle cannot have run it.
 
         Raises a `MoodleAPIError` subclass for Moodle's error answer, `WebServicesDisabled`,
         `MoodleProtocolError`, or `MoodleUnavailable` once the retries are spent.
@@ -133,7 +137,8 @@ class MoodleClient:
                 f"{function}: {len(form)} form variables exceed max_input_vars "
                 f"({self.settings.max_input_vars}); PHP would drop the rest: split the call"
             )
-        writes = function in WRITE_FUNCTIONS or function.endswith(WRITE_SUFFIXES)
+        if writes is None:
+            writes = is_write(function)
         retryable = (_NotSent, SiteMaintenance) if writes else (MoodleUnavailable,)
         for attempt in self._retrying(retryable, function):
             with attempt:
@@ -252,7 +257,7 @@ class MoodleClient:
             answers = self.call(BATCH_FUNCTION, {"requests": [
                 {"function": f, "arguments": json.dumps(dict(a), separators=(",", ":"))}
                 for f, a in chunk
-            ]}, tally=tally)["responses"]  # fmt: skip
+            ]}, tally=tally, writes=any(is_write(f) for f, _ in chunk))["responses"]  # fmt: skip
             if not answers:
                 raise MoodleProtocolError(
                     f"{BATCH_FUNCTION}: an empty answer to {len(chunk)} calls"
@@ -283,6 +288,11 @@ class MoodleClient:
         if not isinstance(body, dict) or not isinstance(body.get("token"), str):
             raise MoodleProtocolError("login/token.php: no token in the answer")
         return body
+
+
+def is_write(function: str) -> bool:
+    """Whether `function` changes something in Moodle."""
+    return function in WRITE_FUNCTIONS or function.endswith(WRITE_SUFFIXES)
 
 
 def _is_error(body: Mapping[str, Any]) -> bool:

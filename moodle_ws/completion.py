@@ -48,9 +48,13 @@ def course_completions(
     site: SiteInfo,
     prefix: str = companion.DEFAULT_PREFIX,
     activities: bool = False,
+    course: bool = True,
     method: str | None = None,
 ) -> CourseCompletions:
     """Who of `userids` completed the course and, with `activities`, each activity's state.
+
+    `course=False` leaves course completion out (nothing is asked per learner for it); with
+    neither, Moodle is not asked at all.
 
     Raises CompletionNotEnabled, NoCompletionCriteria, FunctionNotInService or another
     MoodleError that concerns the whole course.
@@ -58,11 +62,15 @@ def course_completions(
     method = method or choose_method(site, prefix)
     userids = list(dict.fromkeys(int(u) for u in userids))
     tally = RequestTally()
+    if not course and not activities:
+        return CourseCompletions(courseid, {}, {}, "none", 0)
     if method == "companion":
         answer = companion.get_course_completions(client, courseid, prefix, tally=tally)
         result = _from_bulk(courseid, answer, set(userids), activities)
     elif method in ("batch", "per_user"):
-        result = _from_per_user(client, courseid, userids, activities, method == "batch", tally)
+        result = _from_per_user(
+            client, courseid, userids, activities, method == "batch", tally, course=course
+        )
     else:
         raise ValueError(f"unknown completion method {method!r}")
     completed, states, untracked = result
@@ -88,10 +96,11 @@ def _from_bulk(courseid, answer, wanted: set[int], activities: bool):
     return completed, states, set()
 
 
-def _from_per_user(client, courseid, userids, activities, batched, tally):
+def _from_per_user(client, courseid, userids, activities, batched, tally, *, course=True):
     calls: list[tuple[str, dict[str, Any]]] = []
     for userid in userids:
-        calls.append((COURSE_FN, {"courseid": courseid, "userid": userid}))
+        if course:
+            calls.append((COURSE_FN, {"courseid": courseid, "userid": userid}))
         if activities:
             calls.append((ACTIVITIES_FN, {"courseid": courseid, "userid": userid}))
     if batched:
@@ -167,6 +176,7 @@ def learners_with_completion(
     site: SiteInfo | None = None,
     prefix: str = companion.DEFAULT_PREFIX,
     activities: bool = False,
+    course: bool = True,
     page_size: int = 1000,
     method: str | None = None,
 ):
@@ -176,6 +186,6 @@ def learners_with_completion(
     users = active_participants(client, courseid, page_size=page_size, tally=tally)
     result = course_completions(
         client, courseid, [u.id for u in users], site=site, prefix=prefix,
-        activities=activities, method=method,
+        activities=activities, course=course, method=method,
     )  # fmt: skip
     return users, result, tally.count + result.requests

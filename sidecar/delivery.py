@@ -102,12 +102,14 @@ class LocalDelivery:
         held = Batch.select(Batch.id, Batch.owner).where(
             Batch.status == BatchStatus.PROCESSING, Batch.owner.startswith(f"{host}:")
         )
-        orphans = [b.id for b in held if b.owner != self.owner and not _alive(b.owner)]
+        orphans = [b.id for b in held if b.owner != self.owner and not owner_alive(b.owner)]
         if orphans:
             Batch.update(status=BatchStatus.QUEUED, lease_until=None, owner=None).where(
                 Batch.id.in_(orphans), Batch.status == BatchStatus.PROCESSING
             ).execute()
-            log.warning("%d batches of a dead worker re-queued: %s", len(orphans), ", ".join(orphans))
+            log.warning(
+                "%d batches of a dead worker re-queued: %s", len(orphans), ", ".join(orphans)
+            )
         return len(orphans)
 
     def _claim(self) -> Batch | None:
@@ -126,7 +128,10 @@ class LocalDelivery:
         for cand in candidates:
             n = (
                 Batch.update(
-                    status=BatchStatus.PROCESSING, lease_until=lease, owner=self.owner, updated_at=now
+                    status=BatchStatus.PROCESSING,
+                    lease_until=lease,
+                    owner=self.owner,
+                    updated_at=now,
                 )
                 .where(Batch.id == cand.id, Batch.route == "local", due | expired)
                 .execute()
@@ -248,7 +253,10 @@ class LocalDelivery:
         return ctx
 
     def _deliver_one(
-        self, job: Job, r: Recipient, cert: "tuple[certificates.Issued, Future[bytes] | None] | None"
+        self,
+        job: Job,
+        r: Recipient,
+        cert: "tuple[certificates.Issued, Future[bytes] | None] | None",
     ) -> tuple[store.Update, bool]:
         """Deliver one recipient; returns its outcome and whether the server is unreachable."""
         attempts = r.attempts + 1
@@ -277,7 +285,9 @@ class LocalDelivery:
                 if ctx.get("unsubscribe_url"):
                     headers["List-Unsubscribe"] = f"<{ctx['unsubscribe_url']}>"
                     headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-                attach = (attachment,) if attachment and email.certificate_delivery == "attach" else ()
+                attach = (
+                    (attachment,) if attachment and email.certificate_delivery == "attach" else ()
+                )
                 msg = build_message(
                     sender=sender,
                     to=r.email,
@@ -301,7 +311,9 @@ class LocalDelivery:
             return sent, False
         except PermanentDeliveryError as exc:
             log.warning("job %s: user %s: refused: %s", job.id, r.userid, exc.reply)
-            failed = store.Update(r.userid, R.FAILED, error=exc.reply or str(exc), attempts=attempts)
+            failed = store.Update(
+                r.userid, R.FAILED, error=exc.reply or str(exc), attempts=attempts
+            )
             return failed, False
         except (TransientDeliveryError, ProviderUnavailable) as exc:
             reason = getattr(exc, "reply", "") or str(exc)
@@ -349,7 +361,7 @@ def _submit_pdf(pool: PdfPool | None, html: str) -> "Future[bytes]":
     return fut
 
 
-def _alive(owner: str | None) -> bool:
+def owner_alive(owner: str | None) -> bool:
     """Whether the process named by a host:pid:token owner (on this host) still runs."""
     try:
         pid = int((owner or "").split(":")[1])

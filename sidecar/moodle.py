@@ -148,14 +148,16 @@ def pull_course(
     prefix: str,
     page_size: int,
     activities: bool = False,
+    course_completion: bool = True,
 ) -> PulledCourse:
     """A course, its participants and their completion, fetched now (never cached)."""
     course = functions.course(client, courseid)
     if course is None:
         raise MoodleError(f"course {courseid} does not exist or is hidden from the token's user")
     users, result, requests = completion.learners_with_completion(
-        client, courseid, site=site, prefix=prefix, activities=activities, page_size=page_size
-    )
+        client, courseid, site=site, prefix=prefix, activities=activities,
+        course=course_completion, page_size=page_size,
+    )  # fmt: skip
     log.info(
         "course %d: %d participants, %d completed, %d Moodle requests (%s)",
         courseid, len(users), len(result.completed), requests + 1, result.method,

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import socket
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -22,7 +23,7 @@ from moodle_ws import functions, iomad
 from moodle_ws.errors import MoodleError, MoodleUnavailable
 from schedules.model import ActionType, Audience, Schedule
 from schedules.selection import Learner, Selection, select_recipients
-from schedules.timing import due_now
+from schedules.timing import due_now, next_due
 from sidecar import routing
 from sidecar.coursejobs import create_course_job
 from sidecar.db import store
@@ -33,9 +34,11 @@ from sidecar.status import RecipientStatus
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER = timedelta(minutes=5)  # a run Moodle could not serve is tried again after this
-MAX_TRIES = 3
-STALE_CLAIM = timedelta(hours=1)  # a claimed run older than this was lost with its daemon
+RETRY_AFTER = timedelta(minutes=5)  # first retry of a run Moodle could not serve; doubles
+MAX_RETRY_GAP = timedelta(hours=1)
+# A claim whose owner is gone is taken over at once when it was on this host, after this
+# long when it was on another (a run that is still working there must not be doubled).
+STALE_CLAIM = timedelta(hours=6)
 
 
 @dataclass
@@ -68,7 +71,8 @@ class RunOutcome:
 
 
 def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid:token: tells this incarnation from an earlier one with the same pid."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def aware(naive: datetime) -> datetime:
@@ -88,6 +92,10 @@ class Runner:
         self.tz = ZoneInfo(self.config.schedules.timezone)
         self.catch_up = catch_up or self.config.schedules.catch_up
         self.owner = owner_id()
+        # A tick may come a whole interval late; "skip" must not skip a run that was on time.
+        self.grace = max(
+            timedelta(minutes=5), 2 * timedelta(seconds=self.config.schedules.tick_interval)
+        )
 
     # --- the tick ------------------------------------------------------------------------
 
@@ -104,23 +112,30 @@ class Runner:
                 continue
             if outcome is not None:
                 outcomes.append(outcome)
-        outcomes.extend(self._retry_due(now))
+        try:
+            outcomes.extend(self._retry_due(now))
+        except Exception:  # noqa: BLE001 - tick boundary
+            log.exception("schedule retries failed; tried again at the next tick")
         return outcomes
 
     def _active(self) -> list[ScheduleRecord]:
+        from sidecar.sync import sources
+
         return list(ScheduleRecord.select().where(
-            ScheduleRecord.enabled == True, ScheduleRecord.deleted_at.is_null()  # noqa: E712
+            ScheduleRecord.enabled == True, ScheduleRecord.deleted_at.is_null(),  # noqa: E712
+            ScheduleRecord.source.in_(sources(self.config)),
         ).order_by(ScheduleRecord.id))  # fmt: skip
 
     def _maybe_fire(self, record, schedule, now) -> RunOutcome | None:
-        last = (ScheduleRun.select(ScheduleRun.due_at).where(ScheduleRun.schedule == record.id)
+        last = (ScheduleRun.select(ScheduleRun.due_at)
+                .where(ScheduleRun.schedule == record.id, ScheduleRun.manual == False)  # noqa: E712
                 .order_by(ScheduleRun.due_at.desc()).first())  # fmt: skip
         # first_seen_at moves forward when a schedule is re-enabled or restored, so nothing
         # it missed while off fires.
         previous = max(last.due_at, record.first_seen_at) if last else None
         due = due_now(
             schedule, aware(previous) if previous else None, aware(now), self.tz,
-            self.catch_up, since=aware(record.first_seen_at),
+            self.catch_up, since=aware(record.first_seen_at), grace=self.grace,
         )  # fmt: skip
         if due is None:
             return None
@@ -132,13 +147,13 @@ class Runner:
             return RunOutcome(schedule, run.due_at, "skipped")
         return self.execute(record, run)
 
-    def _claim(self, record, due_at, now, missed, *, fire=True) -> ScheduleRun | None:
+    def _claim(self, record, due_at, now, missed, *, fire=True, manual=False):
         """The run row for (schedule, due_at), or None when another daemon wrote it first."""
         try:
             with store.atomic():
                 run_id = ScheduleRun.insert(
                     schedule=record.id, due_at=due_at, status="claimed" if fire else "skipped",
-                    owner=self.owner, missed=missed, claimed_at=now,
+                    owner=self.owner, missed=missed, claimed_at=now, manual=manual,
                     finished_at=None if fire else now,
                 ).execute()  # fmt: skip
         except IntegrityError:
@@ -148,28 +163,70 @@ class Runner:
         return ScheduleRun.get_by_id(run_id)
 
     def _retry_due(self, now) -> list[RunOutcome]:
-        """Runs Moodle could not serve, and runs a dead daemon left claimed."""
+        """Runs Moodle could not serve (backing off, until the next due time), and runs a
+        daemon that is gone left claimed."""
+        from sidecar.delivery import owner_alive
+
         out = []
-        candidates = ScheduleRun.select().where(
-            ((ScheduleRun.status == "retry") & (ScheduleRun.finished_at <= now - RETRY_AFTER))
-            | ((ScheduleRun.status == "claimed") & (ScheduleRun.claimed_at <= now - STALE_CLAIM))
-        )
+        host = self.owner.split(":", 1)[0] + ":"
+        candidates = ScheduleRun.select().where(ScheduleRun.status.in_(("retry", "claimed")))
         for run in candidates:
-            taken = ScheduleRun.update(status="claimed", owner=self.owner, claimed_at=now).where(
-                ScheduleRun.id == run.id, ScheduleRun.status == run.status,
-                ScheduleRun.claimed_at == run.claimed_at,
-            ).execute()  # fmt: skip
-            if taken:
-                record = ScheduleRecord.get_by_id(run.schedule_id)
-                out.append(self.execute(record, ScheduleRun.get_by_id(run.id)))
+            if run.status == "claimed":
+                mine = (run.owner or "").startswith(host)
+                if run.owner == self.owner or (mine and owner_alive(run.owner)):
+                    continue
+                if not mine and run.claimed_at > now - STALE_CLAIM:
+                    continue
+            else:
+                tries = (run.counts or {}).get("tries", 1)
+                gap = min(RETRY_AFTER * 2 ** (tries - 1), MAX_RETRY_GAP)
+                if run.finished_at is None or run.finished_at > now - gap:
+                    continue
+            try:
+                outcome = self._take_over(run, now)
+            except Exception:  # noqa: BLE001 - one run must not stop the others
+                log.exception("schedule run %d: retry failed", run.id)
+                continue
+            if outcome is not None:
+                out.append(outcome)
         return out
+
+    def _take_over(self, run: ScheduleRun, now) -> RunOutcome | None:
+        record = ScheduleRecord.get_or_none(ScheduleRecord.id == run.schedule_id)
+        if record is None or not record.enabled or record.deleted_at is not None:
+            self._close(run, "failed", "the schedule was disabled or deleted before the retry")
+            return None
+        schedule = _schedule(record)
+        later = ScheduleRun.select().where(
+            ScheduleRun.schedule == record.id, ScheduleRun.due_at > run.due_at,
+            ScheduleRun.status == "done",
+        ).exists()  # fmt: skip
+        if later:
+            self._close(run, "superseded", "a later run of the schedule has been done")
+            return None
+        if not run.manual and aware(now) >= next_due(schedule, aware(run.due_at), self.tz):
+            self._close(run, "failed", f"{run.error or 'not done'}; the next due time has come")
+            return None
+        taken = ScheduleRun.update(status="claimed", owner=self.owner, claimed_at=now).where(
+            ScheduleRun.id == run.id, ScheduleRun.status == run.status,
+            ScheduleRun.owner == run.owner, ScheduleRun.claimed_at == run.claimed_at,
+        ).execute()  # fmt: skip
+        if not taken:
+            return None  # another daemon took it first
+        return self.execute(record, ScheduleRun.get_by_id(run.id))
+
+    def _close(self, run: ScheduleRun, status: str, why: str) -> None:
+        log.warning("schedule run %d (due %s): %s: %s", run.id, run.due_at, status, why)
+        ScheduleRun.update(status=status, error=why, finished_at=self.rt.clock()).where(
+            ScheduleRun.id == run.id, ScheduleRun.status == run.status
+        ).execute()
 
     # --- one run ---------------------------------------------------------------------------
 
     def fire_now(self, record: ScheduleRecord, *, reissue: bool = False) -> RunOutcome:
         """`schedules run ID`: a run at this very second, recorded like any other."""
         now = self.rt.clock().replace(microsecond=0)
-        run = self._claim(record, now, now, 0)
+        run = self._claim(record, now, now, 0, manual=True)
         if run is None:
             raise SidecarError(f"schedule {record.remote_id}: a run at {now} exists already")
         return self.execute(record, run, reissue=reissue)
@@ -181,12 +238,17 @@ class Runner:
             outcome = self.prepare(schedule, run.due_at, reissue=reissue)
             outcome = self._commit(schedule, run, outcome)
         except MoodleUnavailable as exc:
+            # A manual run is not retried behind the admin's back: they see it failed.
             tries = (run.counts or {}).get("tries", 0) + 1
-            status = "retry" if tries < MAX_TRIES else "failed"
+            status = "failed" if run.manual else "retry"
             outcome = RunOutcome(schedule, run.due_at, status, error=str(exc),
                                  counts={"tries": tries})  # fmt: skip
         except (MoodleError, SidecarError, TemplateError) as exc:
             outcome = RunOutcome(schedule, run.due_at, "failed", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - recorded, never left claimed
+            log.exception("schedule %s/%d: run %d failed", schedule.source, schedule.id, run.id)
+            outcome = RunOutcome(schedule, run.due_at, "failed",
+                                 error=f"{type(exc).__name__}: {exc}")  # fmt: skip
         self._record(run, outcome)
         level = logging.ERROR if outcome.status == "failed" else logging.INFO
         log.log(level, "%s", outcome.summary)
@@ -201,6 +263,7 @@ class Runner:
             pulled = pull_course(
                 client, schedule.courseid, site=site, prefix=m.companion_prefix,
                 page_size=m.page_size, activities=schedule.suppresstarget > 0,
+                course_completion=_needs_course_completion(schedule),
             )  # fmt: skip
             allowed = _company_members(client, schedule)
         finally:
@@ -278,12 +341,16 @@ class Runner:
         return prepared
 
     def _record(self, run: ScheduleRun, o: RunOutcome) -> None:
+        """Record the outcome, only while this daemon still holds the claim."""
         with store.atomic():
-            ScheduleRun.update(
+            kept = ScheduleRun.update(
                 status=o.status, finished_at=self.rt.clock(), recipients=o.recipients,
                 counts=o.counts, route=o.route.route if o.route else None,
                 route_reason=o.route.reason if o.route else "", error=o.error,
-            ).where(ScheduleRun.id == run.id).execute()  # fmt: skip
+            ).where(ScheduleRun.id == run.id, ScheduleRun.owner == self.owner,
+                    ScheduleRun.status == "claimed").execute()  # fmt: skip
+        if not kept:
+            log.warning("schedule run %d: taken over meanwhile; its outcome stays", run.id)
 
     # --- templates -------------------------------------------------------------------------
 
@@ -324,6 +391,15 @@ def _schedule(record: ScheduleRecord) -> Schedule:
     return Schedule.from_remote(record.data, record.source)
 
 
+def _needs_course_completion(schedule: Schedule) -> bool:
+    """Whether the run depends on who completed the course (else Moodle is not asked)."""
+    return (
+        schedule.audience in (Audience.COMPLETED, Audience.NOT_COMPLETED)
+        or schedule.suppress_course_completion
+        or schedule.action_type is not ActionType.EMAIL
+    )
+
+
 def _job_type(schedule: Schedule) -> str:
     if schedule.action_type is ActionType.CERTIFICATE:
         return "certificate"
@@ -340,12 +416,15 @@ def _issued(courseid: int) -> set[int]:
         Certificate.courseid == courseid, Certificate.revoked_at.is_null())}  # fmt: skip
     gone = (RecipientStatus.PERMANENTLY_FAILED, RecipientStatus.CANCELLED,
             RecipientStatus.FAILED, RecipientStatus.SKIPPED_DUPLICATE)  # fmt: skip
+    cert_jobs = [j.id for j in Job.select(Job.id, Job.actions).where(Job.courseid == courseid)
+                 if (j.actions or {}).get("certificate")]  # fmt: skip
     on_the_way = (
-        Recipient.select(Recipient.userid)
-        .join(Job)
-        .where(Job.courseid == courseid, Job.type == "certificate",
-               Recipient.status.not_in(gone))
-    )  # fmt: skip
+        Recipient.select(Recipient.userid).where(
+            Recipient.job.in_(cert_jobs), Recipient.status.not_in(gone)
+        )
+        if cert_jobs
+        else []
+    )
     return held | {r.userid for r in on_the_way}
 
 

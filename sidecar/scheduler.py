@@ -47,7 +47,9 @@ class Ticker:
                 for result in sync.sync_all(self.rt.config, lambda: open_client(self.rt.config),
                                             self.rt.clock()):  # fmt: skip
                     log.info("schedule sync %s", result.summary)
-            self.fire()  # a schedule due now need not wait for the next tick
+            # A schedule due now need not wait for the next tick; through the scheduler, so
+            # there is never more than one tick at a time.
+            self.scheduler.modify_job("fire", next_run_time=_now())
         except Exception:  # noqa: BLE001 - tick boundary
             log.exception("schedule sync failed; retried at the next interval")
 
@@ -63,8 +65,10 @@ class Ticker:
             log.exception("schedule tick failed; retried at the next interval")
 
     def shutdown(self) -> None:
-        """Stop ticking; a run in progress finishes (its jobs are committed or not at all)."""
-        self.scheduler.shutdown(wait=True)
+        """Stop ticking without waiting for a run in progress: its claim is taken over at
+        the next start on this host (its jobs are committed in one transaction or not at
+        all, under the run's idempotency key)."""
+        self.scheduler.shutdown(wait=False)
 
 
 def _now():

@@ -164,8 +164,11 @@ def _apply(source: str, parsed: list[Schedule], skipped, now: datetime) -> SyncR
                 timemodified=s.timemodified, synced_at=now, deleted_at=None,
             )  # fmt: skip
             if old is None:
-                ScheduleRecord.insert(source=source, remote_id=s.id, first_seen_at=now,
-                                      **values).execute()  # fmt: skip
+                store.upsert(
+                    ScheduleRecord,
+                    {"source": source, "remote_id": s.id},
+                    {"first_seen_at": now, **values},
+                )  # another sync may race us
                 result.new += 1
                 log.info("schedule %s/%d %r: new", source, s.id, s.name)
             elif old.fingerprint != s.fingerprint or old.deleted_at is not None:

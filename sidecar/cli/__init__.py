@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from moodle_ws.errors import MoodleError
 from sidecar.errors import SidecarError
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class Cli(click.Group):
             return super().invoke(ctx)
         except SidecarError as exc:
             raise click.ClickException(str(exc)) from None
+        except MoodleError as exc:  # the message says what to fix; no traceback
+            raise click.ClickException(f"Moodle: {exc}") from None
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})

@@ -199,7 +199,8 @@ class ScheduleRun(BaseModel):
     id = BigAutoField()
     schedule = ForeignKeyField(ScheduleRecord, backref="runs", on_delete="CASCADE", index=False)
     due_at = DateTimeField()
-    status = CharField(16)  # claimed | done | failed | skipped
+    status = CharField(16)  # claimed | done | failed | retry | skipped | superseded
+    manual = BooleanField(default=False)  # `schedules run`: not a due time of the schedule
     owner = CharField(100, null=True)
     missed = IntegerField(default=0)
     claimed_at = DateTimeField()

@@ -102,3 +102,15 @@ def test_the_daemon_fires_a_due_schedule_once_by_itself(tmp_path, moodle, start_
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM job").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM schedule_run").fetchone()[0] == 1
+
+
+def test_a_dry_run_with_moodle_gone_is_one_line_not_a_traceback(tmp_path, moodle):
+    site = moodle.site
+    site.schedules[:] = [schedule(site)]
+    config = config_for(tmp_path, moodle.url, site.token)
+    cli(config, "schedules", "sync")
+    site.protocol_enabled = False
+    proc = cli(config, "schedules", "run", "1", "--dry-run", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "web services or the REST protocol are disabled" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -392,3 +392,17 @@ def test_login_errors_have_their_own_shape_and_a_hint(client, mocked, name, word
     with pytest.raises(errors.LoginError, match=words) as info:
         client.login("manager", "secret-password", "offload")
     assert "secret-password" not in str(info.value)
+
+
+def test_a_batch_carrying_a_write_is_not_retried_on_5xx(client, mocked):
+    mocked.post(REST, status=503)
+    calls = [("core_message_send_instant_messages", {"messages": [{"touserid": 5}]})]
+    with pytest.raises(errors.MoodleUnavailable):
+        client.call_batch(calls)
+    assert len(mocked.calls) == 1
+
+
+def test_a_batch_of_reads_is_retried_on_5xx(client, mocked):
+    mocked.post(REST, status=503)
+    mocked.post(REST, json={"responses": [{"error": False, "data": "[]"}]})
+    assert client.call_batch([("core_enrol_get_enrolled_users", {"courseid": 7})]) == [[]]

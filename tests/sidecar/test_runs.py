@@ -30,7 +30,7 @@ def site():
 
 
 def schedule(site, **over) -> dict:
-    return schedule_row(site.main_course_id, **over)
+    return schedule_row(over.pop("courseid", site.main_course_id), **over)
 
 
 @pytest.fixture
@@ -312,3 +312,105 @@ def test_dry_run_shows_counts_route_and_a_sample_and_sends_nothing(site, make_ru
     assert outcome.route.route == "local" and "offload.enabled is false" in outcome.route.reason
     assert outcome.sample.subject.startswith("Reminder:")
     assert ScheduleRun.select().count() == 0 and Job.select().count() == 0
+
+
+def test_a_manual_run_moodle_cannot_serve_fails_and_is_not_retried_behind_the_admin(
+    site, make_runtime
+):
+    from sidecar.schedulelist import find_schedule
+
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    site.fail_next("*", 1, status=503)
+    failed = runs.Runner(rt).fire_now(find_schedule(1))
+    assert failed.status == "failed"
+    clock.advance(1)
+    again = runs.Runner(rt).fire_now(find_schedule(1))
+    assert again.status == "done"
+    clock.advance(3 * 3600)  # 11:00: long past any retry delay; today's 09:00 is due
+    assert [o.status for o in runs.Runner(rt).tick()] == ["done"]
+    statuses = [r.status for r in ScheduleRun.select().order_by(ScheduleRun.id)]
+    assert statuses == ["failed", "done", "done"]  # the failed manual run stays failed
+    assert Job.select().count() == 2
+
+
+def test_a_manual_run_does_not_swallow_the_scheduled_one(site, make_runtime):
+    from sidecar.schedulelist import find_schedule
+
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    clock.now = START.replace(hour=9, minute=30)  # 09:00 passed, the tick has not come yet
+    runs.Runner(rt).fire_now(find_schedule(1))
+    [scheduled] = runs.Runner(rt).tick()
+    assert scheduled.due_at == START.replace(hour=9)
+
+
+def test_a_claim_left_by_a_dead_daemon_on_this_host_is_taken_over_at_once(site, make_runtime):
+    import socket
+
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    clock.now = START.replace(hour=9, minute=1)
+    from sidecar.db.models import ScheduleRecord
+
+    rec = ScheduleRecord.get()
+    ScheduleRun.insert(schedule=rec.id, due_at=START.replace(hour=9), status="claimed",
+                       owner=f"{socket.gethostname()}:999999:dead", claimed_at=clock.now,
+                       counts={}).execute()  # fmt: skip
+    clock.advance(30)
+    [taken] = runs.Runner(rt).tick()
+    assert taken.status == "done" and taken.due_at == START.replace(hour=9)
+    assert ScheduleRun.select().count() == 1
+
+
+def test_a_fresh_claim_of_another_host_is_left_to_it_until_it_is_stale(site, make_runtime):
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    clock.now = START.replace(hour=9, minute=1)
+    from sidecar.db.models import ScheduleRecord
+
+    rec = ScheduleRecord.get()
+    ScheduleRun.insert(schedule=rec.id, due_at=START.replace(hour=9), status="claimed",
+                       owner="other-host:42:abcd", claimed_at=clock.now,
+                       counts={}).execute()  # fmt: skip
+    clock.advance(3600)
+    assert runs.Runner(rt).tick() == []
+    clock.advance(runs.STALE_CLAIM.total_seconds())
+    assert [o.status for o in runs.Runner(rt).tick()] == ["done"]
+
+
+def test_a_run_waiting_for_a_retry_is_dropped_when_its_schedule_is_disabled(site, make_runtime):
+    site.schedules[:] = [schedule(site)]
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    site.fail_next("*", 1, status=503)
+    clock.now = START.replace(hour=9, minute=1)
+    assert [o.status for o in runs.Runner(rt).tick()] == ["retry"]
+    site.schedules[0]["enabled"] = 0
+    do_sync(rt)
+    clock.advance(3600)
+    assert runs.Runner(rt).tick() == []
+    assert ScheduleRun.get().status == "failed" and Job.select().count() == 0
+
+
+def test_an_email_schedule_without_suppression_does_not_ask_for_completion(site, make_runtime):
+    site.remove_function("local_manireports_get_course_completions")  # per-learner path
+    site.schedules[:] = [schedule(site, courseid=site.no_criteria_course_id,
+                                  suppress_course_completion=0)]  # fmt: skip
+    clock = Clock(START)
+    rt = make_runtime(clock)
+    do_sync(rt)
+    clock.now = START.replace(hour=9, minute=1)
+    site.reset_counts()
+    [run] = runs.Runner(rt).tick()
+    assert run.status == "done" and run.recipients > 0
+    assert "tool_mobile_call_external_functions" not in site.requests_by_function
