@@ -70,9 +70,12 @@ class RunOutcome:
         )
 
 
+_INCARNATION = uuid.uuid4().hex[:8]
+
+
 def owner_id() -> str:
-    """host:pid:token: tells this incarnation from an earlier one with the same pid."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """host:pid:token, one per process: tells it from an earlier one with the same pid."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_INCARNATION}"
 
 
 def aware(naive: datetime) -> datetime:
