@@ -293,6 +293,7 @@ class Runner:
             "suppressed": dict(sel.suppressed), "audience": sel.audience_size,
             "email": len(sel.email), "certificate": len(sel.certificate),
             "moodle_requests": pulled.requests, "completion_method": pulled.completions.method,
+            "certificates_rendered": route.certificates,
         }  # fmt: skip
         sample = self._sample(schedule, pulled, sel, m.url)
         return RunOutcome(schedule, due_at, "dry_run", sel.total, counts, route, sample=sample,
