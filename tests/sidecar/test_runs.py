@@ -62,6 +62,15 @@ def do_sync(rt):
     return results
 
 
+def start(site, make_runtime, *rows, **schedules_over):
+    """The sandbox serving `rows`, a runtime on a clock at START, and a first sync."""
+    site.schedules[:] = list(rows)
+    clock = Clock(START)
+    rt = make_runtime(clock, **schedules_over)
+    do_sync(rt)
+    return clock, rt
+
+
 def recipients_of(run: ScheduleRun) -> set[int]:
     jobs = [j.id for j in Job.select().where(Job.run_id == run.id)]
     return {r.userid for r in Recipient.select().where(Recipient.job.in_(jobs))} if jobs else set()
@@ -77,10 +86,7 @@ def certificate_schedule(site) -> dict:
 
 
 def test_a_daily_schedule_fires_once_at_its_time_and_again_the_next_day(site, make_runtime):
-    site.schedules[:] = [schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, schedule(site))
     runner = runs.Runner(rt)
     clock.now = START.replace(hour=8, minute=59, second=59)
     assert runner.tick() == []
@@ -132,10 +138,7 @@ def test_after_ten_days_down_a_missed_run_fires_once_or_is_skipped(
 def test_a_schedule_re_enabled_after_a_week_does_not_fire_for_the_week_it_was_off(
     site, make_runtime
 ):
-    site.schedules[:] = [schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, schedule(site))
     clock.now = START.replace(hour=9, minute=1)
     runs.Runner(rt).tick()
     site.schedules[0]["enabled"] = 0
@@ -183,10 +186,7 @@ def test_two_daemons_on_one_database_never_fire_the_same_run_twice(site, make_ru
 
 
 def test_course_completion_suppression_uses_completion_fetched_at_fire_time(site, make_runtime):
-    site.schedules[:] = [schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, schedule(site))
     clock.now = START.replace(hour=9, minute=1)
     [run1] = runs.Runner(rt).tick()
     mailed = recipients_of(ScheduleRun.get(ScheduleRun.due_at == run1.due_at))
@@ -215,11 +215,11 @@ def test_activity_suppression_counts_states_1_2_and_3_as_complete(site, make_run
     learners = sorted(_participants(site) - completed_in(site) - set(site.teacher_ids))[:4]
     for state, userid in enumerate(learners):
         site.set_activity_state(cmid, userid, state)
-    site.schedules[:] = [schedule(site, suppress_course_completion=0, suppresstarget=cmid,
-                                  audience="not_completed")]  # fmt: skip
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(
+        site,
+        make_runtime,
+        schedule(site, suppress_course_completion=0, suppresstarget=cmid, audience="not_completed"),
+    )
     clock.now = START.replace(hour=9, minute=1)
     [run] = runs.Runner(rt).tick()
     mailed = recipients_of(ScheduleRun.get(ScheduleRun.due_at == run.due_at))
@@ -229,10 +229,7 @@ def test_activity_suppression_counts_states_1_2_and_3_as_complete(site, make_run
 
 
 def test_certificates_are_issued_once_per_course(site, make_runtime):
-    site.schedules[:] = [certificate_schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, certificate_schedule(site))
     clock.now = START.replace(hour=9, minute=1)
     [run1] = runs.Runner(rt).tick()
     assert run1.counts["certificate"] == len(completed_in(site) & _participants(site)) > 0
@@ -245,10 +242,7 @@ def test_certificates_are_issued_once_per_course(site, make_runtime):
 
 
 def test_a_certificate_job_not_yet_delivered_is_not_queued_again(site, make_runtime):
-    site.schedules[:] = [certificate_schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, certificate_schedule(site))
     clock.now = START.replace(hour=9, minute=1)
     [run1] = runs.Runner(rt).tick()
     clock.now += timedelta(days=1)  # the daemon was busy: nothing delivered yet
@@ -257,10 +251,7 @@ def test_a_certificate_job_not_yet_delivered_is_not_queued_again(site, make_runt
 
 
 def test_reissue_gives_certificates_again(site, make_runtime):
-    site.schedules[:] = [certificate_schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, certificate_schedule(site))
     from sidecar.schedulelist import find_schedule
 
     first = runs.Runner(rt).fire_now(find_schedule(1))
@@ -270,10 +261,7 @@ def test_reissue_gives_certificates_again(site, make_runtime):
 
 
 def test_a_run_moodle_cannot_serve_is_retried_later_and_sends_once(site, make_runtime):
-    site.schedules[:] = [schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, schedule(site))
     site.fail_next("*", 1, status=503)
     clock.now = START.replace(hour=9, minute=1)
     [failed] = runs.Runner(rt).tick()
@@ -299,10 +287,7 @@ def test_a_malformed_schedule_does_not_stop_the_others_from_firing(site, make_ru
 
 
 def test_dry_run_shows_counts_route_and_a_sample_and_sends_nothing(site, make_runtime):
-    site.schedules[:] = [schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, schedule(site))
     runner = runs.Runner(rt)
     from sidecar.schedulelist import find_schedule
 
@@ -319,10 +304,7 @@ def test_a_manual_run_moodle_cannot_serve_fails_and_is_not_retried_behind_the_ad
 ):
     from sidecar.schedulelist import find_schedule
 
-    site.schedules[:] = [schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, schedule(site))
     site.fail_next("*", 1, status=503)
     failed = runs.Runner(rt).fire_now(find_schedule(1))
     assert failed.status == "failed"
@@ -339,10 +321,7 @@ def test_a_manual_run_moodle_cannot_serve_fails_and_is_not_retried_behind_the_ad
 def test_a_manual_run_does_not_swallow_the_scheduled_one(site, make_runtime):
     from sidecar.schedulelist import find_schedule
 
-    site.schedules[:] = [schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, schedule(site))
     clock.now = START.replace(hour=9, minute=30)  # 09:00 passed, the tick has not come yet
     runs.Runner(rt).fire_now(find_schedule(1))
     [scheduled] = runs.Runner(rt).tick()
@@ -352,10 +331,7 @@ def test_a_manual_run_does_not_swallow_the_scheduled_one(site, make_runtime):
 def test_a_claim_left_by_a_dead_daemon_on_this_host_is_taken_over_at_once(site, make_runtime):
     import socket
 
-    site.schedules[:] = [schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, schedule(site))
     clock.now = START.replace(hour=9, minute=1)
     from sidecar.db.models import ScheduleRecord
 
@@ -370,10 +346,7 @@ def test_a_claim_left_by_a_dead_daemon_on_this_host_is_taken_over_at_once(site, 
 
 
 def test_a_fresh_claim_of_another_host_is_left_to_it_until_it_is_stale(site, make_runtime):
-    site.schedules[:] = [schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, schedule(site))
     clock.now = START.replace(hour=9, minute=1)
     from sidecar.db.models import ScheduleRecord
 
@@ -388,10 +361,7 @@ def test_a_fresh_claim_of_another_host_is_left_to_it_until_it_is_stale(site, mak
 
 
 def test_a_run_waiting_for_a_retry_is_dropped_when_its_schedule_is_disabled(site, make_runtime):
-    site.schedules[:] = [schedule(site)]
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(site, make_runtime, schedule(site))
     site.fail_next("*", 1, status=503)
     clock.now = START.replace(hour=9, minute=1)
     assert [o.status for o in runs.Runner(rt).tick()] == ["retry"]
@@ -404,11 +374,11 @@ def test_a_run_waiting_for_a_retry_is_dropped_when_its_schedule_is_disabled(site
 
 def test_an_email_schedule_without_suppression_does_not_ask_for_completion(site, make_runtime):
     site.remove_function("local_manireports_get_course_completions")  # per-learner path
-    site.schedules[:] = [schedule(site, courseid=site.no_criteria_course_id,
-                                  suppress_course_completion=0)]  # fmt: skip
-    clock = Clock(START)
-    rt = make_runtime(clock)
-    do_sync(rt)
+    clock, rt = start(
+        site,
+        make_runtime,
+        schedule(site, courseid=site.no_criteria_course_id, suppress_course_completion=0),
+    )
     clock.now = START.replace(hour=9, minute=1)
     site.reset_counts()
     [run] = runs.Runner(rt).tick()
