@@ -49,7 +49,7 @@ class Daemon:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, schedules: bool = True) -> None:
         rt = self.runtime
         applied = rt.upgrade()
         if applied:
@@ -66,7 +66,8 @@ class Daemon:
         log.info("listening on %s", self.http.url)
         self._worker = threading.Thread(target=self._work_loop, name="delivery", daemon=True)
         self._worker.start()
-        self._start_schedules()
+        if schedules:
+            self._start_schedules()
         self.running = True
 
     def _start_schedules(self) -> None:

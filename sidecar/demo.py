@@ -136,7 +136,7 @@ def run_demo(*, once: bool, workdir: str | None, learners: int, port: int, seed:
         rt.close()
 
         daemon = Daemon(config, config_path)
-        daemon.start()
+        daemon.start(schedules=not once)  # --once: the two schedules have just fired
         click.echo(f"mail:         {base / 'mail' / 'new'}")
         click.echo(f"certificates: {base / 'certificates' / jobs.get('certificates', '')}")
         click.echo(f"dashboard:    {daemon.http.url}/healthz")
