@@ -116,6 +116,10 @@ class Daemon:
         )
         threading.Thread(target=self._drain, name="drain", daemon=True).start()
 
+    def shutdown(self) -> None:
+        """Stop ticking, delivering and serving, waiting at most server.drain_timeout."""
+        self._drain()
+
     def _drain(self) -> None:
         self.runtime.stop.set()
         self._wake.set()

@@ -147,9 +147,5 @@ def run_demo(*, once: bool, workdir: str | None, learners: int, port: int, seed:
         return daemon.serve_started()
     finally:
         if daemon is not None:
-            daemon.runtime.stop.set()
-            if daemon.ticker is not None:
-                daemon.ticker.shutdown()
-            if daemon.http is not None:
-                daemon.http.stop()
+            daemon.shutdown()
         sandbox.stop()
