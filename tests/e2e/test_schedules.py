@@ -114,3 +114,57 @@ def test_a_dry_run_with_moodle_gone_is_one_line_not_a_traceback(tmp_path, moodle
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "web services or the REST protocol are disabled" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param("postgres", marks=pytest.mark.postgres),
+     pytest.param("mariadb", marks=pytest.mark.mariadb)],
+)  # fmt: skip
+def test_two_daemon_processes_on_one_database_fire_a_due_schedule_once(
+    tmp_path, moodle, start_daemon, kind
+):
+    from peewee import fn
+
+    from sidecar.db import migrations
+    from sidecar.db.connect import open_database
+    from sidecar.db.models import ALL_MODELS, Job, Recipient, ScheduleRun
+
+    from ..conftest import database_url
+
+    url = database_url(kind, tmp_path)
+    db = open_database(url)
+    db.drop_tables(list(ALL_MODELS), safe=True)
+    migrations.upgrade(db)
+    now = datetime.now(UTC)
+    seconds = now.hour * 3600 + now.minute * 60 + now.second
+    if seconds > 86_380:
+        pytest.skip("too close to midnight UTC for a same-day due time")
+    site = moodle.site
+    site.schedules[:] = [schedule(site, timeofday=seconds + 8)]
+    procs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        config = config_for(tmp_path / name, moodle.url, site.token, tick_interval=1,
+                            sync_interval=10)  # fmt: skip
+        config.write_text(config.read_text().replace(
+            f"sqlite:///{tmp_path / name}/offload.db", url))  # fmt: skip
+        procs.append(start_daemon(config))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # both daemons tick on the real clock
+        with db.connection_context():
+            done = ScheduleRun.select().where(ScheduleRun.status == "done").count()
+        if done:
+            break
+        time.sleep(0.5)
+    time.sleep(3)  # a few more ticks of both, in which a second run would appear
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    with db.connection_context():
+        assert ScheduleRun.select().count() == 1
+        assert Job.select().count() == 1
+        dupes = (Recipient.select(Recipient.userid).group_by(Recipient.userid)
+                 .having(fn.COUNT(Recipient.id) > 1).count())  # fmt: skip
+        assert dupes == 0
+        db.drop_tables(list(ALL_MODELS), safe=True)
