@@ -1,8 +1,9 @@
 """Bodies and headers as webservice_rest_server writes them: PHP json_encode and its XML.
 
 json_encode without flags: compact, '/' escaped as '\\/', non-ASCII as \\u escapes
-(\\u0141). The XML form is Moodle's RESPONSE / SINGLE / MULTIPLE / KEY / VALUE rendering, driven by the
-declared return structure (every declared key appears, missing ones as null).
+(\\u0141). The XML form is Moodle's RESPONSE / SINGLE / MULTIPLE / KEY / VALUE
+rendering, driven by the declared return structure (every declared key appears, missing
+ones as null).
 """
 
 import json
