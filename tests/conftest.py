@@ -1,4 +1,4 @@
-"""Shared fixtures: the ledger on SQLite, PostgreSQL and MariaDB; a controllable clock."""
+"""Shared fixtures: the ledger on SQLite, PostgreSQL and MariaDB; a controllable clock; moto."""
 
 import os
 from datetime import datetime, timedelta
@@ -8,6 +8,7 @@ import pytest
 from sidecar.db import migrations
 from sidecar.db.connect import open_database
 from sidecar.db.models import ALL_MODELS
+from tests.motoserver import AWS_ENV, AWS_UNSET, moto_process
 
 DB_ENV = {
     "postgres": "MOODLE_OFFLOAD_TEST_POSTGRES_URL",
@@ -83,3 +84,24 @@ def schedule_row(courseid: int, **over) -> dict:
     )  # fmt: skip
     row.update(over)
     return row
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """The endpoint URL of one moto server process for the whole session.
+
+    Its state lives as long as the session: name queues, buckets and tables uniquely.
+    """
+    with moto_process() as url:
+        yield url
+
+
+@pytest.fixture
+def moto(moto_server, monkeypatch):
+    """moto's endpoint URL, with dummy credentials in the environment (never ~/.aws) and
+    no proxy, so no traffic leaves 127.0.0.1."""
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in AWS_UNSET:
+        monkeypatch.delenv(name, raising=False)
+    return moto_server
