@@ -7,6 +7,7 @@ link outlives any presigned URL; `{public_url}/verify/{code}` is the public chec
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from peewee import IntegrityError
 
 from sidecar.db import store
-from sidecar.db.models import Certificate
+from sidecar.db.models import Certificate, database
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,52 @@ def reserve(job_id: str, userid: int, courseid: int | None, storage: str, now: d
                     key=key,
                     issued_at=now,
                 ).execute()
+            return Issued(code, key, True)
+        except IntegrityError:
+            existing = Certificate.get_or_none(
+                Certificate.job_id == job_id, Certificate.userid == userid
+            )
+            if existing:
+                return Issued(existing.code, existing.key, False)
+    raise RuntimeError("could not allocate a unique certificate code")
+
+
+def reserve_many(
+    job_id: str,
+    userids: Sequence[int],
+    courseid: int | None,
+    storage: str,
+    key_prefix: str,
+    now: datetime,
+) -> dict[int, Issued]:
+    """The certificate record of each user of the job, created where missing, in one
+    transaction; the key is `{key_prefix}{userid}.pdf`. Idempotent like `reserve`."""
+    wanted = list(dict.fromkeys(userids))
+    out: dict[int, Issued] = {}
+    for start in range(0, len(wanted), 900):
+        chunk = wanted[start : start + 900]
+        query = Certificate.select(Certificate.userid, Certificate.code, Certificate.key).where(
+            Certificate.job_id == job_id, Certificate.userid.in_(chunk)
+        )
+        out.update({uid: Issued(code, key, False) for uid, code, key in query.tuples()})
+    missing = [uid for uid in wanted if uid not in out]
+    if not missing:
+        return out
+    with store.atomic():
+        for uid in missing:
+            out[uid] = _insert_new(job_id, uid, courseid, storage, f"{key_prefix}{uid}.pdf", now)
+    return out
+
+
+def _insert_new(job_id, userid, courseid, storage, key, now) -> Issued:
+    for _ in range(5):
+        code = new_code()
+        try:
+            with database.atomic():  # a savepoint: a taken code must not undo the others
+                Certificate.insert(
+                    code=code, job_id=job_id, userid=userid, courseid=courseid,
+                    storage=storage, key=key, issued_at=now,
+                ).execute()  # fmt: skip
             return Issued(code, key, True)
         except IntegrityError:
             existing = Certificate.get_or_none(

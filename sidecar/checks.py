@@ -23,6 +23,8 @@ def run_checks(config: Config) -> list[CheckResult]:
     results.append(_database(config))
     results.append(_local_delivery(config))
     results.append(_certificate_dir(config))
+    if config.providers.aws is not None:
+        results.extend(_aws(config))
     from sidecar.moodle import check_lines
 
     results.extend(CheckResult(name, ok, detail) for ok, name, detail in check_lines(config))
@@ -86,3 +88,56 @@ def _certificate_dir(config: Config) -> CheckResult:
             f"{path} is not writable: set providers.local.certificate_dir",
         )  # fmt: skip
     return CheckResult("certificates", True, str(path))
+
+
+def _aws(config: Config) -> list[CheckResult]:
+    """The job queue (size limit, redrive), the polled queues, SES quota and sender, bucket."""
+    from providers.base import ProviderError
+    from sidecar.cloud import AwsOffload
+    from sidecar.runtime import Runtime
+
+    aws = config.providers.aws
+    offload = AwsOffload(config, Runtime(config).composer, lambda: None)
+    out: list[CheckResult] = []
+
+    def probe(name: str, fix: str, fn) -> None:
+        try:
+            ok, detail = fn()
+        except ProviderError as exc:
+            ok, detail = False, f"{exc} ({fix})"
+        out.append(CheckResult(name, ok, detail))
+
+    def job_queue():
+        info = offload.sqs.check()
+        return info.dlq_arn is not None, info.describe()
+
+    def queue(url):
+        def read():
+            attrs = offload.reader(url).attributes()
+            depth = attrs.get("ApproximateNumberOfMessages", "?")
+            return True, f"{url}: readable, {depth} messages waiting"
+
+        return read
+
+    def ses_quota():
+        q = offload.ses.quota()
+        return q.max_24h > 0, q.describe()
+
+    def sender():
+        return offload.ses.sender_verified(aws.ses_from)
+
+    try:
+        probe("aws job queue", "check providers.aws.sqs_queue_url and region", job_queue)
+        for key in ("results_queue_url", "dlq_url", "ses_events_queue_url"):
+            url = getattr(aws, key)
+            if url:
+                probe(f"aws {key}", f"check providers.aws.{key}", queue(url))
+        probe("aws ses quota", "grant ses:GetSendQuota to the sidecar", ses_quota)
+        probe("aws ses sender", "verify providers.aws.ses_from in SES", sender)
+        probe(
+            "aws certificates bucket", "check providers.aws.s3_bucket",
+            lambda: (True, offload.certificates.check()),
+        )  # fmt: skip
+    finally:
+        offload.close()
+    return out

@@ -149,7 +149,10 @@ class AwsConfig(Section):
     s3_bucket: str
     ses_from: str
     ses_configuration_set: str | None = None
+    ses_events_queue_url: str | None = None
     endpoint_url: str | None = None
+    results_wait_seconds: int = Field(10, ge=0, le=20)
+    dlq_poll_interval: int = Field(60, ge=1)
 
 
 class CloudflareConfig(Section):

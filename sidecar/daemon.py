@@ -11,11 +11,14 @@ import logging
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
+from providers.base import ProviderError, ProviderUnavailable
 from sidecar import certificates, systemd
 from sidecar.config import Config, load
 from sidecar.errors import ConfigError
@@ -36,6 +39,7 @@ class Daemon:
         self._signals: queue.Queue[int] = queue.Queue()
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
+        self._cloud: list[threading.Thread] = []
         self.http: HttpServer | None = None
         self.ticker = None
         self.running = False
@@ -66,6 +70,13 @@ class Daemon:
         log.info("listening on %s", self.http.url)
         self._worker = threading.Thread(target=self._work_loop, name="delivery", daemon=True)
         self._worker.start()
+        if self.config.providers.aws is not None:
+            self._cloud = [
+                threading.Thread(target=self._submit_loop, name="cloud-submit", daemon=True),
+                threading.Thread(target=self._poll_loop, name="cloud-poll", daemon=True),
+            ]
+            for t in self._cloud:
+                t.start()
         if schedules:
             self._start_schedules()
         self.running = True
@@ -125,10 +136,15 @@ class Daemon:
         self._wake.set()
         if self.ticker is not None:
             self.ticker.shutdown()
-        if self._worker is not None:
-            self._worker.join(self.config.server.drain_timeout)
-            if self._worker.is_alive():
-                log.warning("drain timeout: exiting with work in flight (it stays in the ledger)")
+        deadline = time.monotonic() + self.config.server.drain_timeout
+        for thread in [self._worker, *self._cloud]:
+            if thread is not None:
+                thread.join(max(deadline - time.monotonic(), 0))
+                if thread.is_alive():
+                    log.warning(
+                        "drain timeout: %s exits with work in flight (it stays in the ledger)",
+                        thread.name,
+                    )
         if self.http is not None:
             self.http.stop()
         self.runtime.close()
@@ -183,11 +199,66 @@ class Daemon:
             self._wake.wait(self.poll_interval)
             self._wake.clear()
 
+    def _submit_loop(self) -> None:
+        """Hand pending cloud batches to their queue; back off while it is unreachable."""
+        rt = self.runtime
+        pause = self.poll_interval
+        while not rt.stop.is_set():
+            try:
+                with rt.db.connection_context():
+                    rt.aws.submitter.run_once()
+                pause = self.poll_interval
+            except ProviderUnavailable as exc:
+                pause = min(max(pause * 2, 5.0), 300.0)
+                log.warning("cloud submission paused for %.0fs: %s", pause, exc)
+            except Exception:  # noqa: BLE001 - loop boundary: log and go on
+                log.exception("cloud submission error; retrying")
+                pause = min(max(pause * 2, 5.0), 300.0)
+            self._wake.wait(pause)
+
+    def _poll_loop(self) -> None:
+        """Read the results queue (long polling), and the DLQ and SES events now and then."""
+        from sidecar.cloudpoll import poll_dead_letters, poll_results, poll_ses_events
+
+        rt = self.runtime
+        aws = self.config.providers.aws
+        side_at = 0.0
+        while not rt.stop.is_set():
+            busy = False
+            try:
+                with rt.db.connection_context():
+                    if aws.results_queue_url:
+                        reader = rt.aws.reader(aws.results_queue_url, aws.results_wait_seconds)
+                        busy = poll_results(reader, rt.callbacks) > 0
+                    if time.monotonic() >= side_at:
+                        side_at = time.monotonic() + aws.dlq_poll_interval
+                        if aws.dlq_url:
+                            poll_dead_letters(rt.aws.reader(aws.dlq_url), rt.clock)
+                        if aws.ses_events_queue_url:
+                            poll_ses_events(rt.aws.reader(aws.ses_events_queue_url), rt.clock)
+            except ProviderError as exc:
+                log.warning("reading the cloud's queues: %s; retrying", exc)
+                rt.stop.wait(30)
+            except Exception:  # noqa: BLE001 - loop boundary: log and go on
+                log.exception("cloud poll error; retrying")
+                rt.stop.wait(5)
+            if not busy and (not aws.results_queue_url or aws.results_wait_seconds == 0):
+                rt.stop.wait(self.poll_interval)
+
     # --- HTTP helpers ----------------------------------------------------------------------
 
     def _certificate(self, code: str) -> Response | None:
         cert = certificates.lookup(code)
-        if cert is None or cert.storage != "local":
+        if cert is None:
+            return None
+        if cert.storage == "s3" and self.config.providers.aws is not None:
+            url = self.runtime.aws.certificates.presign(
+                cert.key, self.config.offload.presigned_url_ttl, f"certificate-{cert.code}.pdf"
+            )
+            response = redirect(url, 302)
+            response.headers["Cache-Control"] = "no-store"
+            return response
+        if cert.storage != "local":
             return None
         path = Path(self.config.providers.local.certificate_dir) / cert.key
         if not path.is_file():

@@ -24,12 +24,13 @@ from providers.base import (
     TransientDeliveryError,
 )
 from providers.email import build_message, make_message_id
-from providers.local.pdf import PdfPool, qr_png_data_uri
+from providers.local.pdf import PdfPool
 from sidecar import certificates
+from sidecar.compose import Composer
 from sidecar.db import store
 from sidecar.db.models import Batch, Job, Recipient
 from sidecar.errors import TemplateError
-from sidecar.render import Renderer, learner_vars
+from sidecar.render import Renderer
 from sidecar.status import BatchStatus, RecipientStatus
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class LocalDelivery:
         self._open_sender = open_sender
         self._sender: Sender | None = None
         self.renderer = renderer
+        self.composer = Composer(renderer, settings.public_url, clock)
         self.pdf = pdf
         self.clock = clock
         self.stop = stop or threading.Event()
@@ -223,10 +225,7 @@ class LocalDelivery:
                 out[r.userid] = (issued, None)
                 continue
             try:
-                html = self.renderer.render_certificate(
-                    job.certificate_template_id or "certificate",
-                    self._certificate_vars(job, r, issued),
-                )
+                html = self.composer.certificate_html(job, r, issued)
             except TemplateError as exc:
                 failed: Future[bytes] = Future()
                 failed.set_exception(exc)
@@ -234,23 +233,6 @@ class LocalDelivery:
                 continue
             out[r.userid] = (issued, _submit_pdf(self.pdf, html))
         return out
-
-    def _context(self, job: Job, r: Recipient) -> dict:
-        ctx = dict(job.template_data or {})
-        ctx.update(learner_vars(r.userid, r.email, r.firstname, r.lastname))
-        ctx.update(r.vars or {})
-        ctx.setdefault("today", self.clock().date().isoformat())
-        return ctx
-
-    def _certificate_vars(self, job: Job, r: Recipient, issued: certificates.Issued) -> dict:
-        ctx = self._context(job, r)
-        link, verify = certificates.urls(self.settings.public_url, issued.code)
-        ctx.setdefault("course", {"fullname": "", "shortname": "", "url": ""})
-        ctx.setdefault("company", {"name": ""})
-        ctx.setdefault("issued_date", self.clock().strftime("%d %B %Y"))
-        ctx["verification"] = {"code": issued.code, "url": verify, "qr": qr_png_data_uri(verify)}
-        ctx["certificate_url"] = link
-        return ctx
 
     def _deliver_one(
         self,
@@ -272,19 +254,12 @@ class LocalDelivery:
                     data = (self.settings.certificate_dir / issued.key).read_bytes()
                 cert_key = issued.key
                 attachment = (f"certificate-{issued.code}.pdf", data, "application/pdf")
-                link, _ = certificates.urls(self.settings.public_url, issued.code)
             message_id = None
             if job.actions.get("email"):
-                ctx = self._context(job, r)
-                if cert_key:
-                    ctx["certificate_url"] = link
-                email = self.renderer.render_email(job.template_id, ctx)
+                composed = self.composer.email(job, r, issued if cert_key else None)
+                email = composed.email
                 sender = job.sender or self.settings.sender
                 message_id = make_message_id(job.id, r.userid, _domain(sender))
-                headers = {"Precedence": "bulk", "X-Offload-Job": job.id}
-                if ctx.get("unsubscribe_url"):
-                    headers["List-Unsubscribe"] = f"<{ctx['unsubscribe_url']}>"
-                    headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
                 attach = (
                     (attachment,) if attachment and email.certificate_delivery == "attach" else ()
                 )
@@ -296,7 +271,7 @@ class LocalDelivery:
                     text=email.text,
                     message_id=message_id,
                     reply_to=job.reply_to,
-                    headers=headers,
+                    headers=composed.headers,
                     attachments=attach,
                 )
                 self._send(msg)

@@ -17,6 +17,7 @@ from sidecar.db import store
 from sidecar.db.models import Batch, Job, Recipient, SendKey
 from sidecar.errors import Conflict
 from sidecar.status import JOB_FINAL, BatchStatus, JobStatus, RecipientStatus
+from sidecar.suppression import suppressed_among
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Created:
     invalid: int
     skipped_duplicate: int
     dropped_duplicates: int
+    suppressed: int = 0
 
 
 def prepare(recipients: Iterable[RecipientIn]) -> Prepared:
@@ -127,8 +129,12 @@ def create_job(
         taken: dict[int, str] = {}
         if spec.idempotency_key:
             taken = store.taken_send_keys(spec.idempotency_key, [r.userid for r in prepared.valid])
-        deliverable = [r for r in prepared.valid if r.userid not in taken]
+        blocked = suppressed_among(r.email for r in prepared.valid if r.userid not in taken)
+        deliverable = [
+            r for r in prepared.valid if r.userid not in taken and r.email not in blocked
+        ]
         skipped = [r for r in prepared.valid if r.userid in taken]
+        refused = [r for r in prepared.valid if r.userid not in taken and r.email in blocked]
         total = len(prepared.valid) + len(prepared.invalid)
 
         Job.insert(
@@ -159,14 +165,14 @@ def create_job(
         # recipient row belongs to one batch and open batches hold only deliverable ones.
         groups = [deliverable[i : i + batch_size] for i in range(0, len(deliverable), batch_size)]
         batch_ids = [str(uuid.uuid4()) for _ in groups]
-        settled_batch = str(uuid.uuid4()) if (skipped or prepared.invalid) else None
+        settled_batch = str(uuid.uuid4()) if (skipped or refused or prepared.invalid) else None
         ts = store.dbtime(now)
         batch_rows = [
             (bid, job_id, i, BatchStatus.PENDING.value, spec.route, len(g), 0, ts)
             for i, (bid, g) in enumerate(zip(batch_ids, groups, strict=True))
         ]
         if settled_batch:
-            size = len(skipped) + len(prepared.invalid)
+            size = len(skipped) + len(refused) + len(prepared.invalid)
             batch_rows.append(
                 (settled_batch, job_id, len(groups), BatchStatus.DONE.value, "none", size, 0, ts)
             )
@@ -195,6 +201,12 @@ def create_job(
                 (job_id, settled_batch, r.userid, r.email, r.firstname[:100], r.lastname[:100],
                  _vars(r.vars), R.SKIPPED_DUPLICATE.value, 0, reason, ts)
             )  # fmt: skip
+        for r in refused:
+            rows.append(
+                (job_id, settled_batch, r.userid, r.email, r.firstname[:100], r.lastname[:100],
+                 _vars(r.vars), R.SUPPRESSED.value, 0, f"suppressed: {blocked[r.email]}"[:2000],
+                 ts)
+            )  # fmt: skip
         for r, reason in prepared.invalid:
             rows.append(
                 (job_id, settled_batch, r.userid, r.email[:254], r.firstname[:100],
@@ -218,6 +230,7 @@ def create_job(
             recipients=len(deliverable),
             invalid=len(prepared.invalid),
             skipped_duplicate=len(skipped),
+            suppressed=len(refused),
             dropped_duplicates=len(prepared.duplicates),
             route=spec.route,
         )
@@ -226,9 +239,9 @@ def create_job(
 
     log.info(
         "job %s: created (%s, %d recipients in %d batches, %d invalid, %d already sent, "
-        "%d listed twice)",
+        "%d suppressed, %d listed twice)",
         job_id, spec.type, len(deliverable), len(groups), len(prepared.invalid), len(skipped),
-        len(prepared.duplicates),
+        len(refused), len(prepared.duplicates),
     )  # fmt: skip
     return Created(
         job_id=job_id,
@@ -238,6 +251,7 @@ def create_job(
         invalid=len(prepared.invalid),
         skipped_duplicate=len(skipped),
         dropped_duplicates=len(prepared.duplicates),
+        suppressed=len(refused),
     )
 
 
@@ -296,8 +310,8 @@ def retry_job(job_id: str, now: datetime) -> int:
         raise Conflict(f"job {job.id} was cancelled: create a new job instead")
     failed = [R.FAILED.value, R.PERMANENTLY_FAILED.value]
     with store.atomic():
-        rows = list(
-            Recipient.select(Recipient.batch, Recipient.id)
+        found = list(
+            Recipient.select(Recipient.batch, Recipient.id, Recipient.email)
             .where(
                 Recipient.job == job.id,
                 Recipient.status.in_(failed),
@@ -305,8 +319,11 @@ def retry_job(job_id: str, now: datetime) -> int:
             )
             .tuples()
         )
+        blocked = suppressed_among(email for _, _, email in found)
+        rows = [(bid, rid) for bid, rid, email in found if email not in blocked]
         if not rows:
-            raise Conflict(f"job {job.id}: no failed recipient to retry")
+            why = f" ({len(blocked)} addresses are suppressed)" if blocked else ""
+            raise Conflict(f"job {job.id}: no failed recipient to retry{why}")
         ids = [rid for _, rid in rows]
         for start in range(0, len(ids), 900):
             Recipient.update(
@@ -316,8 +333,14 @@ def retry_job(job_id: str, now: datetime) -> int:
             ).execute()
         batch_ids = sorted({bid for bid, _ in rows})
         Batch.update(status=BatchStatus.QUEUED, lease_until=None, updated_at=now).where(
-            Batch.id.in_(batch_ids)
+            Batch.id.in_(batch_ids), Batch.route == "local"
         ).execute()
+        # A cloud batch is submitted again in a new round: the worker resends what it has not
+        # sent before, and never what its record says it sent.
+        Batch.update(
+            status=BatchStatus.PENDING, attempts=Batch.attempts + 1, lease_until=None,
+            error=None, updated_at=now,
+        ).where(Batch.id.in_(batch_ids), Batch.route != "local").execute()  # fmt: skip
         moved = store.move_job(job.id, JobStatus.RETRY_PENDING, now)
         if not moved and job.status not in (JobStatus.PROCESSING, JobStatus.QUEUED):
             raise Conflict(f"job {job.id} is {job.status}: it cannot be retried now")

@@ -307,9 +307,8 @@ class Runner:
             offload_enabled=o.enabled, provider=o.provider, threshold=o.threshold,
             certificate_mode=o.certificate_mode, company=company,
         )  # fmt: skip
-        if route.is_cloud:
-            # No cloud connector ships in this version yet: treated as unreachable.
-            problem = f"no {route.route} connector is available in this version"
+        problem = self.rt.cloud_problem(route.route) if route.is_cloud else None
+        if problem:
             fallen = routing.fall_back(route, problem, o.fallback)
             if fallen is None:
                 raise SidecarError(f"{route.reason}; {problem} and offload.fallback = fail")

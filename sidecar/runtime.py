@@ -17,6 +17,7 @@ from sidecar.config import Config
 from sidecar.db import migrations
 from sidecar.db.connect import open_database
 from sidecar.delivery import DeliverySettings, LocalDelivery
+from sidecar.errors import ConfigError
 from sidecar.render import Renderer
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,29 @@ class Runtime:
             stop=self.stop,
         )
 
+    @cached_property
+    def composer(self):
+        from sidecar.compose import Composer
+
+        return Composer(self.renderer, self.config.server.public_url, self.clock)
+
+    @cached_property
+    def aws(self):
+        """The AWS offload pieces (SQS, SES, S3, queue readers); needs [providers.aws]."""
+        from sidecar.cloud import AwsOffload
+
+        if self.config.providers.aws is None:
+            raise ConfigError("providers.aws: not configured (needed for the aws route)")
+        return AwsOffload(self.config, self.composer, self.clock)
+
+    def cloud_problem(self, provider: str) -> str | None:
+        """Why the cloud route `provider` cannot take a job now; None when it can."""
+        if provider != "aws":
+            return f"no {provider} connector is available in this version"
+        if self.config.providers.aws is None:
+            return "providers.aws is not configured"
+        return self.aws.problem()
+
     def health(self) -> tuple[bool, dict]:
         from sidecar.db.models import Job
 
@@ -147,6 +171,9 @@ class Runtime:
         return ok, state
 
     def close(self) -> None:
+        if "aws" in self.__dict__:
+            self.aws.close()
+            del self.__dict__["aws"]
         if self._pdf is not None:
             self._pdf.close()
             self._pdf = None

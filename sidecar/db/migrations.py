@@ -37,6 +37,12 @@ def _step_2_schedules(db: Database) -> None:
     db.create_tables([m.ScheduleRecord, m.ScheduleRun, m.SyncState], safe=True)
 
 
+def _step_3_cloud(db: Database) -> None:
+    _add_column(db, "batch", "message_ids", m.Batch.message_ids)
+    _add_column(db, "batch", "error", m.Batch.error)
+    db.create_tables([m.SuppressedAddress], safe=True)
+
+
 def _add_column(db: Database, table: str, name: str, field) -> None:
     if name not in {c.name for c in db.get_columns(table)}:
         migrate(SchemaMigrator.from_database(db).add_column(table, name, field))
@@ -45,6 +51,7 @@ def _add_column(db: Database, table: str, name: str, field) -> None:
 STEPS: list[tuple[int, str, Callable[[Database], None]]] = [
     (1, "initial ledger", _step_1_initial),
     (2, "schedules, their runs and sync state", _step_2_schedules),
+    (3, "cloud batches (message ids, errors) and the suppression list", _step_3_cloud),
 ]
 
 LATEST = STEPS[-1][0]

@@ -95,6 +95,8 @@ class Batch(BaseModel):
     lease_until = DateTimeField(null=True)
     owner = CharField(100, null=True)  # host:pid of the local worker holding the lease
     submitted_at = DateTimeField(null=True)
+    message_ids = JSONText(null=True)  # cloud: the queue's message id of each part
+    error = TextField(null=True)  # cloud: why the batch could not be handed over
     updated_at = DateTimeField()
 
     class Meta:
@@ -162,6 +164,17 @@ class Certificate(BaseModel):
 
     class Meta:
         indexes = ((("job_id", "userid"), True),)
+
+
+class SuppressedAddress(BaseModel):
+    """An address SES reported bounced (permanently) or complained: later jobs skip it."""
+
+    email = CharField(254, primary_key=True)  # lower case
+    reason = TextField()
+    source = CharField(32)  # ses_bounce | ses_complaint
+    job_id = CharField(36, null=True)
+    userid = BigIntegerField(null=True)
+    created_at = DateTimeField()
 
 
 class AuditLog(BaseModel):
@@ -236,6 +249,7 @@ ALL_MODELS = (
     SendKey,
     SeenCallback,
     Certificate,
+    SuppressedAddress,
     AuditLog,
     ScheduleRecord,
     ScheduleRun,

@@ -133,11 +133,11 @@ def test_demo_once_fires_two_schedules_on_the_sandbox_and_delivers_mail_and_pdfs
 
 def test_db_upgrade_then_check_pass_on_a_good_config(tmp_path):
     config = write_config(tmp_path)
-    assert "applied migrations 1, 2" in cli(config, "db", "upgrade").stdout
+    assert "applied migrations 1, 2, 3" in cli(config, "db", "upgrade").stdout
     again = cli(config, "db", "upgrade").stdout
-    assert "already at version 2" in again
+    assert "already at version 3" in again
     checked = cli(config, "check")
-    assert "ok   database: schema at version 2" in checked.stdout
+    assert "ok   database: schema at version 3" in checked.stdout
     assert "ok   local delivery: maildir" in checked.stdout
 
 

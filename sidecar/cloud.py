@@ -1,0 +1,406 @@
+"""Cloud submission: pending AWS batches → rendered `offload.batch.v1` messages → SQS.
+
+Bodies are rendered here (the worker only delivers) and split to the queue's size limit.
+A batch becomes `queued`, with the queue's message id of each part, in the transaction
+right after SQS accepted it; batches are sent about ten messages a request and each
+request is committed before the next, so a crash can leave at most one request's
+batches `pending` after SQS took them. Those are sent again with the same entry and
+deduplication ids: a FIFO queue drops them (5-minute window) and the worker's
+(batch_id, userid) record makes any copy a no-op, so nobody is mailed twice.
+
+Pacing: the SES quota is read every few minutes; submission never plans more than 95%
+of the daily quota (less what SES sent and what is still queued) nor of the send rate.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from providers.aws import SqsSubmitter, SubmitInterrupted
+from providers.aws.account import SendQuota, SesAccount
+from providers.base import ProviderError, ProviderUnavailable
+from providers.message import MessageTooLarge, build_batch_messages, decode_body
+from sidecar import certificates
+from sidecar.compose import Composer
+from sidecar.db import store
+from sidecar.db.models import Batch, Job, Recipient
+from sidecar.errors import TemplateError
+from sidecar.status import BatchStatus, JobStatus, RecipientStatus
+
+log = logging.getLogger(__name__)
+
+R = RecipientStatus
+#: messages handed to SQS between two commits (one SendMessageBatch request)
+MESSAGES_PER_COMMIT = 10
+QUOTA_REFRESH = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    provider: str  # the route name of the batches this submitter takes: "aws"
+    sender: str
+    bucket: str
+    public_url: str
+    callback_url: str  # the results queue URL, or {public_url}/callback
+    callback_mode: str  # "sqs" | "http"
+    configuration_set: str | None = None
+    url_ttl: int = 3600
+    max_attempts: int = 3
+
+
+@dataclass
+class _Built:
+    batch: Batch
+    job: Job
+    key: str  # the submitter's key of this batch: batch id and round
+    bodies: list[bytes]
+    userids: list[int]
+
+
+class Pacer:
+    """Recipients the sidecar may hand over now: 95% of SES's daily quota and rate."""
+
+    def __init__(self, ses: SesAccount | None, clock: Callable[[], datetime]):
+        self.ses = ses
+        self.clock = clock
+        self.quota: SendQuota | None = None
+        self._read_at: datetime | None = None
+        self._day_left = 0
+        self._tokens = 0.0
+        self._tokens_at: datetime | None = None
+        self._warned = False
+
+    def allowance(self, batch_size: int) -> int | None:
+        """How many recipients may go now (None: no limit known)."""
+        now = self.clock()
+        if self.ses is not None and (self._read_at is None or now - self._read_at >= QUOTA_REFRESH):
+            self._refresh(now)
+        if self.quota is None:
+            return None
+        cap = max(self.quota.plan_rate * 60, float(batch_size))
+        if self._tokens_at is None:
+            self._tokens = cap
+        else:
+            elapsed = (now - self._tokens_at).total_seconds()
+            self._tokens = min(cap, self._tokens + elapsed * self.quota.plan_rate)
+        self._tokens_at = now
+        return max(min(int(self._tokens), self._day_left), 0)
+
+    def spend(self, n: int) -> None:
+        if self.quota is not None:
+            self._tokens -= n
+            self._day_left -= n
+
+    def _refresh(self, now: datetime) -> None:
+        self._read_at = now
+        try:
+            self.quota = self.ses.quota()
+        except ProviderError as exc:
+            if not self._warned:
+                log.warning("SES quota unreadable, submitting unpaced: %s", exc)
+                self._warned = True
+            self.quota = None
+            return
+        self._day_left = self.quota.plan_remaining(in_flight=_in_flight())
+        log.debug("%s; %d may go today", self.quota.describe(), self._day_left)
+
+
+def _in_flight() -> int:
+    """Recipients handed to the cloud and not yet reported."""
+    return (
+        Recipient.select()
+        .join(Batch, on=(Recipient.batch == Batch.id))
+        .where(
+            Batch.route == "aws", Batch.status == BatchStatus.QUEUED, Recipient.status == R.QUEUED
+        )
+        .count()
+    )
+
+
+class CloudSubmitter:
+    """Hands pending batches of one cloud route to its queue. `run_once` is the loop step."""
+
+    def __init__(
+        self,
+        settings: CloudSettings,
+        *,
+        sqs: SqsSubmitter,
+        composer: Composer,
+        pacer: Pacer,
+        clock: Callable[[], datetime],
+    ):
+        self.settings = settings
+        self.sqs = sqs
+        self.composer = composer
+        self.pacer = pacer
+        self.clock = clock
+        self._batch_counts: dict[str, int] = {}
+        self._waiting_logged = False
+
+    def run_once(self, job_id: str | None = None) -> int:
+        """Submit every pending batch the quota allows; returns the batches queued.
+
+        Raises ProviderUnavailable (after committing what SQS accepted) when SQS cannot be
+        reached; the rest stays pending for the next call.
+        """
+        limit = self.sqs.max_message_bytes()
+        queued = 0
+        built: list[_Built] = []
+        parts = 0
+        for batch in self._pending(job_id):
+            job = Job.get_by_id(batch.job_id)
+            todo = list(
+                Recipient.select()
+                .where(
+                    Recipient.batch == batch.id, Recipient.status.in_([R.PENDING, R.RETRY_PENDING])
+                )
+                .order_by(Recipient.userid)
+            )
+            if not todo:
+                with store.atomic():
+                    store.refresh_progress(job.id, batch.id, self.clock())
+                continue
+            allowed = self.pacer.allowance(len(todo))
+            if allowed is not None and allowed < len(todo):
+                if not self._waiting_logged:
+                    log.info(
+                        "batch %s waits for the SES quota (%d recipients, %d allowed now)",
+                        batch.id, len(todo), allowed,
+                    )  # fmt: skip
+                    self._waiting_logged = True
+                break
+            self._waiting_logged = False
+            one = self._build(job, batch, todo, limit)
+            if one is None:
+                continue
+            self.pacer.spend(len(one.userids))
+            built.append(one)
+            parts += len(one.bodies)
+            if parts >= MESSAGES_PER_COMMIT:
+                queued += self._send(built)
+                built, parts = [], 0
+        if built:
+            queued += self._send(built)
+        return queued
+
+    def _pending(self, job_id: str | None):
+        query = (
+            Batch.select()
+            .join(Job, on=(Batch.job == Job.id))
+            .where(Batch.route == self.settings.provider, Batch.status == BatchStatus.PENDING)
+            .order_by(Job.created_at, Batch.job, Batch.index)
+        )
+        if job_id:
+            query = query.where(Batch.job == job_id)
+        return query.iterator()
+
+    # --- building --------------------------------------------------------------------------
+
+    def _build(self, job: Job, batch: Batch, todo: list[Recipient], limit: int) -> "_Built | None":
+        s = self.settings
+        now = self.clock()
+        prefix = f"certificates/{job.id}/"
+        issued = {}
+        if job.actions.get("certificate"):
+            issued = certificates.reserve_many(
+                job.id, [r.userid for r in todo], job.courseid, "s3", prefix, now
+            )
+        people, failures, attach = [], [], False
+        for r in todo:
+            try:
+                cert = issued.get(r.userid)
+                html = self.composer.certificate_html(job, r, cert) if cert else None
+                email = None
+                if job.actions.get("email"):
+                    email = self.composer.email(job, r, cert).email
+                    attach = attach or (cert is not None and email.certificate_delivery == "attach")
+            except TemplateError as exc:
+                log.warning("job %s: user %s: %s", job.id, r.userid, exc)
+                failures.append(store.Update(r.userid, R.FAILED, error=str(exc)))
+                continue
+            people.append({
+                "userid": r.userid, "email": r.email, "firstname": r.firstname,
+                "lastname": r.lastname, "subject": email.subject if email else "",
+                "html": email.html if email else "", "text": email.text if email else "",
+                "certificate_html": html, "vars": {},
+            })  # fmt: skip
+        if failures:
+            with store.atomic():
+                store.apply_updates(job.id, batch.id, failures, now, 1)
+        if not people:
+            return None
+        header = {
+            "job_id": job.id, "batch_id": batch.id, "batch_index": batch.index,
+            "batch_count": self._batch_count(job.id), "tenant_id": job.tenant_id,
+            "type": job.type, "courseid": job.courseid, "created_by": job.created_by,
+            "actions": {"email": bool(job.actions.get("email")),
+                        "certificate": bool(job.actions.get("certificate"))},
+            "email": {"from": s.sender, "reply_to": job.reply_to, "subject": people[0]["subject"],
+                      "template_id": job.template_id, "configuration_set": s.configuration_set,
+                      "attach_certificate": attach},
+            "certificate": {"template_id": job.certificate_template_id or "certificate",
+                            "bucket": s.bucket, "key_prefix": prefix, "url_ttl": s.url_ttl}
+            if issued else None,
+            "template_data": job.template_data or {},
+            "callback": {"url": s.callback_url, "mode": s.callback_mode},
+            "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "attempt": batch.attempts,
+        }  # fmt: skip
+        try:
+            bodies = build_batch_messages(header, people, max_bytes=limit)
+        except MessageTooLarge as exc:
+            self._fail_batch(job, batch, [p["userid"] for p in people], str(exc))
+            return None
+        key = f"{batch.id}-r{batch.attempts}"
+        return _Built(batch, job, key, bodies, [p["userid"] for p in people])
+
+    def _batch_count(self, job_id: str) -> int:
+        if job_id not in self._batch_counts:
+            self._batch_counts[job_id] = (
+                Batch.select().where(Batch.job == job_id, Batch.route != "none").count()
+            )
+        return self._batch_counts[job_id]
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _send(self, built: list[_Built]) -> int:
+        started = time.monotonic()
+        try:
+            outcomes = self.sqs.submit({b.key: b.bodies for b in built})
+        except SubmitInterrupted as exc:
+            done = self._record(built, exc.outcomes)
+            raise ProviderUnavailable(
+                f"{exc}; {done} batches were queued before, the rest stay pending"
+            ) from exc
+        done = self._record(built, outcomes)
+        log.debug("%d batches queued in %.2fs", done, time.monotonic() - started)
+        return done
+
+    def _record(self, built: list[_Built], outcomes) -> int:
+        now = self.clock()
+        queued = 0
+        with store.atomic():
+            for b in built:
+                outcome = outcomes.get(b.key)
+                if outcome is None or not any(outcome.message_ids):
+                    if outcome is not None and outcome.error:
+                        self._fail_batch(b.job, b.batch, b.userids, outcome.error, atomic=False)
+                    continue  # not sent: stays pending
+                failed_users: list[int] = []
+                for body, mid, err in zip(
+                    b.bodies, outcome.message_ids, outcome.errors, strict=True
+                ):
+                    if mid is None:
+                        part = decode_body(body)
+                        failed_users += [p["userid"] for p in part["recipients"]]
+                        log.error("batch %s: a part was refused by SQS: %s", b.batch.id, err)
+                n = (
+                    Batch.update(
+                        status=BatchStatus.QUEUED, submitted_at=now, updated_at=now,
+                        message_ids=list(outcome.message_ids), error=outcome.error,
+                        lease_until=None,
+                    )
+                    .where(Batch.id == b.batch.id, Batch.status == BatchStatus.PENDING)
+                    .execute()
+                )  # fmt: skip
+                if not n:
+                    continue  # cancelled meanwhile: its reports still count
+                Recipient.update(status=R.QUEUED, updated_at=now).where(
+                    Recipient.batch == b.batch.id,
+                    Recipient.userid.in_(b.userids),
+                    Recipient.status.in_([R.PENDING, R.RETRY_PENDING]),
+                ).execute()
+                if failed_users:
+                    updates = [
+                        store.Update(u, R.FAILED, error=f"SQS refused the message: {outcome.error}")
+                        for u in failed_users
+                    ]
+                    store.apply_updates(b.job.id, b.batch.id, updates, now, 1)
+                if not store.move_job(b.job.id, JobStatus.QUEUED, now):
+                    Job.update(status=JobStatus.PROCESSING, updated_at=now).where(
+                        Job.id == b.job.id, Job.status == JobStatus.RETRY_PENDING
+                    ).execute()  # a retried job: its new round is on its way
+                queued += 1
+        if queued:
+            jobs = sorted({b.job.id for b in built})
+            log.info(
+                "job %s: %d batches handed to %s", ", ".join(jobs), queued, self.settings.provider
+            )
+        return queued
+
+    def _fail_batch(self, job: Job, batch: Batch, userids: list[int], why: str, *, atomic=True):
+        """Recipients that cannot be put in any message: failed, with the reason."""
+        log.error("job %s: batch %s cannot be submitted: %s", job.id, batch.id, why)
+        now = self.clock()
+        updates = [store.Update(u, R.FAILED, error=why[:2000]) for u in userids]
+        with store.atomic() if atomic else nullcontext():
+            Batch.update(status=BatchStatus.QUEUED, error=why[:2000], updated_at=now).where(
+                Batch.id == batch.id, Batch.status == BatchStatus.PENDING
+            ).execute()
+            store.apply_updates(job.id, batch.id, updates, now, 1)
+
+
+class AwsOffload:
+    """The AWS pieces of one configuration, built on first use and closed together."""
+
+    def __init__(self, config, composer: Composer, clock: Callable[[], datetime]):
+        from providers.aws import AwsSettings
+        from providers.aws.account import CertificateStore
+        from providers.aws.clients import Endpoint
+
+        aws = config.providers.aws
+        self.config = aws
+        self.endpoint = Endpoint(aws.region, aws.endpoint_url)
+        self.sqs = SqsSubmitter(
+            AwsSettings(region=aws.region, sqs_queue_url=aws.sqs_queue_url,
+                        endpoint_url=aws.endpoint_url)
+        )  # fmt: skip
+        self.ses = SesAccount(self.endpoint)
+        self.certificates = CertificateStore(aws.s3_bucket, self.endpoint)
+        public = config.server.public_url.rstrip("/")
+        results = aws.results_queue_url
+        self.settings = CloudSettings(
+            provider="aws", sender=aws.ses_from, bucket=aws.s3_bucket, public_url=public,
+            callback_url=results or f"{public}/callback",
+            callback_mode="sqs" if results else "http",
+            configuration_set=aws.ses_configuration_set,
+            url_ttl=config.offload.presigned_url_ttl,
+            max_attempts=config.offload.retry.max_attempts,
+        )  # fmt: skip
+        self.submitter = CloudSubmitter(
+            self.settings, sqs=self.sqs, composer=composer, pacer=Pacer(self.ses, clock),
+            clock=clock,
+        )  # fmt: skip
+        self._readers: dict[str, object] = {}
+        self._checked_at: float | None = None
+        self._problem: str | None = None
+
+    def reader(self, url: str, wait_seconds: int = 0):
+        from providers.aws.queues import QueueReader
+
+        if url not in self._readers:
+            self._readers[url] = QueueReader(url, self.endpoint, wait_seconds=wait_seconds)
+        return self._readers[url]
+
+    def problem(self) -> str | None:
+        """Why the job queue cannot take batches now (None: it can); asked at most once a
+        minute, for routing a new job."""
+        now = time.monotonic()
+        if self._checked_at is None or now - self._checked_at > 60:
+            try:
+                self.sqs.check()
+                self._problem = None
+            except ProviderError as exc:
+                self._problem = str(exc)
+            self._checked_at = now
+        return self._problem
+
+    def close(self) -> None:
+        for part in (self.sqs, self.ses, self.certificates, *self._readers.values()):
+            try:
+                part.close()
+            except Exception:  # noqa: BLE001 - closing only
+                log.debug("closing an AWS client failed", exc_info=True)

@@ -1,0 +1,58 @@
+"""What one recipient's email and certificate say: the one place both routes render them.
+
+Local delivery renders here right before sending; cloud submission renders here and the
+worker only delivers (CONTRACTS §3). Both give a learner the same words and links.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from providers.local.pdf import qr_png_data_uri
+from sidecar import certificates
+from sidecar.db.models import Job, Recipient
+from sidecar.render import RenderedEmail, Renderer, learner_vars
+
+
+@dataclass(frozen=True)
+class Composed:
+    email: RenderedEmail
+    headers: dict[str, str]
+
+
+class Composer:
+    def __init__(self, renderer: Renderer, public_url: str, clock: Callable[[], datetime]):
+        self.renderer = renderer
+        self.public_url = public_url
+        self.clock = clock
+
+    def context(self, job: Job, r: Recipient) -> dict:
+        """The template variables of one recipient (job data, learner, CSV columns, today)."""
+        ctx = dict(job.template_data or {})
+        ctx.update(learner_vars(r.userid, r.email, r.firstname, r.lastname))
+        ctx.update(r.vars or {})
+        ctx.setdefault("today", self.clock().date().isoformat())
+        return ctx
+
+    def certificate_html(self, job: Job, r: Recipient, issued: certificates.Issued) -> str:
+        """The whole certificate document; raises TemplateError."""
+        ctx = self.context(job, r)
+        link, verify = certificates.urls(self.public_url, issued.code)
+        ctx.setdefault("course", {"fullname": "", "shortname": "", "url": ""})
+        ctx.setdefault("company", {"name": ""})
+        ctx.setdefault("issued_date", self.clock().strftime("%d %B %Y"))
+        ctx["verification"] = {"code": issued.code, "url": verify, "qr": qr_png_data_uri(verify)}
+        ctx["certificate_url"] = link
+        return self.renderer.render_certificate(job.certificate_template_id or "certificate", ctx)
+
+    def email(self, job: Job, r: Recipient, issued: certificates.Issued | None = None) -> Composed:
+        """Subject, bodies and bulk-mail headers; raises TemplateError."""
+        ctx = self.context(job, r)
+        if issued is not None:
+            ctx["certificate_url"] = certificates.urls(self.public_url, issued.code)[0]
+        email = self.renderer.render_email(job.template_id, ctx)
+        headers = {"Precedence": "bulk", "X-Offload-Job": job.id}
+        if ctx.get("unsubscribe_url"):
+            headers["List-Unsubscribe"] = f"<{ctx['unsubscribe_url']}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        return Composed(email, headers)

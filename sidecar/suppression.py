@@ -1,0 +1,75 @@
+"""The suppression list: addresses SES reported bounced or complained about.
+
+A permanent bounce or a complaint marks the recipient `permanently_failed` (even after
+`sent`: the message provably did not reach, or was refused by, its reader: the one
+exception to "never backwards") and puts the address on the list; later jobs record such
+a learner as `suppressed` with the reason, and `jobs retry` leaves them alone.
+"""
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+
+from sidecar.db import store
+from sidecar.db.models import Recipient, SuppressedAddress
+from sidecar.status import RecipientStatus
+
+log = logging.getLogger(__name__)
+
+R = RecipientStatus
+#: statuses a bounce or complaint may move to permanently_failed
+_BOUNCEABLE = [R.SENT.value, R.QUEUED.value, R.PENDING.value, R.RETRY_PENDING.value, R.FAILED.value]
+
+
+def suppress(
+    email: str, reason: str, source: str, now: datetime,
+    job_id: str | None = None, userid: int | None = None,
+) -> bool:  # fmt: skip
+    """Put `email` on the list (the first reason is kept); True when it was new.
+
+    Call inside a transaction.
+    """
+    address = email.strip().lower()[:254]
+    if SuppressedAddress.get_or_none(SuppressedAddress.email == address) is not None:
+        return False
+    store.upsert(
+        SuppressedAddress,
+        {"email": address},
+        {"reason": reason[:2000], "source": source, "job_id": job_id, "userid": userid,
+         "created_at": now},
+    )  # fmt: skip
+    return True
+
+
+def mark_undeliverable(job_id: str, userid: int, reason: str, now: datetime) -> bool:
+    """The recipient's message bounced or drew a complaint: permanently_failed with the
+    reason. Returns False when the job has no such recipient. Call inside a transaction."""
+    n = (
+        Recipient.update(
+            status=R.PERMANENTLY_FAILED, last_error=reason[:2000], next_attempt_at=None,
+            updated_at=now,
+        )
+        .where(Recipient.job == job_id, Recipient.userid == userid,
+               Recipient.status.in_(_BOUNCEABLE))
+        .execute()
+    )  # fmt: skip
+    return n == 1
+
+
+def suppressed_among(emails: Iterable[str]) -> dict[str, str]:
+    """{address (as given): reason} for the given addresses that are on the list."""
+    wanted: dict[str, list[str]] = {}
+    for e in emails:
+        wanted.setdefault(e.strip().lower(), []).append(e)
+    if not wanted or not SuppressedAddress.select().exists():
+        return {}  # the common case: an empty list, nothing to look up
+    out: dict[str, str] = {}
+    keys = list(wanted)
+    for start in range(0, len(keys), 900):
+        query = SuppressedAddress.select(SuppressedAddress.email, SuppressedAddress.reason).where(
+            SuppressedAddress.email.in_(keys[start : start + 900])
+        )
+        for address, reason in query.tuples():
+            for original in wanted[address]:
+                out[original] = reason
+    return out
