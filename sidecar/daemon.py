@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from werkzeug.utils import redirect
@@ -217,33 +218,49 @@ class Daemon:
             self._wake.wait(pause)
 
     def _poll_loop(self) -> None:
-        """Read the results queue (long polling), and the DLQ and SES events now and then."""
+        """Read the results queue (long polling), and the DLQ and SES events now and then.
+
+        Each queue is read on its own: one that cannot be read (deleted, no permission)
+        is retried every 30 s while the others go on."""
         from sidecar.cloudpoll import poll_dead_letters, poll_results, poll_ses_events
 
         rt = self.runtime
         aws = self.config.providers.aws
-        side_at = 0.0
+        polls = []
+        if aws.results_queue_url:
+            url = aws.results_queue_url
+            reader = partial(rt.aws.reader, url, aws.results_wait_seconds)
+            polls.append([url, 0.0, 0.0, lambda r=reader: poll_results(r(), rt.callbacks)])
+        for url, poll in (
+            (aws.dlq_url, poll_dead_letters),
+            (aws.ses_events_queue_url, poll_ses_events),
+        ):
+            if url:
+                reader = partial(rt.aws.reader, url)
+                polls.append([url, 0.0, aws.dlq_poll_interval,
+                              lambda r=reader, p=poll: p(r(), rt.clock)])  # fmt: skip
         while not rt.stop.is_set():
             busy = False
-            try:
-                with rt.db.connection_context():
-                    if aws.results_queue_url:
-                        reader = rt.aws.reader(aws.results_queue_url, aws.results_wait_seconds)
-                        busy = poll_results(reader, rt.callbacks) > 0
-                    if time.monotonic() >= side_at:
-                        side_at = time.monotonic() + aws.dlq_poll_interval
-                        if aws.dlq_url:
-                            poll_dead_letters(rt.aws.reader(aws.dlq_url), rt.clock)
-                        if aws.ses_events_queue_url:
-                            poll_ses_events(rt.aws.reader(aws.ses_events_queue_url), rt.clock)
-            except ProviderError as exc:
-                log.warning("reading the cloud's queues: %s; retrying", exc)
-                rt.stop.wait(30)
-            except Exception:  # noqa: BLE001 - loop boundary: log and go on
-                log.exception("cloud poll error; retrying")
-                rt.stop.wait(5)
-            if not busy and (not aws.results_queue_url or aws.results_wait_seconds == 0):
-                rt.stop.wait(self.poll_interval)
+            for entry in polls:
+                url, due, interval, poll = entry
+                if time.monotonic() < due:
+                    continue
+                entry[1] = time.monotonic() + interval
+                try:
+                    with rt.db.connection_context():
+                        busy |= poll() > 0 and interval == 0
+                except ProviderError as exc:
+                    log.warning("queue %s: %s; read again in 30s", url, exc)
+                    entry[1] = time.monotonic() + 30
+                except Exception:  # noqa: BLE001 - loop boundary: log and go on
+                    log.exception("queue %s: poll error; read again in 5s", url)
+                    entry[1] = time.monotonic() + 5
+                if rt.stop.is_set():
+                    return
+            if not busy:
+                # the results poll itself waits (long polling) when it has a wait time
+                waits = not aws.results_queue_url or aws.results_wait_seconds == 0
+                rt.stop.wait(self.poll_interval if waits else 0.05)
 
     # --- HTTP helpers ----------------------------------------------------------------------
 

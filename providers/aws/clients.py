@@ -34,6 +34,8 @@ def client(service: str, endpoint: Endpoint, *, read_timeout: float | None = Non
         connect_timeout=endpoint.connect_timeout,
         read_timeout=read_timeout or endpoint.read_timeout,
         retries={"mode": "standard", "total_max_attempts": endpoint.max_attempts},
+        # presigned links in SigV4 (X-Amz-Expires), the only kind every region accepts
+        signature_version="s3v4" if service == "s3" else None,
     )
     return boto3.session.Session().client(
         service, endpoint_url=endpoint.endpoint_url, config=config
