@@ -42,28 +42,8 @@ def reserve(job_id: str, userid: int, courseid: int | None, storage: str, now: d
     existing = Certificate.get_or_none(Certificate.job_id == job_id, Certificate.userid == userid)
     if existing:
         return Issued(existing.code, existing.key, False)
-    key = f"{job_id}/{userid}.pdf"
-    for _ in range(5):
-        code = new_code()
-        try:
-            with store.atomic():
-                Certificate.insert(
-                    code=code,
-                    job_id=job_id,
-                    userid=userid,
-                    courseid=courseid,
-                    storage=storage,
-                    key=key,
-                    issued_at=now,
-                ).execute()
-            return Issued(code, key, True)
-        except IntegrityError:
-            existing = Certificate.get_or_none(
-                Certificate.job_id == job_id, Certificate.userid == userid
-            )
-            if existing:
-                return Issued(existing.code, existing.key, False)
-    raise RuntimeError("could not allocate a unique certificate code")
+    with store.atomic():
+        return _insert_new(job_id, userid, courseid, storage, f"{job_id}/{userid}.pdf", now)
 
 
 def reserve_many(
