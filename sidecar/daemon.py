@@ -72,6 +72,7 @@ class Daemon:
         self._worker = threading.Thread(target=self._work_loop, name="delivery", daemon=True)
         self._worker.start()
         if self.config.providers.aws is not None:
+            rt.aws  # noqa: B018 - built here, once, before the two threads that share it
             self._cloud = [
                 threading.Thread(target=self._submit_loop, name="cloud-submit", daemon=True),
                 threading.Thread(target=self._poll_loop, name="cloud-poll", daemon=True),
@@ -168,7 +169,8 @@ class Daemon:
             for name in type(new).model_fields
             if getattr(new, name) != getattr(self.config, name)
         ]
-        needs_restart = {"database", "server"} & set(changed)
+        # the cloud threads keep the queues and clients they started with
+        needs_restart = {"database", "server", "providers"} & set(changed)
         if needs_restart:
             log.warning(
                 "SIGHUP: %s changed: restart the service to apply", ", ".join(sorted(needs_restart))
