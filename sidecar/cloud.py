@@ -63,8 +63,9 @@ class _Built:
 class Pacer:
     """Recipients the sidecar may hand over now: 95% of SES's daily quota and rate."""
 
-    def __init__(self, ses: SesAccount | None, clock: Callable[[], datetime]):
+    def __init__(self, ses: SesAccount | None, clock: Callable[[], datetime], route: str = "aws"):
         self.ses = ses
+        self.route = route
         self.clock = clock
         self.quota: SendQuota | None = None
         self._read_at: datetime | None = None
@@ -104,17 +105,17 @@ class Pacer:
                 self._warned = True
             self.quota = None
             return
-        self._day_left = self.quota.plan_remaining(in_flight=_in_flight())
+        self._day_left = self.quota.plan_remaining(in_flight=_in_flight(self.route))
         log.debug("%s; %d may go today", self.quota.describe(), self._day_left)
 
 
-def _in_flight() -> int:
-    """Recipients handed to the cloud and not yet reported."""
+def _in_flight(route: str) -> int:
+    """Recipients handed to the cloud route and not yet reported."""
     return (
         Recipient.select()
         .join(Batch, on=(Recipient.batch == Batch.id))
         .where(
-            Batch.route == "aws", Batch.status == BatchStatus.QUEUED, Recipient.status == R.QUEUED
+            Batch.route == route, Batch.status == BatchStatus.QUEUED, Recipient.status == R.QUEUED
         )
         .count()
     )

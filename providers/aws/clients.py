@@ -9,11 +9,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from providers.base import ProviderError, ProviderUnavailable
 
-_TRANSIENT = {
-    "Throttling", "ThrottlingException", "RequestThrottled", "ServiceUnavailable",
-    "InternalError", "InternalFailure", "TooManyRequestsException", "SlowDown",
+#: error codes that mean "not now": retried (besides HTTP 5xx and connection errors)
+TRANSIENT_CODES = frozenset({
+    "TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException",
+    "SlowDown", "RequestLimitExceeded", "RequestThrottled", "ServiceUnavailable",
+    "InternalError", "InternalFailure", "RequestTimeout", "RequestTimeoutException",
     "KMS.ThrottlingException",
-}  # fmt: skip
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,17 +44,27 @@ def client(service: str, endpoint: Endpoint, *, read_timeout: float | None = Non
     )
 
 
+def error_parts(exc: ClientError) -> tuple[str, int, str]:
+    """(error code, HTTP status, AWS's message) of a boto3 ClientError."""
+    err = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return err.get("Code", ""), status, err.get("Message", "")
+
+
+def is_transient(code: str, status: int) -> bool:
+    """Whether an AWS error is worth trying again later (throttling, 5xx)."""
+    return code in TRANSIENT_CODES or status >= 500
+
+
 def translate(exc: Exception, what: str) -> ProviderError:
     """A boto3 error as ProviderUnavailable (retry later) or ProviderError (fix something).
 
     `what` names the call and resource, e.g. "SQS ReceiveMessage on <url>".
     """
     if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code = err.get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        message = f"{what}: {code}: {err.get('Message', '')}".rstrip(": ")
-        if code in _TRANSIENT or status >= 500:
+        code, status, text = error_parts(exc)
+        message = f"{what}: {code}: {text}".rstrip(": ")
+        if is_transient(code, status):
             return ProviderUnavailable(message)
         return ProviderError(message)
     if isinstance(exc, BotoCoreError):

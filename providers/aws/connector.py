@@ -23,10 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from providers.aws.clients import Endpoint, client, error_parts, is_transient
 from providers.base import ProviderError, ProviderUnavailable
 
 log = logging.getLogger(__name__)
@@ -36,10 +35,6 @@ MAX_ENTRIES = 10
 
 _ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,70}")
 _MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
-_TRANSIENT = {
-    "Throttling", "ThrottlingException", "RequestThrottled", "ServiceUnavailable",
-    "InternalError", "InternalFailure", "KMS.ThrottlingException",
-}  # fmt: skip
 
 
 class MessageOverLimit(ProviderError):
@@ -149,14 +144,11 @@ def pack(sizes: Sequence[int], limit: int) -> list[tuple[int, int]]:
 
 
 def _client(settings: AwsSettings) -> Any:
-    config = Config(
-        region_name=settings.region,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
-    )
-    session = boto3.session.Session()
-    return session.client("sqs", endpoint_url=settings.endpoint_url, config=config)
+    endpoint = Endpoint(
+        settings.region, settings.endpoint_url, settings.connect_timeout,
+        settings.read_timeout, settings.max_attempts,
+    )  # fmt: skip
+    return client("sqs", endpoint)
 
 
 class SqsSubmitter:
@@ -306,16 +298,14 @@ class SqsSubmitter:
         try:
             return method(**params)
         except ClientError as exc:
-            err = exc.response.get("Error", {})
-            code = err.get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code, status, text = error_parts(exc)
             if code in _MISSING_QUEUE:
                 raise ProviderUnavailable(
                     f"SQS queue {url} does not exist or these credentials cannot see it; "
                     "check providers.aws.sqs_queue_url and providers.aws.region"
                 ) from None
-            message = f"SQS {operation} on {url}: {code}: {err.get('Message', '')}"
-            if code in _TRANSIENT or status >= 500 or code.startswith("AccessDenied"):
+            message = f"SQS {operation} on {url}: {code}: {text}"
+            if is_transient(code, status) or code.startswith("AccessDenied"):
                 raise ProviderUnavailable(message) from None
             raise ProviderError(message) from None
         except BotoCoreError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from providers.aws.clients import error_parts, is_transient
 from providers.aws.worker.batch import Batch, Recipient
 from providers.aws.worker.settings import WorkerSettings
 from providers.base import ProviderError
@@ -24,13 +25,6 @@ from providers.email import build_message, make_message_id
 
 log = logging.getLogger(__name__)
 
-#: error codes retried in the invocation (besides HTTP 5xx and connection errors)
-THROTTLE_CODES = frozenset({
-    "TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException",
-    "SlowDown", "RequestLimitExceeded", "RequestThrottled", "ServiceUnavailable",
-    "InternalError", "InternalFailure", "RequestTimeout", "RequestTimeoutException",
-    "KMS.ThrottlingException",
-})  # fmt: skip
 ATTACHMENT_NAME = "certificate.pdf"
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 _RAW_POLICY = policy.SMTP.clone(cte_type="7bit")  # non-ASCII bodies go base64, not 8bit
@@ -124,11 +118,9 @@ class Delivery:
             try:
                 return method(**params)
             except ClientError as exc:
-                err = exc.response.get("Error", {})
-                code = err.get("Code", "")
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if code not in THROTTLE_CODES and status < 500:
-                    reason = f"{what}: {code}: {err.get('Message', '')}".rstrip(": ")
+                code, status, text = error_parts(exc)
+                if not is_transient(code, status):
+                    reason = f"{what}: {code}: {text}".rstrip(": ")
                     raise Refused(reason, f"{what}: {code}") from None
                 reason = f"{what}: {code or f'HTTP {status}'}"
             except (BotoConnectionError, HTTPClientError) as exc:
