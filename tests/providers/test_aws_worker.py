@@ -554,6 +554,40 @@ def test_claim_left_sending_is_not_resent_and_reported_unknown_until_a_later_att
     assert [updates[1].status, updates[2].status] == ["sent", "sent"]
 
 
+def test_recipients_a_stopped_worker_had_started_are_reported_unknown_not_sent_again(
+    aws, make_worker
+):
+    batch_id = str(uuid.uuid4())
+    # a worker killed mid-chunk: it had started 1 and 2, recorded 1's send, not 2's
+    aws.dynamodb.put_item(
+        TableName=aws.table,
+        Item={"pk": {"S": f"batch#{batch_id}"}, "owner": {"S": "dead-invocation"},
+              "lease_until": {"N": str(int(time.time() * 1000) - 1)},
+              "inflight": {"NS": ["1", "2"]}, "inflight_round": {"N": "0"}},
+    )  # fmt: skip
+    aws.dynamodb.put_item(
+        TableName=aws.table,
+        Item={"pk": {"S": f"{batch_id}#1"}, "state": {"S": "sent"}, "round": {"N": "0"},
+              "external_id": {"S": "ses-earlier"}, "timesent": {"N": "1763467200"}},
+    )  # fmt: skip
+    (body,) = bodies(aws, [1, 2, 3], batch_id=batch_id, certificate=False)
+
+    response = make_worker().handle(sqs_event(body), LambdaContext())
+
+    assert failures(response) == []
+    assert aws.sent_count() == {aws.address(3): 1}  # 2 may have gone out: not sent again
+    updates = updates_by_user(aws.callbacks())
+    assert (updates[1].status, updates[1].external_id) == ("sent", "ses-earlier")
+    assert (updates[2].status, updates[2].error_message) == ("failed", UNKNOWN_OUTCOME)
+    assert updates[3].status == "sent"
+    assert aws.record(batch_id, 2)["state"] == "sending"
+
+    (retry,) = bodies(aws, [1, 2, 3], batch_id=batch_id, attempt=1, certificate=False)
+    make_worker().handle(sqs_event(retry), LambdaContext())  # `jobs retry`: a new round
+
+    assert aws.sent_count() == {aws.address(2): 1, aws.address(3): 1}
+
+
 def test_claim_held_by_a_live_invocation_goes_back_to_the_queue_until_its_lease_ends(
     aws, make_worker
 ):
@@ -605,6 +639,28 @@ def test_later_attempt_resends_the_failed_recipient_but_not_the_sent_one(aws, ma
     assert second[2].external_id == {m["to"]: m["id"] for m in aws.emails()}[aws.address(2)]
     assert aws.record(batch_id, 2)["round"] == "1"
     real.close()
+
+
+def test_a_60_recipient_batch_costs_eight_dynamodb_requests_not_two_per_recipient(aws, make_worker):
+    worker = make_worker()
+    calls = []
+    dynamodb = worker.client("dynamodb")
+    dynamodb.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+    )
+    (body,) = bodies(aws, range(1, 61), certificate=False)
+
+    response = worker.handle(sqs_event(body), LambdaContext())
+
+    assert failures(response) == []
+    assert len(aws.sent_count()) == 60
+    # the batch taken and given back once; each chunk of 50 read and noted as started
+    # once; the sends recorded 25 a request
+    assert sorted(calls) == sorted(
+        ["UpdateItem", "DeleteItem"] + ["BatchGetItem", "UpdateItem"] * 2 + ["BatchWriteItem"] * 3
+    )
+    batch_id = batch_of(body)["batch_id"]
+    assert {aws.record(batch_id, u)["state"] for u in (1, 25, 26, 60)} == {"sent"}
 
 
 # --- throttling and refusals ---------------------------------------------------------------

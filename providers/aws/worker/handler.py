@@ -28,23 +28,26 @@ Batch header keys read beyond CONTRACTS §3 (all optional):
   a raw MIME message; otherwise SES's simple content (HTML + text) is sent.
 - `part`, `part_count`: a split batch's part (see `providers.message`); logged only.
 
-Per recipient: claim (DynamoDB conditional put) → certificate PDF to S3 → SES v2
-SendEmail (tags job_id, batch_id, userid) → record `sent`. Throttling and 5xx are
-retried with backoff; if they persist the claim is released and the record goes back
-to SQS. Other refusals record and report the recipient `failed` (`attempts` is the
-round + 1), never retried in that round.
+Per record: take the batch (one invocation at a time; another's live hold sends the
+record back to SQS), then per chunk of recipients: read their records, note the ones to
+send as started, and per recipient certificate PDF to S3 → SES v2 SendEmail (tags
+job_id, batch_id, userid); the sends are recorded `sent` in bulk (`idempotency.py`).
+Throttling and 5xx are retried with backoff; if they persist the record goes back to
+SQS, what was sent recorded and reported, the rest not started. Other refusals record
+and report the recipient `failed` (`attempts` is the round + 1), never retried in that
+round.
 
-A claim that stopped a new one is reported from its record: `sent` and `failed` as
-recorded; `sending` means an invocation claimed it and may have sent. The claim holds a
-lease until that invocation's deadline: while it runs the record goes back to SQS (its
-owner will report), after it the recipient is reported failed with UNKNOWN_OUTCOME and
-is not resent until a later round.
+A recipient with a record is reported from it: `sent` and `failed` as recorded;
+`sending` means an invocation started it and may have sent. While that invocation's
+lease runs the record goes back to SQS (its owner will report); after it the recipient
+is reported failed with UNKNOWN_OUTCOME and is not resent until a later round.
 """
 
 import logging
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +71,8 @@ from providers.aws.worker.idempotency import (
     Ledger,
     LedgerUnavailable,
     Record,
+    Sent,
+    Taken,
     record_key,
 )
 from providers.aws.worker.settings import WorkerSettings
@@ -85,6 +90,9 @@ NO_CONTEXT_MS = 15 * 60 * 1000
 # botocore's default 60 s timeouts, three attempts, would outlast the whole invocation
 _CLIENT_CONFIG = Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=30)
 _MAX_ERROR = 1000
+#: recipients read in one BatchGetItem and noted as started in one write (a worker killed
+#: mid-chunk leaves at most these started: reported unknown, not resent in that round)
+CHUNK = 50
 
 
 class _Busy(Exception):
@@ -163,6 +171,9 @@ class Worker:
         failures: list[str] = []
         stop = False
         records = event.get("Records") or []
+        # this invocation, as holder of the batches it delivers
+        request = getattr(context, "aws_request_id", None) or "local"
+        self._owner = f"{request}:{uuid.uuid4().hex[:12]}"
         for record in records:
             mid = str(record.get("messageId", "?"))
             if not stop and self._out_of_time(context):
@@ -202,22 +213,35 @@ class Worker:
             return _Outcome(retry=True)
         where = f"{batch.describe()} (SQS message {mid})"
         outcome = _Outcome()
-        for recipient in batch.recipients:
-            if self._out_of_time(context):
-                log.warning("%s: less than %d ms left; returned to the queue",
-                            where, self.settings.min_remaining_ms)  # fmt: skip
-                outcome.retry = outcome.stop = True
-                break
-            try:
-                self._deliver(batch, recipient, context, outcome)
-            except _Busy:
-                outcome.retry = True
-            except (Backoff, LedgerUnavailable) as exc:
-                log.warning(
-                    "%s: userid %d: %s; returned to the queue", where, recipient.userid, exc
-                )
-                outcome.retry = outcome.stop = True
-                break
+        now = self._clock()
+        lease_until_ms = int(now * 1000) + self._remaining_ms(context)
+        try:
+            taken = self.ledger.claim_batch(
+                batch.batch_id, self._owner, now_ms=int(now * 1000), lease_until_ms=lease_until_ms
+            )
+            if taken is not None and taken.started:
+                self._note_stopped_holder(where, batch, taken)
+        except LedgerUnavailable as exc:
+            log.warning("%s: %s; returned to the queue", where, exc)
+            return _Outcome(retry=True, stop=True)
+        if taken is None:
+            log.info("%s: another invocation is delivering this batch; returned to the queue",
+                     where)  # fmt: skip
+            return _Outcome(retry=True)
+        recorded = True
+        try:
+            recipients = list(batch.recipients)
+            for start in range(0, len(recipients), CHUNK):
+                chunk = recipients[start : start + CHUNK]
+                recorded = self._deliver_chunk(where, batch, chunk, context, outcome)
+                if outcome.stop or not recorded:
+                    break
+        finally:
+            if recorded:  # else the started list stays for the next holder to report unknown
+                try:
+                    self.ledger.release_batch(batch.batch_id, self._owner)
+                except LedgerUnavailable as exc:
+                    log.warning("%s: batch not given back (%s); its lease ends anyway", where, exc)
         if outcome.updates and not self._report(where, batch, outcome.updates):
             outcome.retry = True
         failed = sum(u["status"] == FAILED for u in outcome.updates)
@@ -231,17 +255,92 @@ class Worker:
 
     # --- one recipient ---------------------------------------------------------------
 
-    def _deliver(self, batch: Batch, r: Recipient, context: Any, outcome: _Outcome) -> None:
-        key = record_key(batch.batch_id, r.userid)
+    def _note_stopped_holder(self, where: str, batch: Batch, taken: Taken) -> None:
+        """Turn what a stopped holder had started and not recorded into `sending` records
+        of its round: reported unknown in that round, sent again only in a later one."""
+        keys = [record_key(batch.batch_id, u) for u in sorted(taken.started)]
+        recorded = self.ledger.read_many(keys)
+        unknown = [k for k in keys if k not in recorded]
+        if unknown:
+            log.warning("%s: %d recipients were being sent by an invocation that stopped",
+                        where, len(unknown))  # fmt: skip
+            self.ledger.mark_sending_many(
+                unknown, taken.round, job_id=batch.job_id, now=self._clock(), lease_until_ms=0
+            )
+
+    def _deliver_chunk(
+        self, where: str, batch: Batch, chunk: list[Recipient], context: Any, outcome: _Outcome
+    ) -> bool:
+        """Read the chunk's records, note the ones to send on the batch's holder item (one
+        write), send them, record the sends (one write per 25). Runs while this invocation
+        holds the batch.
+
+        Sets `outcome.stop` when the record must stop here (time, throttling, DynamoDB
+        down). Returns False only when sends could not be recorded: then the holder item
+        keeps them as started, and the next holder reports them unknown.
+        """
         now = self._clock()
-        lease_until_ms = int(now * 1000) + self._remaining_ms(context)
-        old = self.ledger.claim(
-            key, batch.attempt, job_id=batch.job_id, now=now, lease_until_ms=lease_until_ms
-        )
-        if old is not None:
-            outcome.updates.append(self._replay(batch, r, old, now))
-            outcome.replayed += 1
-            return
+        keys = {r.userid: record_key(batch.batch_id, r.userid) for r in chunk}
+        try:
+            records = self.ledger.read_many(list(keys.values()))
+        except LedgerUnavailable as exc:
+            log.warning("%s: %s; returned to the queue", where, exc)
+            outcome.retry = outcome.stop = True
+            return True
+        todo: list[Recipient] = []
+        for r in chunk:
+            old = records.get(keys[r.userid])
+            if old is None or (old.state != SENT and old.round < batch.attempt):
+                todo.append(r)
+                continue
+            try:
+                outcome.updates.append(self._replay(batch, r, old, now))
+                outcome.replayed += 1
+            except _Busy:
+                outcome.retry = True
+        if not todo:
+            return True
+        try:
+            self.ledger.start(batch.batch_id, self._owner, [r.userid for r in todo], batch.attempt)
+        except LedgerUnavailable as exc:
+            log.warning("%s: %s; returned to the queue, nothing of it sent", where, exc)
+            outcome.retry = outcome.stop = True
+            return True
+        done: list[Sent] = []
+        try:
+            for r in todo:
+                if self._out_of_time(context):
+                    log.warning("%s: less than %d ms left; returned to the queue",
+                                where, self.settings.min_remaining_ms)  # fmt: skip
+                    outcome.retry = outcome.stop = True
+                    break
+                try:
+                    self._deliver(batch, r, keys[r.userid], outcome, done)
+                except Backoff as exc:
+                    log.warning("%s: userid %d: %s; returned to the queue", where, r.userid, exc)
+                    outcome.retry = outcome.stop = True
+                    break
+        finally:
+            recorded = self._record_sent(where, done)
+        if not recorded:
+            outcome.retry = outcome.stop = True
+        return recorded
+
+    def _record_sent(self, where: str, done: list[Sent]) -> bool:
+        if not done:
+            return True
+        try:
+            self.ledger.mark_sent_many(done)
+        except LedgerUnavailable as exc:
+            log.error("%s: %d sent, but their records were not written: %s", where, len(done), exc)
+            return False
+        return True
+
+    def _deliver(
+        self, batch: Batch, r: Recipient, key: str, outcome: _Outcome, done: list[Sent]
+    ) -> None:
+        """Deliver one recipient noted as started; its send joins `done` (recorded by the
+        caller). Raises Backoff when throttling persists (nothing was sent)."""
         who = f"{batch.describe()}: userid {r.userid}"
         try:
             certificate_key, pdf = self.delivery.store_certificate(who, batch, r)
@@ -250,20 +349,8 @@ class Worker:
             outcome.first_error = outcome.first_error or exc.code
             outcome.updates.append(self._fail(who, batch, key, r, str(exc)))
             return
-        except Backoff:
-            try:
-                self.ledger.release(key, batch.attempt)
-            except LedgerUnavailable as exc:
-                log.error("%s: claim not released (%s); a redelivery reports it unknown", who, exc)
-            raise
         timesent = int(self._clock())
-        try:
-            self.ledger.mark_sent(
-                key, batch.attempt, external_id=external_id,
-                certificate_key=certificate_key, timesent=timesent,
-            )  # fmt: skip
-        except LedgerUnavailable as exc:
-            log.error("%s: sent, but the record was not written: %s", who, exc)
+        done.append(Sent(key, batch.attempt, batch.job_id, external_id, certificate_key, timesent))
         log.debug("%s: sent to %s as %s", who, r.email, external_id)
         outcome.updates.append(_sent(r.userid, external_id, certificate_key, timesent))
 
@@ -286,8 +373,9 @@ class Worker:
         log.debug("%s: failed: %s", who, error)
         try:
             self.ledger.mark_failed(
-                key, batch.attempt, error_message=error, attempts=attempts, now=self._clock()
-            )
+                key, batch.attempt, job_id=batch.job_id, error_message=error, attempts=attempts,
+                now=self._clock(),
+            )  # fmt: skip
         except LedgerUnavailable as exc:
             log.error("%s: failure not recorded: %s", who, exc)
         return _failed(r.userid, error, attempts)
