@@ -9,6 +9,10 @@ Floor: the same bodies sent to a second, fresh queue with bare boto3 `send_messa
 one call per captured request (same entries, same grouping), timed.
 Target: ours <= 1.5x the floor. Also printed: messages/s, bytes per message against the
 queue's size limit (how well batches are packed) and peak RSS.
+Render floor: the same 50,000 emails rendered by bare Jinja2 (no sandbox, one context per
+email, the three blocks, nothing else), which is the least any submission that renders
+in the sidecar (CONTRACTS §3) must spend on top of the SQS calls; printed with the ratio
+of ours to both floors together.
 Run: python bench/aws_submit.py [--recipients N] [--batch-size N]
 """
 
@@ -25,12 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
+import jinja2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sidecar import jobs  # noqa: E402
 from sidecar.config import Config  # noqa: E402
 from sidecar.db.models import Batch  # noqa: E402
+from sidecar.render import SHIPPED, learner_vars  # noqa: E402
 from sidecar.runtime import Runtime  # noqa: E402
 from sidecar.status import BatchStatus  # noqa: E402
 from tests.motoserver import AWS_ENV, AWS_UNSET, moto_process  # noqa: E402
@@ -45,6 +51,12 @@ LAST = ["Wiśniewski", "Иванов", "Παπαδοπούλου", "Ní Bhriain"
         "Yılmaz", "Hương", "Kierkegaard", "Lefèvre", "Kowalczyk", "Müller", "O'Sullivan",
         "Adébáyọ̀", "Raghunathan", "Åström", "Fernández", "Dvořáková", "Núñez", "Zhang",
         "Tanaka", "Смирнова", "Γεωργίου", "van der Berg"]  # fmt: skip
+
+
+COURSE_URL = "https://moodle.example.org/course/view.php?id=101"
+TEMPLATE_DATA = {
+    "course": {"fullname": "Sécurité au travail 101", "shortname": "SEC101", "url": COURSE_URL}
+}
 
 
 def people(n: int) -> list[jobs.RecipientIn]:
@@ -71,13 +83,31 @@ def make_config(db_url: str, endpoint: str, queue_url: str, tmp: Path, batch_siz
 
 def create(n: int, batch_size: int) -> jobs.Created:
     spec = jobs.JobSpec(
-        type="send_reminder", template_id="reminder", source="bench", route="aws",
-        route_reason="bench: forced cloud", courseid=101,
-        template_data={"course": {"fullname": "Sécurité au travail 101", "shortname": "SEC101",
-                                  "url": "https://moodle.example.org/course/view.php?id=101"}},
-    )  # fmt: skip
+        type="send_reminder",
+        template_id="reminder",
+        source="bench",
+        route="aws",
+        route_reason="bench: forced cloud",
+        courseid=101,
+        template_data=TEMPLATE_DATA,
+    )
     now = datetime.now(UTC).replace(tzinfo=None)
     return jobs.create_job(spec, people(n), batch_size=batch_size, now=now)
+
+
+def render_floor(template_data: dict, n: int) -> float:
+    """Seconds bare Jinja2 takes to render the reminder's three blocks for n learners."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(SHIPPED)), autoescape=True,
+                             auto_reload=False)  # fmt: skip
+    template = env.get_template("reminder.html")
+    blocks = [template.blocks[b] for b in ("subject", "html", "text")]
+    started = time.perf_counter()
+    for p in people(n):
+        learner = learner_vars(p.userid, p.email, p.firstname, p.lastname)
+        ctx = template.new_context({**template_data, **p.vars, **learner})
+        for block in blocks:
+            "".join(block(ctx))
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -144,6 +174,7 @@ def main() -> None:
         )["Attributes"]["ApproximateNumberOfMessages"]
         sqs.close()
 
+    rendering = render_floor(TEMPLATE_DATA, args.recipients)
     sizes = [len(e["MessageBody"].encode()) for r in requests for e in r]
     messages, total = len(sizes), sum(sizes)
     print(f"recipients:            {created.pending} in {created.batches} batches "
@@ -155,6 +186,8 @@ def main() -> None:
     print(f"ours (run_once):       {ours:.2f} s  render + build + gzip + SQS + ledger commits")
     print(f"floor (bare boto3):    {floor:.2f} s  same bodies, same grouping")
     print(f"ratio ours/floor:      {ours / floor:.2f}  (target <= 1.5)")
+    print(f"render floor:          {rendering:.2f} s  bare Jinja2, the same emails, no sandbox")
+    print(f"ratio ours/(floor + render floor): {ours / (floor + rendering):.2f}")
     print(f"throughput:            {messages / ours:.0f} messages/s, "
           f"{created.pending / ours:.0f} recipients/s "
           f"(floor {messages / floor:.0f} messages/s)")  # fmt: skip

@@ -202,6 +202,42 @@ def test_a_batch_resent_after_a_lost_commit_is_dropped_by_a_fifo_queue(
         rt.close()
 
 
+def test_sqs_lost_mid_run_keeps_what_it_took_queued_and_the_rest_pending(
+    rt, aws, clock, monkeypatch
+):
+    from botocore.exceptions import EndpointConnectionError
+
+    from providers.base import ProviderUnavailable
+
+    job_id = make_job(clock, 600)  # 12 batches: a request of 10 messages, then one of 2
+    sqs = rt.aws.sqs
+    real = sqs.client.send_message_batch
+    calls = []
+
+    def flaky(**params):
+        calls.append(len(params["Entries"]))
+        if len(calls) > 1:
+            raise EndpointConnectionError(endpoint_url=aws["endpoint"])
+        return real(**params)
+
+    monkeypatch.setattr(sqs.client, "send_message_batch", flaky)
+    with pytest.raises(ProviderUnavailable, match="Could not connect.*the rest stay pending"):
+        rt.aws.submitter.run_once()
+    assert calls == [10, 2]
+    by_status = {}
+    for b in Batch.select().where(Batch.job == job_id, Batch.route == "aws"):
+        by_status.setdefault(b.status, []).append(b.index)
+    assert sorted(by_status[BatchStatus.QUEUED]) == list(range(10))
+    assert sorted(by_status[BatchStatus.PENDING]) == [10, 11]
+    assert list(statuses(job_id).values()).count(R.QUEUED) == 500
+
+    monkeypatch.setattr(sqs.client, "send_message_batch", real)
+    assert rt.aws.submitter.run_once() == 2
+    bodies = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
+    assert sorted(b["batch_index"] for b in bodies) == list(range(12))  # each once
+    assert set(statuses(job_id).values()) == {R.QUEUED}
+
+
 class FakeSes:
     """An SES account with a fixed quota (the pacing rule, not SES, is under test)."""
 

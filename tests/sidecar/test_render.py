@@ -15,7 +15,9 @@ COMMON = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("template_id", [t for t in shipped_ids() if t not in ("certificate", "_footer")])
+@pytest.mark.parametrize(
+    "template_id", [t for t in shipped_ids() if t not in ("certificate", "_footer")]
+)
 def test_every_shipped_template_renders_with_its_documented_variables(template_id):
     email = Renderer().render_email(template_id, COMMON)
     assert email.subject and "\n" not in email.subject
@@ -46,6 +48,27 @@ def test_templates_dir_overrides_the_shipped_one(tmp_path):
     email = Renderer(tmp_path).render_email("reminder", COMMON)
     assert email.subject == "Ours" and email.certificate_delivery == "link"
     assert Renderer().render_email("reminder", COMMON).certificate_delivery == "attach"
+
+
+def test_an_edited_template_is_used_within_a_second(tmp_path, monkeypatch):
+    import os
+
+    from sidecar import render
+
+    now = [1000.0]
+    monkeypatch.setattr(render, "monotonic", lambda: now[0])
+    path = tmp_path / "promo.html"
+    body = "{% block subject %}{{ word }}{% endblock %}{% block html %}{% include '_footer.html' %}{% endblock %}{% block text %}x{% endblock %}"
+    path.write_text(body.replace("{{ word }}", "First"))
+    renderer = Renderer(tmp_path)
+    assert renderer.render_email("promo", COMMON).subject == "First"
+
+    path.write_text(body.replace("{{ word }}", "Second"))
+    os.utime(path, (path.stat().st_mtime + 5, path.stat().st_mtime + 5))
+    now[0] += 0.5  # the file is looked at no more than once a second
+    assert renderer.render_email("promo", COMMON).subject == "First"
+    now[0] += 1.0
+    assert renderer.render_email("promo", COMMON).subject == "Second"
 
 
 def test_sandbox_refuses_unsafe_attribute_access(tmp_path):
