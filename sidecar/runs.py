@@ -328,9 +328,14 @@ class Runner:
         certified = {le.userid for le in sel.certificate}
         jobs = []
         if certified:
+            # certificate_mode = local on a cloud route: the certificates, and the emails
+            # that carry them, stay here; the other emails still go to the cloud
+            here = route.is_cloud and route.certificates == "local"
+            reason = f"{route.reason}; certificate_mode = local: certificates are rendered here"
             jobs.append(create_course_job(
                 pulled, certified, type="certificate", certificate=True,
-                template_id=self._template(schedule, certificate=True), **common,
+                template_id=self._template(schedule, certificate=True),
+                **{**common, **({"route": "local", "route_reason": reason} if here else {})},
             ))  # fmt: skip
         mail_only = {le.userid for le in sel.email} - certified
         if mail_only:

@@ -37,14 +37,17 @@ def schedule(site, **over) -> dict:
 def make_runtime(db_url, tmp_path, site):
     made = []
 
-    def make(clock, **schedules_over):
+    def make(clock, *, offload=None, aws=None, **schedules_over):
         config = Config.model_validate({
             "moodle": {"url": site.server_url, "token": site.token, "retry_attempts": 1},
             "database": {"url": db_url},
             "schedules": {"timezone": "Europe/London", **schedules_over},
+            "offload": offload or {},
+            **({"security": {"callback_secrets": ["runs-test-secret"]}} if aws else {}),
             "providers": {"local": {"from": "Academy <noreply@academy.example>",
                                     "maildir": str(tmp_path / "mail"),
-                                    "certificate_dir": str(tmp_path / "certs")}},
+                                    "certificate_dir": str(tmp_path / "certs")},
+                          **({"aws": aws} if aws else {})},
         })  # fmt: skip
         rt = Runtime(config, clock=clock)
         rt.ready_db()
@@ -62,11 +65,11 @@ def do_sync(rt):
     return results
 
 
-def start(site, make_runtime, *rows, **schedules_over):
+def start(site, make_runtime, *rows, **over):
     """The sandbox serving `rows`, a runtime on a clock at START, and a first sync."""
     site.schedules[:] = list(rows)
     clock = Clock(START)
-    rt = make_runtime(clock, **schedules_over)
+    rt = make_runtime(clock, **over)
     do_sync(rt)
     return clock, rt
 
@@ -239,6 +242,33 @@ def test_certificates_are_issued_once_per_course(site, make_runtime):
     [run2] = runs.Runner(rt).tick()
     assert run2.counts["certificate"] == 0 and run2.jobs == []
     assert run2.counts["suppressed"]["already_issued"] == run1.counts["certificate"]
+
+
+def test_certificate_mode_local_keeps_certificates_here_and_sends_other_emails_by_the_cloud(
+    site, make_runtime, moto
+):
+    import uuid
+
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="eu-west-1", endpoint_url=moto)
+    queue = sqs.create_queue(QueueName=f"jobs-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    sqs.close()
+    aws = {"region": "eu-west-1", "sqs_queue_url": queue, "s3_bucket": "certs",
+           "ses_from": "noreply@academy.example", "endpoint_url": moto}  # fmt: skip
+    offload = {"enabled": True, "provider": "aws", "threshold": 1, "certificate_mode": "local"}
+    row = schedule(site, action_type="both", suppress_course_completion=0)
+    clock, rt = start(site, make_runtime, row, offload=offload, aws=aws)
+    clock.now = START.replace(hour=9, minute=1)
+    [run] = runs.Runner(rt).tick()
+
+    by_type = {j.type: j for j in Job.select().where(Job.id.in_(run.jobs))}
+    certified = by_type.pop("certificate")
+    assert certified.route == "local"
+    assert "certificate_mode = local: certificates are rendered here" in certified.route_reason
+    [mail] = by_type.values()
+    assert mail.route == "aws" and "certificate_mode" not in mail.route_reason
+    assert run.counts["certificates_rendered"] == "local"
 
 
 def test_a_certificate_job_not_yet_delivered_is_not_queued_again(site, make_runtime):
