@@ -8,6 +8,7 @@ An edited file is picked up within `RECHECK_SECONDS`: Jinja2 checks a file's mti
 every lookup (an `{% include %}` is one), which for 50,000 emails was 150,000 stat calls.
 """
 
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +106,13 @@ class Renderer:
             for block in ("subject", "html", "text"):
                 if block not in text_t.blocks:
                     raise TemplateError(f"template {template_id!r}: the '{block}' block is missing")
-            # one context per environment: the blocks only read it
-            plain = text_t.new_context(dict(variables))
+            # one context per environment (the blocks only read it), over a plain dict of
+            # the template's globals and the variables: Jinja2 would merge in the globals
+            # from a ChainMap on every context
+            plain = text_t.new_context({**_globals(text_t), **variables}, shared=True)
             subject = _block(text_t, "subject", plain)
-            html = _block(html_t, "html", html_t.new_context(dict(variables)))
+            html_vars = {**_globals(html_t), **variables}
+            html = _block(html_t, "html", html_t.new_context(html_vars, shared=True))
             text = _block(text_t, "text", plain)
             delivery = "attach"
             if "certificate_delivery" in text_t.blocks:
@@ -133,6 +137,17 @@ class Renderer:
         with _explained(template_id):
             source, _, _ = self._text.loader.get_source(self._text, f"{template_id}.html")
             return meta.find_undeclared_variables(self._text.parse(source))
+
+
+_GLOBALS: "weakref.WeakKeyDictionary[jinja2.Template, dict]" = weakref.WeakKeyDictionary()
+
+
+def _globals(template: jinja2.Template) -> dict:
+    """The template's globals as one dict, made once per compiled template."""
+    found = _GLOBALS.get(template)
+    if found is None:
+        found = _GLOBALS[template] = dict(template.globals)
+    return found
 
 
 def _block(template: jinja2.Template, name: str, ctx: jinja2.runtime.Context) -> str:
