@@ -101,10 +101,11 @@ def render_floor(template_data: dict, n: int) -> float:
                              auto_reload=False)  # fmt: skip
     template = env.get_template("reminder.html")
     blocks = [template.blocks[b] for b in ("subject", "html", "text")]
+    base = dict(template.globals)
     started = time.perf_counter()
     for p in people(n):
         learner = learner_vars(p.userid, p.email, p.firstname, p.lastname)
-        ctx = template.new_context({**template_data, **p.vars, **learner})
+        ctx = template.new_context({**base, **template_data, **p.vars, **learner}, shared=True)
         for block in blocks:
             "".join(block(ctx))
     return time.perf_counter() - started

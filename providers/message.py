@@ -59,8 +59,12 @@ class MessageTooLarge(ProviderError):
 # --- batch messages ----------------------------------------------------------------------
 
 
+#: one encoder for every body: json.dumps with options builds a new one per call
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def _envelope(plain: bytes) -> bytes:
@@ -259,10 +263,16 @@ def build_batch_messages(
     if compress is False:
         return _finish(batch, plain_ranges, max_bytes, False)[1]
 
-    # Pack to an estimated compression ratio (first a sample's, then the one the parts
-    # actually reached); keep the split with the fewest messages.
-    sample = batch.render(0, n)[: 256 * 1024]
-    ratio = len(_envelope(sample)) / len(sample)
+    # Over the limit plain: compressed whole it may still be one message, which no split
+    # can beat (one gzip pass, the common case for a few hundred rendered emails).
+    whole = batch.render(0, n)
+    packed_whole = _envelope(whole)
+    if len(packed_whole) <= max_bytes:
+        return [packed_whole]
+
+    # Pack to an estimated compression ratio (first the whole batch's, then the one the
+    # parts actually reached); keep the split with the fewest messages.
+    ratio = len(packed_whole) / len(whole)
     best: list[bytes] | None = None
     for _ in range(2):
         ranges, bodies = _finish(

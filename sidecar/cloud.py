@@ -165,9 +165,12 @@ class CloudSubmitter:
         # committed before the next is sent
         sending: _Sending | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="sqs-submit") as pool:
+            jobs: dict[str, Job] = {}
             try:
                 for batch in self._pending(job_id):
-                    job = Job.get_by_id(batch.job_id)
+                    job = jobs.get(batch.job_id) or jobs.setdefault(
+                        batch.job_id, Job.get_by_id(batch.job_id)
+                    )
                     # plain rows, not models: a third of the time of loading 50,000 recipients
                     todo = list(
                         Recipient.select(
@@ -320,6 +323,7 @@ class CloudSubmitter:
     def _record(self, built: list[_Built], outcomes) -> int:
         now = self.clock()
         queued = 0
+        started: set[str] = set()  # jobs with a batch queued here
         with store.atomic():
             for b in built:
                 outcome = outcomes.get(b.key)
@@ -358,11 +362,13 @@ class CloudSubmitter:
                         for u in failed_users
                     ]
                     store.apply_updates(b.job.id, b.batch.id, updates, now, 1)
-                if not store.move_job(b.job.id, JobStatus.QUEUED, now):
-                    Job.update(status=JobStatus.PROCESSING, updated_at=now).where(
-                        Job.id == b.job.id, Job.status == JobStatus.RETRY_PENDING
-                    ).execute()  # a retried job: its new round is on its way
+                started.add(b.job.id)
                 queued += 1
+            for job_id in sorted(started):
+                if not store.move_job(job_id, JobStatus.QUEUED, now):
+                    Job.update(status=JobStatus.PROCESSING, updated_at=now).where(
+                        Job.id == job_id, Job.status == JobStatus.RETRY_PENDING
+                    ).execute()  # a retried job: its new round is on its way
         if queued:
             jobs = sorted({b.job.id for b in built})
             log.info(

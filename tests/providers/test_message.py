@@ -141,6 +141,16 @@ def test_compression_saves_messages_when_the_plain_batch_does_not_fit():
     assert all(json.loads(b)["schema"] == ENVELOPE_SCHEMA for b in auto)
 
 
+def test_a_batch_over_the_limit_that_fits_compressed_is_one_message_without_part_keys():
+    people = recipients(200, words=20)
+    assert len(build_batch_messages(HEADER, people, max_bytes=64_000, compress=False)) > 1
+    [body] = build_batch_messages(HEADER, people, max_bytes=64_000)
+    assert len(body) <= 64_000
+    batch = decode_body(body)
+    assert "part" not in batch and "part_count" not in batch
+    assert [r["userid"] for r in batch["recipients"]] == [r["userid"] for r in people]
+
+
 def test_compress_false_never_wraps_and_true_always_wraps():
     people = [dict(r, html="same words " * 300) for r in recipients(10, words=5)]
     assert all(
