@@ -178,6 +178,9 @@ class Daemon:
         self.config = new
         self.runtime.config = new
         self.runtime.callbacks.settings = self.runtime.callback_settings()
+        if new.templates.dir != self.runtime.renderer.template_dir:
+            self.runtime.renderer.use_dir(new.templates.dir)
+            log.info("SIGHUP: templates now from %s", new.templates.dir or "the shipped set")
         try:
             from sidecar import logsetup
 

@@ -91,18 +91,27 @@ def _throttled(check: Callable[[], bool], every: float) -> Callable[[], bool]:
 
 class Renderer:
     def __init__(self, template_dir: Path | None = None):
+        self.template_dir: Path | None = None
+        self.use_dir(template_dir)
+
+    def use_dir(self, template_dir: Path | None) -> None:
+        """Templates from `template_dir` (then the shipped ones) from now on: a changed
+        `templates.dir` on SIGHUP. A render already under way finishes with the old ones."""
         loaders = [jinja2.FileSystemLoader(str(template_dir))] if template_dir else []
         loaders.append(jinja2.FileSystemLoader(str(SHIPPED)))
         loader = _RecheckLoader(jinja2.ChoiceLoader(loaders))
         common = dict(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-        self._html = SandboxedEnvironment(autoescape=True, **common)
-        self._text = SandboxedEnvironment(autoescape=False, **common)
+        html = SandboxedEnvironment(autoescape=True, **common)
+        text = SandboxedEnvironment(autoescape=False, **common)
+        self._envs = (html, text)  # one assignment: readers see the old pair or the new one
+        self.template_dir = template_dir
 
     def render_email(self, template_id: str, variables: Mapping) -> RenderedEmail:
         """Subject, HTML and text of one email. Raises TemplateError naming the problem."""
+        html_env, text_env = self._envs
         with _explained(template_id):
-            text_t = self._text.get_template(f"{template_id}.html")
-            html_t = self._html.get_template(f"{template_id}.html")
+            text_t = text_env.get_template(f"{template_id}.html")
+            html_t = html_env.get_template(f"{template_id}.html")
             for block in ("subject", "html", "text"):
                 if block not in text_t.blocks:
                     raise TemplateError(f"template {template_id!r}: the '{block}' block is missing")
@@ -130,13 +139,14 @@ class Renderer:
     def render_certificate(self, template_id: str, variables: Mapping) -> str:
         """A whole certificate HTML document. Raises TemplateError."""
         with _explained(template_id):
-            return self._html.get_template(f"{template_id}.html").render(variables)
+            return self._envs[0].get_template(f"{template_id}.html").render(variables)
 
     def variables(self, template_id: str) -> set[str]:
         """Top-level variable names the template uses."""
         with _explained(template_id):
-            source, _, _ = self._text.loader.get_source(self._text, f"{template_id}.html")
-            return meta.find_undeclared_variables(self._text.parse(source))
+            text_env = self._envs[1]
+            source, _, _ = text_env.loader.get_source(text_env, f"{template_id}.html")
+            return meta.find_undeclared_variables(text_env.parse(source))
 
 
 _GLOBALS: "weakref.WeakKeyDictionary[jinja2.Template, dict]" = weakref.WeakKeyDictionary()
