@@ -1,9 +1,12 @@
 """Verify and apply a worker's callback (CONTRACTS §4): one function for HTTP and results queues.
 
-Order of checks: size (413), signature (401), shape (400), timestamp skew (401), job and
-batch known (404), callback id not seen (409). Only then, in one transaction, the
-callback id is remembered and the updates applied. A rejected callback changes nothing
-but one audit line (which never holds the secret or the body).
+Order of checks: size (413), signature (401), shape (400), timestamp skew (401, HTTP
+only), job and batch known (404), callback id not seen (409). A callback read from the
+results queue may have waited there for days while the sidecar was down: it is not
+refused for its age (the queue's own access policy and the callback id stop replays).
+Only then, in one transaction, the callback id is remembered and the updates applied. A
+rejected callback changes nothing but one audit line (which never holds the secret or
+the body).
 """
 
 import logging
@@ -53,7 +56,7 @@ class CallbackService:
         """Apply one callback; returns {"accepted": n, "ignored": m}. Raises CallbackRejected."""
         now = self.clock()
         try:
-            cb = self._verify(raw, signature, now)
+            cb = self._verify(raw, signature, now, check_age=source != "sqs")
             return self._apply(cb, now)
         except CallbackRejected as exc:
             log.warning("callback rejected (%s, %d): %s", source, exc.status, exc.reason)
@@ -67,7 +70,9 @@ class CallbackService:
                 log.exception("could not write the audit line for a rejected callback")
             raise
 
-    def _verify(self, raw: bytes, signature: str | None, now: datetime) -> Callback:
+    def _verify(
+        self, raw: bytes, signature: str | None, now: datetime, *, check_age: bool = True
+    ) -> Callback:
         s = self.settings
         if len(raw) > s.max_bytes:
             raise CallbackRejected(413, f"body of {len(raw)} bytes is over {s.max_bytes}")
@@ -80,7 +85,7 @@ class CallbackService:
         except MessageError as exc:
             raise CallbackRejected(400, f"malformed callback: {exc}") from None
         skew = abs(now.replace(tzinfo=UTC).timestamp() - cb.timestamp)
-        if skew > s.max_skew:
+        if check_age and skew > s.max_skew:
             raise CallbackRejected(
                 401, f"callback {cb.callback_id}: timestamp {cb.timestamp} is {skew:.0f}s "
                 f"away from now (limit {s.max_skew}s)",

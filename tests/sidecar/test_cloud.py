@@ -285,6 +285,18 @@ def test_results_queue_callbacks_are_applied_and_deleted(rt, aws, clock):
     assert receive_all(aws["sqs"], aws["results"]) == []
 
 
+def test_results_that_waited_in_the_queue_for_days_are_applied(rt, aws, clock):
+    job_id = make_job(clock, 3)
+    rt.aws.submitter.run_once()
+    [body] = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
+    report(aws, callback(clock, body, [1, 2, 3]))
+    clock.advance(3 * 24 * 3600)  # the sidecar was down for three days
+
+    assert poll_results(rt.aws.reader(aws["results"]), rt.callbacks) == 1
+    assert set(statuses(job_id).values()) == {R.SENT}
+    assert receive_all(aws["sqs"], aws["results"]) == []
+
+
 def test_a_callback_with_a_bad_signature_changes_nothing_and_stays_queued(rt, aws, clock):
     job_id = make_job(clock, 5)
     rt.aws.submitter.run_once()
