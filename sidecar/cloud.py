@@ -16,11 +16,14 @@ of the daily quota (less what SES sent and what is still queued) nor of the send
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from peewee import fn
 
 from providers.aws import SqsSubmitter, SubmitInterrupted
 from providers.aws.account import SendQuota, SesAccount
@@ -79,7 +82,7 @@ class Pacer:
         self.clock = clock
         self.quota: SendQuota | None = None
         self._read_at: datetime | None = None
-        self._day_left = 0
+        self._day_left: float = 0
         self._tokens = 0.0
         self._tokens_at: datetime | None = None
         self._warned = False
@@ -98,7 +101,12 @@ class Pacer:
             elapsed = (now - self._tokens_at).total_seconds()
             self._tokens = min(cap, self._tokens + elapsed * self.quota.plan_rate)
         self._tokens_at = now
-        return max(min(int(self._tokens), self._day_left), 0)
+        return max(int(min(self._tokens, self._day_left)), 0)
+
+    def ceiling(self) -> int | None:
+        """The most recipients that can ever go at once: 95% of a whole day's quota (None:
+        no daily limit, or none known). A batch over it must be split to go at all."""
+        return self.quota.plan_day if self.quota is not None else None
 
     def spend(self, n: int) -> None:
         if self.quota is not None:
@@ -115,8 +123,11 @@ class Pacer:
                 self._warned = True
             self.quota = None
             return
-        self._day_left = self.quota.plan_remaining(in_flight=_in_flight(self.route))
-        log.debug("%s; %d may go today", self.quota.describe(), self._day_left)
+        if self.quota.unlimited:
+            self._day_left = float("inf")
+        else:
+            self._day_left = self.quota.plan_remaining(in_flight=_in_flight(self.route)) or 0
+        log.debug("%s; %s may go today", self.quota.describe(), self._day_left)
 
 
 def _in_flight(route: str) -> int:
@@ -189,6 +200,9 @@ class CloudSubmitter:
                             store.refresh_progress(job.id, batch.id, self.clock())
                         continue
                     allowed = self.pacer.allowance(len(todo))
+                    ceiling = self.pacer.ceiling()
+                    if allowed is not None and ceiling and len(todo) > ceiling:
+                        todo = self._split(job, batch, todo, ceiling)
                     if allowed is not None and allowed < len(todo):
                         if not self._waiting_logged:
                             log.info(
@@ -220,6 +234,36 @@ class CloudSubmitter:
                     except Exception:  # noqa: BLE001 - the first error is the one raised
                         log.warning("recording the last request failed too", exc_info=True)
         return queued
+
+    def _split(self, job: Job, batch: Batch, todo: list, size: int) -> list:
+        """Keep the first `size` open recipients in `batch`, move the rest to new batches of
+        at most `size`: a batch over a whole day's SES plan would otherwise never go."""
+        now = self.clock()
+        rest = todo[size:]
+        with store.atomic():
+            top = Batch.select(fn.MAX(Batch.index)).where(Batch.job == job.id).scalar()
+            for n, lo in enumerate(range(0, len(rest), size), start=1):
+                group = [r.userid for r in rest[lo : lo + size]]
+                new = Batch.create(
+                    id=str(uuid.uuid4()), job=job.id, index=top + n, status=BatchStatus.PENDING,
+                    route=batch.route, size=len(group), attempts=batch.attempts, updated_at=now,
+                )  # fmt: skip
+                for chunk in range(0, len(group), 500):
+                    Recipient.update(batch=new.id, updated_at=now).where(
+                        Recipient.batch == batch.id,
+                        Recipient.userid.in_(group[chunk : chunk + 500]),
+                    ).execute()
+            Batch.update(size=Batch.size - len(rest), updated_at=now).where(
+                Batch.id == batch.id
+            ).execute()
+        self._batch_counts.pop(job.id, None)
+        log.warning(
+            "job %s: batch %s has %d recipients but SES allows at most %d a day (95%% of the "
+            "account's quota): split into batches of %d. Lower offload.job_batch_size, or ask "
+            "AWS for a higher SES quota (production access)",
+            job.id, batch.id, len(todo), size, size,
+        )  # fmt: skip
+        return todo[:size]
 
     def _pending(self, job_id: str | None):
         query = (

@@ -22,20 +22,34 @@ class SendQuota:
     sent_24h: float
 
     @property
+    def unlimited(self) -> bool:
+        """SES reports -1 as the daily quota of an account without one."""
+        return self.max_24h < 0
+
+    @property
+    def plan_day(self) -> int | None:
+        """The most the sidecar plans in any 24 h: 95% of the daily quota (None: no limit)."""
+        return None if self.unlimited else int(self.max_24h * QUOTA_SHARE)
+
+    @property
     def plan_rate(self) -> float:
         """Emails a second the sidecar may plan: 95% of the account's rate."""
         return self.max_rate * QUOTA_SHARE
 
-    def plan_remaining(self, in_flight: int = 0) -> int:
+    def plan_remaining(self, in_flight: int = 0) -> int | None:
         """Emails the sidecar may still hand over today: 95% of the daily quota, less what
-        SES sent in the last 24 h and what is queued but not yet sent."""
+        SES sent in the last 24 h and what is queued but not yet sent (None: no limit)."""
+        if self.unlimited:
+            return None
         return max(int(self.max_24h * QUOTA_SHARE - self.sent_24h) - in_flight, 0)
 
     def describe(self) -> str:
-        return (
-            f"SES quota {self.max_24h:,.0f} emails a day ({self.sent_24h:,.0f} sent in the "
-            f"last 24 h), {self.max_rate:g} a second; the sidecar plans at most 95% of both"
+        day = (
+            "without a daily limit"
+            if self.unlimited
+            else f"{self.max_24h:,.0f} emails a day ({self.sent_24h:,.0f} sent in the last 24 h)"
         )
+        return f"SES quota {day}, {self.max_rate:g} a second; the sidecar plans at most 95% of both"
 
 
 class SesAccount:

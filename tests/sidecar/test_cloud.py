@@ -266,6 +266,44 @@ def test_submission_plans_at_most_95_percent_of_the_ses_quota_and_rate(rt, aws, 
     assert list(statuses(job_id).values()).count(R.PENDING) == 150
 
 
+def test_an_account_without_a_daily_limit_is_paced_by_rate_only(rt, aws, clock):
+    job_id = make_job(clock, 100)
+    # SES reports -1 a day for an account without a daily quota
+    rt.aws.submitter.pacer = Pacer(FakeSes(SendQuota(-1, 500, 12_345)), clock)
+    assert rt.aws.submitter.run_once() == 2
+    assert set(statuses(job_id).values()) == {R.QUEUED}
+
+
+def test_a_batch_over_a_whole_days_quota_is_split_and_goes_over_the_days(rt, aws, clock, caplog):
+    job_id = make_job(clock, 50)  # one batch of 50
+    quota = FakeSes(SendQuota(40, 1, 0))  # 38 a day may be planned: 50 would never fit
+    rt.aws.submitter.pacer = Pacer(quota, clock)
+
+    with caplog.at_level("WARNING", logger="sidecar.cloud"):
+        assert rt.aws.submitter.run_once() == 1
+    assert "SES allows at most 38 a day" in caplog.text
+    assert "offload.job_batch_size" in caplog.text
+    batches = list(Batch.select().where(Batch.job == job_id).order_by(Batch.index))
+    assert [(b.size, b.status) for b in batches] == [
+        (38, BatchStatus.QUEUED), (12, BatchStatus.PENDING)
+    ]  # fmt: skip
+    first = {p["userid"] for m in receive_all(aws["sqs"], aws["jobs"])
+             for p in decode_body(m["Body"].encode())["recipients"]}  # fmt: skip
+    assert len(first) == 38
+
+    # SES sent those 38 in the last 24 h: nothing more today
+    quota.q = SendQuota(40, 1, 38)
+    Recipient.update(status=R.SENT).where(Recipient.userid.in_(first)).execute()
+    clock.advance(600)
+    assert rt.aws.submitter.run_once() == 0
+    quota.q = SendQuota(40, 1, 0)  # a day later
+    clock.advance(24 * 3600)
+    assert rt.aws.submitter.run_once() == 1
+    rest = {p["userid"] for m in receive_all(aws["sqs"], aws["jobs"])
+            for p in decode_body(m["Body"].encode())["recipients"]}  # fmt: skip
+    assert rest == set(range(1, 51)) - first  # everybody once, nobody lost
+
+
 # --- results, DLQ, SES events --------------------------------------------------------------
 
 
