@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from pypdf import PdfReader
 
 import providers.aws.worker.handler as handler_module
@@ -310,12 +310,15 @@ def pdf_text(pdf: bytes) -> str:
 class FlakySes:
     """The real SES v2 client with errors injected as SES would raise them."""
 
-    def __init__(self, real, *, throttle=0, throttle_to=(), reject_to=(), after_send=None):
+    def __init__(
+        self, real, *, throttle=0, throttle_to=(), reject_to=(), after_send=None, lose_answer=()
+    ):
         self.real = real
         self.throttle = throttle  # the next N calls are throttled
         self.throttle_to = set(throttle_to)  # always throttled for these addresses
         self.reject_to = set(reject_to)
         self.after_send = after_send
+        self.lose_answer = set(lose_answer)  # SES sends, its answer never arrives
         self.calls = 0
 
     def send_email(self, **params):
@@ -327,6 +330,8 @@ class FlakySes:
         if to in self.reject_to:
             raise _error("MessageRejected", "Address blacklisted.", 400)
         resp = self.real.send_email(**params)
+        if to in self.lose_answer:
+            raise ReadTimeoutError(endpoint_url="https://email.eu-west-1.amazonaws.com")
         if self.after_send:
             self.after_send()
         return resp
@@ -712,6 +717,40 @@ def test_persistent_throttling_returns_the_record_releases_the_claim_and_loses_n
     assert {u.status for u in reported_again.values()} == {"sent"}
     assert reported_again[1] == reported[1]
     real.close()
+
+
+def test_a_lost_ses_answer_is_reported_unknown_and_never_sent_again_in_that_round(aws, make_worker):
+    real = boto3.client("sesv2", region_name=REGION)
+    ses = FlakySes(real, lose_answer={aws.address(2)})
+    worker = make_worker(sesv2=ses)
+    (body,) = bodies(aws, [1, 2, 3], certificate=False)
+    event = sqs_event(body)
+
+    assert failures(worker.handle(event, LambdaContext())) == []
+    assert aws.sent_count() == {aws.address(u): 1 for u in (1, 2, 3)}  # SES took all three
+    assert worker.sleeps == []  # the lost answer was not retried
+    updates = updates_by_user(aws.callbacks())
+    assert [updates[1].status, updates[3].status] == ["sent", "sent"]
+    assert updates[2].status == "failed"
+    assert updates[2].error_message.startswith("delivery outcome unknown: SES may have taken")
+    assert "ReadTimeoutError" in updates[2].error_message
+
+    ses.lose_answer.clear()
+    worker.handle(redelivered(event), LambdaContext())  # SQS delivers the record again
+    assert aws.sent_count() == {aws.address(u): 1 for u in (1, 2, 3)}
+    assert updates_by_user(aws.callbacks())[2].status == "failed"
+
+    (retry,) = bodies(aws, [1, 2, 3], batch_id=batch_of(body)["batch_id"], attempt=1,
+                      certificate=False)  # `jobs retry`: the admin's choice  # fmt: skip
+    worker.handle(sqs_event(retry), LambdaContext())
+    assert aws.sent_count() == {aws.address(1): 1, aws.address(2): 2, aws.address(3): 1}
+    real.close()
+
+
+def test_the_ses_client_makes_one_attempt_and_others_keep_botocore_retries(aws, make_worker):
+    worker = make_worker()
+    assert worker.client("sesv2").meta.config.retries["total_max_attempts"] == 1
+    assert worker.client("s3").meta.config.retries.get("total_max_attempts") != 1
 
 
 def test_unverified_sender_is_reported_failed_and_not_retried(aws, make_worker):

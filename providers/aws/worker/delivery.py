@@ -5,6 +5,12 @@ errors are retried here, with exponential backoff and jitter, on top of botocore
 "standard" retries; when they persist, `Backoff` tells the caller to give the SQS record
 back. Every other refusal (`MessageRejected`, `AccessDenied`, an unrenderable PDF, …)
 is `Refused`: this recipient will not pass as it is.
+
+SES takes no idempotency key, so a SendEmail whose request may have reached SES is never
+sent again: a lost answer (read timeout, connection closed mid-answer) is `Unknown`, and
+the caller records the recipient as an unknown outcome. Only errors that prove SES did
+not take the request (an error answer, no connection made) are retried; the SES client
+is built without botocore retries for that reason (`NO_RETRY_SERVICES`).
 """
 
 import logging
@@ -32,6 +38,14 @@ _RAW_POLICY = policy.SMTP.clone(cte_type="7bit")  # non-ASCII bodies go base64, 
 
 class Backoff(Exception):
     """A throttled or failing service outlasted the retries: stop, let SQS redeliver."""
+
+
+#: services whose calls are not idempotent: their clients get no botocore retries
+NO_RETRY_SERVICES = frozenset({"sesv2"})
+
+
+class Unknown(Exception):
+    """The request may have reached the service and its answer was lost: not retried."""
 
 
 class Refused(Exception):
@@ -108,11 +122,21 @@ class Delivery:
                     for kind, data in (("Html", r.html), ("Text", r.text)) if data}  # fmt: skip
             subject = {"Data": r.subject, "Charset": "UTF-8"}
             params["Content"] = {"Simple": {"Subject": subject, "Body": body}}
-        resp = self._call(who, "SES SendEmail", self._client("sesv2").send_email, params)
+        send = self._client("sesv2").send_email
+        resp = self._call(who, "SES SendEmail", send, params, idempotent=False)
         return resp["MessageId"]
 
-    def _call(self, who: str, what: str, method: Callable[..., Any], params: dict) -> Any:
-        """`method(**params)`, throttling retried; raises Backoff (persistent) or Refused."""
+    def _call(
+        self,
+        who: str,
+        what: str,
+        method: Callable[..., Any],
+        params: dict,
+        *,
+        idempotent: bool = True,
+    ) -> Any:
+        """`method(**params)`, throttling retried; raises Backoff (persistent) or Refused,
+        and Unknown when a call that is not `idempotent` may have been taken."""
         retries = self.settings.ses_retries
         for attempt in range(retries + 1):
             try:
@@ -123,7 +147,11 @@ class Delivery:
                     reason = f"{what}: {code}: {text}".rstrip(": ")
                     raise Refused(reason, f"{what}: {code}") from None
                 reason = f"{what}: {code or f'HTTP {status}'}"
-            except (BotoConnectionError, HTTPClientError) as exc:
+            except BotoConnectionError as exc:  # no connection: the request was not sent
+                reason = f"{what}: {exc}"
+            except HTTPClientError as exc:  # sent; the answer was lost
+                if not idempotent:
+                    raise Unknown(f"{what}: {type(exc).__name__}: {exc}") from None
                 reason = f"{what}: {exc}"
             except BotoCoreError as exc:  # e.g. parameter validation: will not pass later
                 raise Refused(f"{what}: {exc}", f"{what}: {type(exc).__name__}") from None

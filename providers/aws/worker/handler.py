@@ -33,7 +33,9 @@ record back to SQS), then per chunk of recipients: read their records, note the 
 send as started, and per recipient certificate PDF to S3 → SES v2 SendEmail (tags
 job_id, batch_id, userid); the sends are recorded `sent` in bulk (`idempotency.py`).
 Throttling and 5xx are retried with backoff; if they persist the record goes back to
-SQS, what was sent recorded and reported, the rest not started. Other refusals record
+SQS, what was sent recorded and reported, the rest not started. A SendEmail whose answer
+was lost (SES may have taken it) is recorded and reported as an unknown outcome, never
+retried: SES takes no idempotency key. Other refusals record
 and report the recipient `failed` (`attempts` is the round + 1), never retried in that
 round.
 
@@ -64,7 +66,7 @@ from providers.aws.worker.callback import (
     queue_region,
     read_secret,
 )
-from providers.aws.worker.delivery import Backoff, Delivery, Refused
+from providers.aws.worker.delivery import NO_RETRY_SERVICES, Backoff, Delivery, Refused, Unknown
 from providers.aws.worker.idempotency import (
     FAILED,
     SENT,
@@ -85,10 +87,17 @@ UNKNOWN_OUTCOME = (
     "delivery outcome unknown: the worker stopped during the send; not resent to avoid "
     "a duplicate (jobs retry sends it again)"
 )
+LOST_ANSWER = (
+    "delivery outcome unknown: SES may have taken the email but its answer was lost ({}); "
+    "not resent to avoid a duplicate (jobs retry sends it again)"
+)
 #: time assumed left when there is no Lambda context (a local invocation)
 NO_CONTEXT_MS = 15 * 60 * 1000
 # botocore's default 60 s timeouts, three attempts, would outlast the whole invocation
 _CLIENT_CONFIG = Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=30)
+_NO_RETRY_CONFIG = _CLIENT_CONFIG.merge(
+    Config(retries={"mode": "standard", "total_max_attempts": 1})
+)
 _MAX_ERROR = 1000
 #: recipients read in one BatchGetItem and noted as started in one write (a worker killed
 #: mid-chunk leaves at most these started: reported unknown, not resent in that round)
@@ -159,9 +168,8 @@ class Worker:
         if key not in self._clients:
             if self._session is None:
                 self._session = boto3.session.Session()
-            self._clients[key] = self._session.client(
-                service, region_name=region, config=_CLIENT_CONFIG
-            )
+            config = _NO_RETRY_CONFIG if service in NO_RETRY_SERVICES else _CLIENT_CONFIG
+            self._clients[key] = self._session.client(service, region_name=region, config=config)
         return self._clients[key]
 
     # --- records ---------------------------------------------------------------------
@@ -307,6 +315,7 @@ class Worker:
             outcome.retry = outcome.stop = True
             return True
         done: list[Sent] = []
+        lost: list[str] = []  # record keys of sends whose outcome is unknown
         try:
             for r in todo:
                 if self._out_of_time(context):
@@ -316,15 +325,36 @@ class Worker:
                     break
                 try:
                     self._deliver(batch, r, keys[r.userid], outcome, done)
+                except Unknown as exc:
+                    log.warning("%s: userid %d: %s; not sent again", where, r.userid, exc)
+                    lost.append(keys[r.userid])
+                    outcome.first_error = outcome.first_error or "SES answer lost"
+                    outcome.updates.append(
+                        _failed(r.userid, LOST_ANSWER.format(exc), batch.attempt + 1)
+                    )
                 except Backoff as exc:
                     log.warning("%s: userid %d: %s; returned to the queue", where, r.userid, exc)
                     outcome.retry = outcome.stop = True
                     break
         finally:
-            recorded = self._record_sent(where, done)
+            recorded = self._record_sent(where, done) and self._record_lost(where, batch, lost)
         if not recorded:
             outcome.retry = outcome.stop = True
         return recorded
+
+    def _record_lost(self, where: str, batch: Batch, lost: list[str]) -> bool:
+        """Sends whose answer was lost become `sending` records of this round (reported
+        unknown, never sent again in it); False when they could not be written."""
+        if not lost:
+            return True
+        try:
+            self.ledger.mark_sending_many(
+                lost, batch.attempt, job_id=batch.job_id, now=self._clock(), lease_until_ms=0
+            )
+        except LedgerUnavailable as exc:
+            log.error("%s: %d unknown outcomes not recorded: %s", where, len(lost), exc)
+            return False
+        return True
 
     def _record_sent(self, where: str, done: list[Sent]) -> bool:
         if not done:
