@@ -375,14 +375,21 @@ class CloudSubmitter:
                     if outcome is not None and outcome.error:
                         self._fail_batch(b.job, b.batch, b.userids, outcome.error, atomic=False)
                     continue  # not sent: stays pending
-                failed_users: list[int] = []
-                for body, mid, err in zip(
-                    b.bodies, outcome.message_ids, outcome.errors, strict=True
-                ):
+                parts = list(zip(b.bodies, outcome.message_ids, outcome.errors, strict=True))
+                if any(mid is None and err is None for _, mid, err in parts):
+                    # a part never reached SQS (it went away mid-batch): the whole batch
+                    # stays pending and goes again with the same ids; the copies of the
+                    # parts SQS took are dropped (FIFO) or no-ops for the worker
+                    continue
+                refused: list[store.Update] = []
+                for body, mid, err in parts:
                     if mid is None:
-                        part = decode_body(body)
-                        failed_users += [p["userid"] for p in part["recipients"]]
                         log.error("batch %s: a part was refused by SQS: %s", b.batch.id, err)
+                        why = f"SQS refused the message: {err}"[:2000]
+                        refused += [
+                            store.Update(p["userid"], R.FAILED, error=why)
+                            for p in decode_body(body)["recipients"]
+                        ]
                 n = (
                     Batch.update(
                         status=BatchStatus.QUEUED, submitted_at=now, updated_at=now,
@@ -400,12 +407,8 @@ class CloudSubmitter:
                     Recipient.batch == b.batch.id,
                     Recipient.status.in_([R.PENDING, R.RETRY_PENDING]),
                 ).execute()
-                if failed_users:
-                    updates = [
-                        store.Update(u, R.FAILED, error=f"SQS refused the message: {outcome.error}")
-                        for u in failed_users
-                    ]
-                    store.apply_updates(b.job.id, b.batch.id, updates, now, 1)
+                if refused:  # final: SQS would refuse the same body again
+                    store.apply_updates(b.job.id, b.batch.id, refused, now, 1)
                 started.add(b.job.id)
                 queued += 1
             for job_id in sorted(started):

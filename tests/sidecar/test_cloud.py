@@ -238,6 +238,40 @@ def test_sqs_lost_mid_run_keeps_what_it_took_queued_and_the_rest_pending(
     assert set(statuses(job_id).values()) == {R.QUEUED}
 
 
+def test_sqs_lost_between_the_parts_of_a_batch_leaves_the_whole_batch_pending(
+    rt, aws, clock, monkeypatch
+):
+    from botocore.exceptions import EndpointConnectionError
+
+    from providers.base import ProviderUnavailable
+
+    job_id = make_job(clock, 50)  # one batch ...
+    sqs = rt.aws.sqs
+    sqs._limit = 2000  # ... in more parts than one request carries
+    real = sqs.client.send_message_batch
+    calls = []
+
+    def flaky(**params):
+        calls.append(len(params["Entries"]))
+        if len(calls) > 1:
+            raise EndpointConnectionError(endpoint_url=aws["endpoint"])
+        return real(**params)
+
+    monkeypatch.setattr(sqs.client, "send_message_batch", flaky)
+    with pytest.raises(ProviderUnavailable):
+        rt.aws.submitter.run_once()
+    assert len(calls) == 2  # the first part went, the second never did
+    [batch] = Batch.select().where(Batch.job == job_id, Batch.route == "aws")
+    assert batch.status == BatchStatus.PENDING
+    assert set(statuses(job_id).values()) == {R.PENDING}  # nobody failed for it
+
+    monkeypatch.setattr(sqs.client, "send_message_batch", real)
+    assert rt.aws.submitter.run_once() == 1
+    got = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
+    assert {p["userid"] for b in got for p in b["recipients"]} == set(range(1, 51))
+    assert set(statuses(job_id).values()) == {R.QUEUED}
+
+
 class FakeSes:
     """An SES account with a fixed quota (the pacing rule, not SES, is under test)."""
 
