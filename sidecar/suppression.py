@@ -2,7 +2,8 @@
 
 A permanent bounce or a complaint marks the recipient `permanently_failed` (even after
 `sent`: the message provably did not reach, or was refused by, its reader: the one
-exception to "never backwards") and puts the address on the list; later jobs record such
+exception to "never backwards"; the worker's `sent` report, which can arrive after the
+bounce, does not undo it) and puts the address on the list; later jobs record such
 a learner as `suppressed` with the reason, and `jobs retry` leaves them alone.
 """
 
@@ -47,7 +48,7 @@ def mark_undeliverable(job_id: str, userid: int, reason: str, now: datetime) -> 
     n = (
         Recipient.update(
             status=R.PERMANENTLY_FAILED, last_error=reason[:2000], next_attempt_at=None,
-            updated_at=now,
+            updated_at=now, bounced_at=now,
         )
         .where(Recipient.job == job_id, Recipient.userid == userid,
                Recipient.status.in_(_BOUNCEABLE))

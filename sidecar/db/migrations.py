@@ -43,6 +43,10 @@ def _step_3_cloud(db: Database) -> None:
     db.create_tables([m.SuppressedAddress], safe=True)
 
 
+def _step_4_bounces(db: Database) -> None:
+    _add_column(db, "recipient", "bounced_at", m.Recipient.bounced_at)
+
+
 def _add_column(db: Database, table: str, name: str, field) -> None:
     if name not in {c.name for c in db.get_columns(table)}:
         migrate(SchemaMigrator.from_database(db).add_column(table, name, field))
@@ -52,6 +56,7 @@ STEPS: list[tuple[int, str, Callable[[Database], None]]] = [
     (1, "initial ledger", _step_1_initial),
     (2, "schedules, their runs and sync state", _step_2_schedules),
     (3, "cloud batches (message ids, errors) and the suppression list", _step_3_cloud),
+    (4, "bounces that a late sent report cannot undo", _step_4_bounces),
 ]
 
 LATEST = STEPS[-1][0]

@@ -122,6 +122,8 @@ class Recipient(BaseModel):
     next_attempt_at = DateTimeField(null=True)
     timesent = DateTimeField(null=True)
     updated_at = DateTimeField()
+    # SES reported a bounce or a complaint: a later `sent` report does not undo it
+    bounced_at = DateTimeField(null=True)
 
     class Meta:
         indexes = (

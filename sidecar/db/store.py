@@ -197,14 +197,21 @@ def apply_updates(
     q0, q1 = database_.quote
     t = f"{q0}recipient{q1}"
     cursor = database_.cursor()
-    cursor.execute(f"SELECT userid, status FROM {t} WHERE batch_id = {p}", (batch_id,))
-    current = {uid: RecipientStatus(status) for uid, status in cursor.fetchall()}
+    cursor.execute(f"SELECT userid, status, bounced_at FROM {t} WHERE batch_id = {p}", (batch_id,))
+    current, bounced = {}, set()
+    for uid, status, bounced_at in cursor.fetchall():
+        current[uid] = RecipientStatus(status)
+        if bounced_at is not None:
+            bounced.add(uid)
 
     chosen: dict[RecipientStatus, list[Update]] = {R.SENT: [], R.FAILED: [], R.RETRY_PENDING: []}
     ignored: list[int] = []
     for u in updates:
         old = current.get(u.userid)
         if old is None or u.status not in chosen or old not in RECIPIENT_PREDECESSORS[u.status]:
+            ignored.append(u.userid)
+            continue
+        if u.status == R.SENT and u.userid in bounced:  # a late report of a bounced send
             ignored.append(u.userid)
             continue
         chosen[u.status].append(u)
@@ -218,7 +225,8 @@ def apply_updates(
         sql = (
             f"UPDATE {t} SET status = '{R.SENT.value}', external_id = {p}, certificate_key = {p}, "
             f"timesent = {p}, last_error = NULL, next_attempt_at = NULL, updated_at = {p} "
-            f"WHERE {where} AND status IN ({_in_list(RECIPIENT_PREDECESSORS[R.SENT])})"
+            f"WHERE {where} AND status IN ({_in_list(RECIPIENT_PREDECESSORS[R.SENT])}) "
+            "AND bounced_at IS NULL"
         )
         rows = [
             (u.external_id, u.certificate_key, dbtime(u.timesent) if u.timesent else stamp, stamp,

@@ -451,6 +451,24 @@ def test_a_bounce_fails_the_recipient_and_later_jobs_suppress_the_address(rt, aw
         jobs.retry_job(job_id, clock() + timedelta(seconds=1))
 
 
+def test_a_bounce_reported_before_the_workers_sent_is_not_undone_by_it(rt, aws, clock):
+    job_id = make_job(clock, 2)
+    rt.aws.submitter.run_once()
+    [body] = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
+    # SES reports the bounce seconds after the send, before the worker reports the batch
+    event = ses_event("Bounce", "learner1@example.com", job_id, 1)
+    aws["sqs"].send_message(QueueUrl=aws["events"], MessageBody=json.dumps(event))
+    assert poll_ses_events(rt.aws.reader(aws["events"]), clock) == 1
+
+    report(aws, callback(clock, body, [1, 2], external_id="ses-1"))
+    assert poll_results(rt.aws.reader(aws["results"]), rt.callbacks) == 1
+
+    after = {r.userid: r for r in Recipient.select().where(Recipient.job == job_id)}
+    assert after[1].status == R.PERMANENTLY_FAILED and "550 5.1.1" in after[1].last_error
+    assert after[2].status == R.SENT
+    assert Job.get_by_id(job_id).status == JobStatus.PARTIAL_FAILURE
+
+
 # --- check ---------------------------------------------------------------------------------
 
 
