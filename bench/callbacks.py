@@ -62,16 +62,20 @@ def main() -> None:
     created = jobs.create_job(spec, people, batch_size=args.per_callback, now=now)
     Batch.update(status="queued").execute()
     Recipient.update(status="queued").execute()
-    batches = [(b.id, [uid for (uid,) in Recipient.select(Recipient.userid).where(Recipient.batch == b.id).tuples()])
-               for b in Batch.select().order_by(Batch.index)]  # fmt: skip
+    batches = []
+    for b in Batch.select().order_by(Batch.index):
+        query = Recipient.select(Recipient.userid).where(Recipient.batch == b.id)
+        batches.append((b.id, [uid for (uid,) in query.tuples()]))
     db.close()
 
     ts = int(time.time())
     bodies = []
     for batch_id, userids in batches:
-        updates = [{"userid": u, "status": "sent", "external_id": f"0100018c-{u:012d}-ses-message-id",
-                    "certificate_key": f"certs/2025/{created.job_id}/{u}.pdf", "timesent": ts}
-                   for u in userids]  # fmt: skip
+        updates = [
+            {"userid": u, "status": "sent", "external_id": f"0100018c-{u:012d}-ses-message-id",
+             "certificate_key": f"certs/2025/{created.job_id}/{u}.pdf", "timesent": ts}
+            for u in userids
+        ]  # fmt: skip
         raw = json.dumps({"schema": "offload.callback.v1", "callback_id": str(uuid.uuid4()),
                           "job_id": created.job_id, "batch_id": batch_id,
                           "recipient_updates": updates, "timestamp": ts}).encode()  # fmt: skip
@@ -98,8 +102,12 @@ def main() -> None:
 
     def post(item):
         raw, sig = item
-        r = session.post(f"{url}/callback", data=raw, timeout=60,
-                         headers={"Content-Type": "application/json", "X-Signature": sig})  # fmt: skip
+        r = session.post(
+            f"{url}/callback",
+            data=raw,
+            timeout=60,
+            headers={"Content-Type": "application/json", "X-Signature": sig},
+        )
         r.raise_for_status()
         return r.json()["accepted"]
 
@@ -118,7 +126,10 @@ def main() -> None:
     sent = Recipient.select().where(Recipient.status == "sent").count()
     db.close()
     n = args.count
-    print(f"callbacks:              {len(bodies)} of {args.per_callback} updates, {len(bodies[0][0]) // 1024} KB each")
+    print(
+        f"callbacks:              {len(bodies)} of {args.per_callback} updates, "
+        f"{len(bodies[0][0]) // 1024} KB each"
+    )
     print(f"accepted / in ledger:   {accepted} / {sent} (of {n})")
     print(f"end to end:             {wall:.2f} s = {n / wall:,.0f} updates/s  (target >= 20,000/s)")
     print(f"floor (HMAC + json):    {floor:.3f} s = {n / floor:,.0f} updates/s")

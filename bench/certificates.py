@@ -29,7 +29,9 @@ def documents(n: int) -> list[str]:
             "learner": {"fullname": f"{NAMES[i % len(NAMES)]} {i}"},
             "course": {"fullname": "Safety at Work 101"}, "company": {"name": "Acme Training"},
             "issued_date": "18 November 2025",
-            "verification": {"code": f"CODE{i:08d}", "url": "https://offload.example/verify/x", "qr": qr},
+            "verification": {
+                "code": f"CODE{i:08d}", "url": "https://offload.example/verify/x", "qr": qr,
+            },
         })
         for i in range(n)
     ]  # fmt: skip
@@ -50,15 +52,21 @@ def main() -> None:
     rates = {}
     for procs in (1, 2):
         with PdfPool(procs) as pool:
-            list(pool.map(docs[:procs * 2]))  # start and warm the workers
+            list(pool.map(docs[: procs * 2]))  # start and warm the workers
             t = time.perf_counter()
             pdfs = list(pool.map(docs))
             rates[procs] = args.count / (time.perf_counter() - t)
         assert len(pdfs) == args.count and all(p.startswith(b"%PDF") for p in pdfs)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"bare xhtml2pdf, 1 process:  {bare:.1f} PDFs/s")
-    print(f"PdfPool(1):                 {rates[1]:.1f} PDFs/s  ratio {rates[1] / bare:.2f} (target >= 0.90)")
-    print(f"PdfPool(2):                 {rates[2]:.1f} PDFs/s  speedup {rates[2] / rates[1]:.2f}x (target >= 1.8)")
+    print(
+        f"PdfPool(1):                 {rates[1]:.1f} PDFs/s  "
+        f"ratio {rates[1] / bare:.2f} (target >= 0.90)"
+    )
+    print(
+        f"PdfPool(2):                 {rates[2]:.1f} PDFs/s  "
+        f"speedup {rates[2] / rates[1]:.2f}x (target >= 1.8)"
+    )
     print(f"peak RSS (parent):          {rss:.0f} MB")
 
 

@@ -46,8 +46,15 @@ def main() -> None:
          json.dumps(p.vars), "pending", 0, None, now.isoformat(" "))
         for p in people
     ]  # fmt: skip
-    conn.execute("INSERT INTO job (id, type, status, source, actions, template_id, sender, template_data, route, route_reason, total, created_at, updated_at) VALUES ('job','t','pending','','{}','t','','{}','local','',0,'x','x')")  # noqa: E501
-    conn.execute("INSERT INTO batch (id, job_id, \"index\", status, route, size, attempts, updated_at) VALUES ('batch','job',0,'pending','local',0,0,'x')")  # noqa: E501
+    conn.execute(
+        "INSERT INTO job (id, type, status, source, actions, template_id, sender, template_data, "
+        "route, route_reason, total, created_at, updated_at) "
+        "VALUES ('job','t','pending','','{}','t','','{}','local','',0,'x','x')"
+    )
+    conn.execute(
+        'INSERT INTO batch (id, job_id, "index", status, route, size, attempts, updated_at) '
+        "VALUES ('batch','job',0,'pending','local',0,0,'x')"
+    )
     conn.commit()
     t = time.perf_counter()
     with conn:
@@ -65,7 +72,9 @@ def main() -> None:
     t = time.perf_counter()
     prepared = jobs.prepare(people)
     validate = time.perf_counter() - t
-    spec = jobs.JobSpec(type="send_csv", template_id="custom", source="bench", idempotency_key="bench:1")
+    spec = jobs.JobSpec(
+        type="send_csv", template_id="custom", source="bench", idempotency_key="bench:1"
+    )
     t = time.perf_counter()
     created = jobs.create_job(spec, prepared, batch_size=args.batch_size, now=now)
     commit = time.perf_counter() - t

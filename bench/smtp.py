@@ -90,7 +90,10 @@ def main() -> None:
     print(f"sink received:       {sink.count}")
     print(f"bare smtplib:        {bare:.0f} emails/s")
     print(f"SmtpSender:          {ours:.0f} emails/s  ratio {ours / bare:.2f} (target >= 0.90)")
-    print(f"throttled at {args.rate:.0f}/s:  {throttled:.1f} emails/s  off by {abs(throttled - args.rate) / args.rate * 100:.1f}% (target <= 5%)")
+    print(
+        f"throttled at {args.rate:.0f}/s:  {throttled:.1f} emails/s  "
+        f"off by {abs(throttled - args.rate) / args.rate * 100:.1f}% (target <= 5%)"
+    )
     print(f"peak RSS:            {rss:.0f} MB")
 
 

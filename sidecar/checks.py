@@ -45,7 +45,8 @@ def _database(config: Config) -> CheckResult:
     if version < migrations.LATEST:
         return CheckResult(
             "database", False,
-            f"schema at version {version}, latest is {migrations.LATEST}: run `moodle-offload db upgrade`",
+            f"schema at version {version}, latest is {migrations.LATEST}: "
+            "run `moodle-offload db upgrade`",
         )  # fmt: skip
     return CheckResult("database", True, f"schema at version {version}")
 

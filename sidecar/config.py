@@ -113,7 +113,8 @@ class SecurityConfig(Section):
             except (ValueError, TypeError):
                 raise ValueError(
                     "is not a Fernet key (32 url-safe base64 bytes): make one with "
-                    "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+                    "python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())'"
                 ) from None
         return v
 

@@ -1,4 +1,5 @@
-"""`send csv`: read a file, preview it (counts, invalid rows by line, one rendered sample), commit a job.
+"""`send csv`: read a file, preview it (counts, invalid rows by line, one rendered sample),
+commit a job.
 
 Nothing is committed while the preview shows invalid rows, unless the admin said
 `--skip-invalid`; a re-submitted file is skipped user by user through the idempotency key.

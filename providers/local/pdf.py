@@ -68,7 +68,9 @@ def qr_png_data_uri(text: str) -> str:
 
 
 def _warm() -> None:
-    render_pdf("<html><head></head><body><p style='font-family: \"DejaVu Sans\"'>Ł</p></body></html>")
+    render_pdf(
+        "<html><head></head><body><p style='font-family: \"DejaVu Sans\"'>Ł</p></body></html>"
+    )
 
 
 class PdfPool:

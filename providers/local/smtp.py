@@ -7,7 +7,6 @@ server's reply. The password is never logged.
 
 import logging
 import smtplib
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -64,7 +63,8 @@ class SmtpSender:
                 conn.login(s.user, s.password or "")
         except smtplib.SMTPAuthenticationError as exc:
             raise PermanentDeliveryError(
-                f"SMTP {s.host}:{s.port}: login refused for {s.user}: check smtp_user/smtp_password",
+                f"SMTP {s.host}:{s.port}: login refused for {s.user}: "
+                "check smtp_user/smtp_password",
                 _reply(exc.smtp_code, exc.smtp_error),
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
@@ -131,7 +131,7 @@ class SmtpSender:
             self._raise_for(code, text)
         except smtplib.SMTPResponseException as exc:
             self._raise_for(exc.smtp_code, exc.smtp_error)
-        except (smtplib.SMTPServerDisconnected, OSError, socket.timeout) as exc:
+        except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
             raise TransientDeliveryError(f"SMTP connection lost: {exc}", str(exc)) from None
         else:

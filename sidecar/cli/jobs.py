@@ -25,11 +25,12 @@ def jobs_list(obj: Context, limit: int, status: str | None) -> None:
     """Recent jobs with their progress."""
     from sidecar.db import store
 
-    obj.runtime
+    _ = obj.runtime  # opens the database, upgraded to the latest schema
     rows = store.list_jobs(limit, status)
     counts = store.recipient_counts([j.id for j in rows])
     click.echo(
-        f"{'JOB':36}  {'TYPE':12} {'STATUS':16} {'ROUTE':6} {'DONE':>13} {'SENT':>7} {'FAILED':>7}  CREATED"
+        f"{'JOB':36}  {'TYPE':12} {'STATUS':16} {'ROUTE':6} "
+        f"{'DONE':>13} {'SENT':>7} {'FAILED':>7}  CREATED"
     )
     for j in rows:
         c = counts.get(j.id, {})
@@ -50,7 +51,7 @@ def jobs_show(obj: Context, job_id: str, statuses: tuple[str, ...], limit: int) 
     from sidecar import jobs as ledger
     from sidecar.db import store
 
-    obj.runtime
+    _ = obj.runtime  # opens the database, upgraded to the latest schema
     job = store.get_job(job_id)
     counts = store.recipient_counts([job.id]).get(job.id, {})
     click.echo(f"job {job.id}  {job.type}  {job.status}")
@@ -99,7 +100,7 @@ def jobs_export(obj: Context, job_id: str, output: str | None) -> None:
     """Every recipient of a job as CSV."""
     from sidecar import jobs as ledger
 
-    obj.runtime
+    _ = obj.runtime  # opens the database, upgraded to the latest schema
     if output:
         with open(output, "w", newline="", encoding="utf-8") as fh:
             n = ledger.export_csv(job_id, fh)

@@ -86,7 +86,9 @@ def cli(config: Path, *args: str, check: bool = True, **kw) -> subprocess.Comple
         **kw,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"moodle-offload {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        raise AssertionError(
+            f"moodle-offload {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -119,7 +121,9 @@ def start_daemon(tmp_path):
             proc.wait()
 
 
-def write_config(tmp_path: Path, *, smtp_port: int | None = None, db_url: str | None = None, **local) -> Path:
+def write_config(
+    tmp_path: Path, *, smtp_port: int | None = None, db_url: str | None = None, **local
+) -> Path:
     lines = [
         "[database]",
         f'url = "{db_url or f"sqlite:///{tmp_path}/offload.db"}"',

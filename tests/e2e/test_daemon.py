@@ -38,9 +38,12 @@ def job_status(tmp_path):
         db.close()
 
 
-def test_sigkill_mid_delivery_loses_nobody_and_repeats_only_the_message_in_flight(tmp_path, smtp, start_daemon):
+def test_sigkill_mid_delivery_loses_nobody_and_repeats_only_the_message_in_flight(
+    tmp_path, smtp, start_daemon
+):
     config = write_config(tmp_path, smtp_port=smtp.port)
-    cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 2000)), *message_args(tmp_path), "--yes")
+    learners = write_csv(tmp_path / "l.csv", 2000)
+    cli(config, "send", "csv", str(learners), *message_args(tmp_path), "--yes")
 
     daemon = start_daemon(config)
     wait_until(lambda: len(smtp.seen) >= 400, timeout=120, interval=0.01)
@@ -70,7 +73,8 @@ def test_sigkill_mid_delivery_loses_nobody_and_repeats_only_the_message_in_fligh
 
 def test_sigterm_mid_job_exits_0_and_keeps_every_recipient(tmp_path, smtp, start_daemon):
     config = write_config(tmp_path, smtp_port=smtp.port, rate_per_second=50)
-    cli(config, "send", "csv", str(write_csv(tmp_path / "l.csv", 600)), *message_args(tmp_path), "--yes")
+    learners = write_csv(tmp_path / "l.csv", 600)
+    cli(config, "send", "csv", str(learners), *message_args(tmp_path), "--yes")
     daemon = start_daemon(config)
     wait_until(lambda: len(smtp.seen) >= 20, interval=0.01)
     daemon.send_signal(signal.SIGTERM)

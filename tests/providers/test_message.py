@@ -8,8 +8,8 @@ import string
 import uuid
 
 import pytest
-from providers.base import ProviderError
 
+from providers.base import ProviderError
 from providers.message import (
     BATCH_SCHEMA,
     CALLBACK_SCHEMA,

@@ -12,8 +12,8 @@ NAMES = ["Łukasz Żółć", "Дмитрий Иванов", "Ελένη Παπα
 
 def certificate(name):
     return Renderer().render_certificate("certificate", {
-        "learner": {"fullname": name}, "course": {"fullname": "Safety 101"}, "company": {"name": ""},
-        "issued_date": "18 November 2025",
+        "learner": {"fullname": name}, "course": {"fullname": "Safety 101"},
+        "company": {"name": ""}, "issued_date": "18 November 2025",
         "verification": {"code": "ABCD2345EFGH", "url": "https://x.example/verify/ABCD2345EFGH",
                          "qr": qr_png_data_uri("https://x.example/verify/ABCD2345EFGH")},
     })  # fmt: skip

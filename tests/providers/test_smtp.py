@@ -39,17 +39,23 @@ def tls_files(tmp_path_factory):
     now = datetime.datetime.now(datetime.UTC)
     import ipaddress
 
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(san, False)
         .sign(key, hashes.SHA256())
     )  # fmt: skip
     d = tmp_path_factory.mktemp("tls")
     (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (d / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
     return d / "cert.pem", d / "key.pem"
 
@@ -80,8 +86,14 @@ def start():
 
 
 def msg(i=1):
-    return build_message(sender="Academy <noreply@academy.example>", to=f"l{i}@example.org", subject="Hi Zoë",
-                         html="<p>Hello</p>", text="Hello", message_id=make_message_id("job", i, "academy.example"))
+    return build_message(
+        sender="Academy <noreply@academy.example>",
+        to=f"l{i}@example.org",
+        subject="Hi Zoë",
+        html="<p>Hello</p>",
+        text="Hello",
+        message_id=make_message_id("job", i, "academy.example"),
+    )
 
 
 def test_one_connection_carries_many_messages(start):
@@ -95,7 +107,8 @@ def test_one_connection_carries_many_messages(start):
 
 def test_starttls_with_login(start, tls_files):
     def auth(server, session, envelope, mechanism, data):
-        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"offload", b"s3cret")
+        credentials = (b"offload", b"s3cret")
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == credentials
         return AuthResult(success=ok)
 
     handler = Recorder()
@@ -112,7 +125,9 @@ def test_starttls_with_login(start, tls_files):
 def test_implicit_tls(start, tls_files):
     handler = Recorder()
     port = start(handler, ssl_context=server_context(tls_files))
-    with SmtpSender(SmtpSettings(port=port, security="tls", ssl_context=client_context(tls_files))) as sender:
+    with SmtpSender(
+        SmtpSettings(port=port, security="tls", ssl_context=client_context(tls_files))
+    ) as sender:
         sender.send(msg())
     assert len(handler.messages) == 1
 
@@ -130,7 +145,8 @@ def test_4xx_after_the_retries_is_transient(start):
     handler = Recorder(["451 4.3.0 busy"] * 3)
     port = start(handler)
     with pytest.raises(TransientDeliveryError) as err:
-        SmtpSender(SmtpSettings(port=port, retry_backoff=(0.0, 0.0)), sleep=lambda s: None).send(msg())
+        sender = SmtpSender(SmtpSettings(port=port, retry_backoff=(0.0, 0.0)), sleep=lambda s: None)
+        sender.send(msg())
     assert "451" in err.value.reply
 
 

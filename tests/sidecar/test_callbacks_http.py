@@ -10,7 +10,8 @@ from providers.signing import sign
 from sidecar import jobs
 from sidecar.callbacks import CallbackService, CallbackSettings
 from sidecar.db.models import AuditLog, Batch, Recipient, SeenCallback
-from sidecar.status import JobStatus, RecipientStatus as R
+from sidecar.status import JobStatus
+from sidecar.status import RecipientStatus as R
 from sidecar.web.app import make_app
 from sidecar.web.server import HttpServer
 
@@ -20,7 +21,9 @@ MAX_BYTES = 64 * 1024
 
 @pytest.fixture
 def ledger(db, clock):
-    people = [jobs.RecipientIn(i, f"u{i}@example.org", f"F{i}", f"L{i}") for i in (1001, 1002, 1003)]
+    people = [
+        jobs.RecipientIn(i, f"u{i}@example.org", f"F{i}", f"L{i}") for i in (1001, 1002, 1003)
+    ]
     created = jobs.create_job(
         jobs.JobSpec(type="send_reminder", template_id="reminder", source="test", route="aws"),
         people, batch_size=200, now=clock(),
@@ -42,14 +45,16 @@ def server(db, clock):
 
 
 def body(job_id, batch_id, updates, *, clock, callback_id=None, ts=None):
-    return json.dumps({
-        "schema": "offload.callback.v1",
-        "callback_id": callback_id or str(uuid.uuid4()),
-        "job_id": job_id,
-        "batch_id": batch_id,
-        "recipient_updates": updates,
-        "timestamp": ts if ts is not None else _epoch(clock()),
-    }).encode()
+    return json.dumps(
+        {
+            "schema": "offload.callback.v1",
+            "callback_id": callback_id or str(uuid.uuid4()),
+            "job_id": job_id,
+            "batch_id": batch_id,
+            "recipient_updates": updates,
+            "timestamp": ts if ts is not None else _epoch(clock()),
+        }
+    ).encode()
 
 
 def _epoch(dt):
@@ -76,7 +81,13 @@ SENT = {"userid": 1001, "status": "sent", "external_id": "ses-1", "timesent": 17
 
 def test_valid_callback_is_applied_and_answers_counts(server, ledger, clock):
     job_id, batch_id = ledger
-    raw = body(job_id, batch_id, [SENT, {"userid": 1002, "status": "failed", "error_message": "Email bounce: invalid address", "attempts": 3}], clock=clock)
+    bounced = {
+        "userid": 1002,
+        "status": "failed",
+        "error_message": "Email bounce: invalid address",
+        "attempts": 3,
+    }
+    raw = body(job_id, batch_id, [SENT, bounced], clock=clock)
     resp = post(server, raw)
     assert resp.status_code == 200 and resp.json() == {"accepted": 2, "ignored": 0}
     st = {r[0]: r for r in snapshot(job_id)}
@@ -87,7 +98,8 @@ def test_valid_callback_is_applied_and_answers_counts(server, ledger, clock):
 
 def test_second_of_two_rotated_secrets_verifies(server, ledger, clock):
     job_id, batch_id = ledger
-    assert post(server, body(job_id, batch_id, [SENT], clock=clock), secret=SECRETS[1]).status_code == 200
+    resp = post(server, body(job_id, batch_id, [SENT], clock=clock), secret=SECRETS[1])
+    assert resp.status_code == 200
 
 
 def assert_rejected(server, job_id, raw, status, **kw):
@@ -107,7 +119,8 @@ def assert_rejected(server, job_id, raw, status, **kw):
 
 def test_wrong_secret_is_401(server, ledger, clock):
     job_id, batch_id = ledger
-    assert_rejected(server, job_id, body(job_id, batch_id, [SENT], clock=clock), 401, secret="guessed")
+    raw = body(job_id, batch_id, [SENT], clock=clock)
+    assert_rejected(server, job_id, raw, 401, secret="guessed")
 
 
 def test_missing_signature_is_401(server, ledger, clock):
@@ -132,9 +145,11 @@ def test_timestamp_outside_skew_is_401(server, ledger, clock, offset):
 def test_replayed_callback_id_is_409(server, ledger, clock):
     job_id, batch_id = ledger
     cid = str(uuid.uuid4())
-    assert post(server, body(job_id, batch_id, [SENT], clock=clock, callback_id=cid)).status_code == 200
+    first = body(job_id, batch_id, [SENT], clock=clock, callback_id=cid)
+    assert post(server, first).status_code == 200
     other = {"userid": 1003, "status": "sent", "external_id": "ses-3"}
-    assert_rejected(server, job_id, body(job_id, batch_id, [other], clock=clock, callback_id=cid), 409)
+    replay = body(job_id, batch_id, [other], clock=clock, callback_id=cid)
+    assert_rejected(server, job_id, replay, 409)
 
 
 def test_oversized_body_is_413(server, ledger, clock):
@@ -188,9 +203,11 @@ def test_userid_not_in_batch_is_ignored_and_audited(server, ledger, clock):
 
 def test_sent_then_failed_stays_sent(server, ledger, clock):
     job_id, batch_id = ledger
-    assert post(server, body(job_id, batch_id, [SENT], clock=clock)).json() == {"accepted": 1, "ignored": 0}
+    answer = post(server, body(job_id, batch_id, [SENT], clock=clock)).json()
+    assert answer == {"accepted": 1, "ignored": 0}
     failed = {"userid": 1001, "status": "failed", "error_message": "late bounce", "attempts": 1}
-    assert post(server, body(job_id, batch_id, [failed], clock=clock)).json() == {"accepted": 0, "ignored": 1}
+    answer = post(server, body(job_id, batch_id, [failed], clock=clock)).json()
+    assert answer == {"accepted": 0, "ignored": 1}
     r = Recipient.get(Recipient.job == job_id, Recipient.userid == 1001)
     assert r.status == R.SENT and r.external_id == "ses-1" and r.last_error is None
 

@@ -25,11 +25,13 @@ def test_rows_extra_columns_and_problems_with_line_numbers(tmp_path):
     ))  # fmt: skip
     data = read_csv(path)
     assert [(r.line, r.userid) for r in data.rows] == [(2, 1), (9, 6)]
-    assert data.rows[0].extra == {"course_name": "Safety\n101"} and data.extra_columns == ("course_name",)
+    assert data.rows[0].extra == {"course_name": "Safety\n101"}
+    assert data.extra_columns == ("course_name",)
     assert [p.line for p in data.problems] == [4, 6, 7, 8]
     messages = " | ".join(p.message for p in data.problems)
     assert "bob@@example.org" in messages and "'abc' is not a positive integer" in messages
-    assert "userid 1 already given on line 2" in messages and "expected 5 columns, found 3" in messages
+    assert "userid 1 already given on line 2" in messages
+    assert "expected 5 columns, found 3" in messages
 
 
 def test_bom_and_semicolons(tmp_path):
@@ -44,6 +46,8 @@ def test_missing_required_column_is_named(tmp_path):
 
 
 def test_not_utf8_names_the_line(tmp_path):
-    content = "userid,email,firstname,lastname\n1,a@example.org,A,B\n2,b@example.org,Jos\xe9,C\n".encode("latin-1")
+    content = (
+        "userid,email,firstname,lastname\n1,a@example.org,A,B\n2,b@example.org,Jos\xe9,C\n"
+    ).encode("latin-1")
     with pytest.raises(Aborted, match="line 3 is not UTF-8"):
         read_csv(write(tmp_path, content))

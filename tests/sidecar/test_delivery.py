@@ -17,7 +17,8 @@ from sidecar import jobs
 from sidecar.db.models import Certificate, Job, Recipient
 from sidecar.delivery import DeliverySettings, LocalDelivery
 from sidecar.render import Renderer
-from sidecar.status import JobStatus, RecipientStatus as R
+from sidecar.status import JobStatus
+from sidecar.status import RecipientStatus as R
 from tests.e2e.conftest import free_port
 
 
@@ -38,7 +39,8 @@ class ScriptedHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        self.accepted.append(message_from_bytes(envelope.original_content or envelope.content, policy=policy.default))
+        raw = envelope.original_content or envelope.content
+        self.accepted.append(message_from_bytes(raw, policy=policy.default))
         return "250 OK"
 
 
@@ -67,12 +69,19 @@ def make_delivery(clock, tmp_path, open_sender, max_attempts=3):
         max_attempts=max_attempts,
         backoff=(60.0, 300.0),
     )
-    return LocalDelivery(settings, open_sender=open_sender, renderer=Renderer(), pdf=None, clock=clock)
+    return LocalDelivery(
+        settings, open_sender=open_sender, renderer=Renderer(), pdf=None, clock=clock
+    )
 
 
 def queue_job(clock, people, **spec):
+    course = {
+        "fullname": "Safety 101",
+        "shortname": "S101",
+        "url": "https://moodle.example/course/view.php?id=5",
+    }
     base = dict(type="send_reminder", template_id="reminder", source="test",
-                template_data={"course": {"fullname": "Safety 101", "shortname": "S101", "url": "https://moodle.example/course/view.php?id=5"}})  # fmt: skip
+                template_data={"course": course})  # fmt: skip
     base.update(spec)
     created = jobs.create_job(jobs.JobSpec(**base), people, batch_size=200, now=clock())
     jobs.queue_local_batches(clock(), created.job_id)
@@ -84,11 +93,16 @@ def person(i, first="Ana", last="Silva"):
 
 
 def smtp_opener(port):
-    return lambda: SmtpSender(SmtpSettings(host="127.0.0.1", port=port, security="none", retry_backoff=(0.01,)))
+    return lambda: SmtpSender(
+        SmtpSettings(host="127.0.0.1", port=port, security="none", retry_backoff=(0.01,))
+    )
 
 
 def status_of(job_id):
-    return {r.userid: (r.status, r.last_error, r.attempts) for r in Recipient.select().where(Recipient.job == job_id)}
+    return {
+        r.userid: (r.status, r.last_error, r.attempts)
+        for r in Recipient.select().where(Recipient.job == job_id)
+    }
 
 
 def test_each_learner_gets_one_message_with_a_stable_message_id(db, clock, tmp_path, smtp_server):
@@ -116,7 +130,8 @@ def test_5xx_fails_the_recipient_with_the_servers_reply(db, clock, tmp_path, smt
 
 
 def test_4xx_waits_for_backoff_then_succeeds(db, clock, tmp_path, smtp_server):
-    server = smtp_server({"learner1@example.org": ["451 4.3.0 try later", "451 4.3.0 try later", "250"]})
+    script = {"learner1@example.org": ["451 4.3.0 try later", "451 4.3.0 try later", "250"]}
+    server = smtp_server(script)
     job_id = queue_job(clock, [person(1)])
     delivery = make_delivery(clock, tmp_path, smtp_opener(server.port))
     delivery.run_once()
@@ -155,11 +170,19 @@ def test_certificate_is_rendered_attached_and_verifiable(db, clock, tmp_path):
     make_delivery(clock, tmp_path, lambda: MaildirSender(maildir)).run_once()
     messages = list(mailbox.Maildir(maildir, create=False))
     assert len(messages) == 3
-    for (first, last), cert in zip(names, Certificate.select().order_by(Certificate.userid), strict=True):
+    assert Job.get_by_id(job_id).status == JobStatus.COMPLETED
+    # each certificate is recorded against this job and its learner: what /verify/{code} looks up
+    certs = list(
+        Certificate.select().where(Certificate.job_id == job_id).order_by(Certificate.userid)
+    )
+    assert [c.userid for c in certs] == [1, 2, 3]
+    for (first, last), cert in zip(names, certs, strict=True):
         pdf = Path(tmp_path / "certs" / cert.key)
         text = "".join(page.extract_text() for page in PdfReader(pdf).pages)
         assert f"{first} {last}" in text and cert.code in text
-    msg = next(m for m in messages if m["To"].endswith("learner1@example.org>") or "learner1@" in m["To"])
+    msg = next(
+        m for m in messages if m["To"].endswith("learner1@example.org>") or "learner1@" in m["To"]
+    )
     pdfs = [p for p in msg.walk() if p.get_content_type() == "application/pdf"]
     assert len(pdfs) == 1
     text = PdfReader(BytesIO(pdfs[0].get_payload(decode=True))).pages[0].extract_text()

@@ -8,11 +8,15 @@ from sidecar import jobs
 from sidecar.db import store
 from sidecar.db.models import Batch, Job, Recipient
 from sidecar.errors import Conflict, NotFound
-from sidecar.status import BatchStatus, JobStatus, RecipientStatus as R
+from sidecar.status import BatchStatus, JobStatus
+from sidecar.status import RecipientStatus as R
 
 
 def people(n, start=1):
-    return [jobs.RecipientIn(i, f"user{i}@example.org", f"First{i}", f"Last{i}") for i in range(start, start + n)]
+    return [
+        jobs.RecipientIn(i, f"user{i}@example.org", f"First{i}", f"Last{i}")
+        for i in range(start, start + n)
+    ]
 
 
 def spec(**over):
@@ -35,22 +39,28 @@ def test_job_batches_and_recipients_are_committed_before_delivery(db, clock):
 
 
 def test_invalid_address_is_recorded_with_its_reason_and_user_listed_twice_is_dropped(db, clock):
-    rs = people(3) + [jobs.RecipientIn(2, "again@example.org"), jobs.RecipientIn(9, "not-an-address")]
+    rs = people(3) + [
+        jobs.RecipientIn(2, "again@example.org"),
+        jobs.RecipientIn(9, "not-an-address"),
+    ]
     created = jobs.create_job(spec(), rs, batch_size=200, now=clock())
     assert (created.pending, created.invalid, created.dropped_duplicates) == (3, 1, 1)
     bad = Recipient.get(Recipient.job == created.job_id, Recipient.userid == 9)
     assert bad.status == R.PERMANENTLY_FAILED and "invalid address" in bad.last_error
-    assert Recipient.get(Recipient.job == created.job_id, Recipient.userid == 2).email == "user2@example.org"
+    kept = Recipient.get(Recipient.job == created.job_id, Recipient.userid == 2)
+    assert kept.email == "user2@example.org"
 
 
 def test_same_idempotency_key_never_gives_a_user_to_a_second_job(db, clock):
-    first = jobs.create_job(spec(idempotency_key="run:7:2025-11-18"), people(3), batch_size=200, now=clock())
-    second = jobs.create_job(spec(idempotency_key="run:7:2025-11-18"), people(5), batch_size=200, now=clock())
+    key = "run:7:2025-11-18"
+    first = jobs.create_job(spec(idempotency_key=key), people(3), batch_size=200, now=clock())
+    second = jobs.create_job(spec(idempotency_key=key), people(5), batch_size=200, now=clock())
     assert second.skipped_duplicate == 3 and second.pending == 2
     st = statuses(second.job_id)
     assert [st[u] for u in (1, 2, 3)] == [R.SKIPPED_DUPLICATE] * 3
     assert [st[u] for u in (4, 5)] == [R.PENDING] * 2
-    other = jobs.create_job(spec(idempotency_key="run:7:2025-11-25"), people(3), batch_size=200, now=clock())
+    next_week = "run:7:2025-11-25"
+    other = jobs.create_job(spec(idempotency_key=next_week), people(3), batch_size=200, now=clock())
     assert other.pending == 3 and first.pending == 3
 
 
@@ -64,8 +74,10 @@ def _queued_job(clock, n=3, **over):
 def test_sent_then_failed_stays_sent_and_job_completes(db, clock):
     job_id, batch_id = _queued_job(clock, 2)
     with store.atomic():
-        assert store.apply_updates(job_id, batch_id, [store.Update(1, R.SENT), store.Update(2, R.SENT)], clock(), 3)[0] == 2
-        accepted, ignored = store.apply_updates(job_id, batch_id, [store.Update(1, R.FAILED, error="bounce")], clock(), 3)
+        both_sent = [store.Update(1, R.SENT), store.Update(2, R.SENT)]
+        assert store.apply_updates(job_id, batch_id, both_sent, clock(), 3)[0] == 2
+        bounce = [store.Update(1, R.FAILED, error="bounce")]
+        accepted, ignored = store.apply_updates(job_id, batch_id, bounce, clock(), 3)
     assert (accepted, ignored) == (0, [1])
     assert statuses(job_id) == {1: R.SENT, 2: R.SENT}
     assert Job.get_by_id(job_id).status == JobStatus.COMPLETED
@@ -74,25 +86,36 @@ def test_sent_then_failed_stays_sent_and_job_completes(db, clock):
 
 def test_failure_at_max_attempts_is_permanent_with_last_error(db, clock):
     job_id, batch_id = _queued_job(clock, 2)
+    updates = [
+        store.Update(1, R.SENT),
+        store.Update(2, R.FAILED, error="550 no such user", attempts=3),
+    ]
     with store.atomic():
-        store.apply_updates(job_id, batch_id, [store.Update(1, R.SENT), store.Update(2, R.FAILED, error="550 no such user", attempts=3)], clock(), 3)
+        store.apply_updates(job_id, batch_id, updates, clock(), 3)
     r = Recipient.get(Recipient.job == job_id, Recipient.userid == 2)
-    assert r.status == R.PERMANENTLY_FAILED and r.last_error == "550 no such user" and r.attempts == 3
+    assert r.status == R.PERMANENTLY_FAILED and r.last_error == "550 no such user"
+    assert r.attempts == 3
     assert Job.get_by_id(job_id).status == JobStatus.PARTIAL_FAILURE
 
 
 def test_retry_requeues_only_failed_recipients(db, clock):
     job_id, batch_id = _queued_job(clock, 3)
+    updates = [
+        store.Update(1, R.SENT),
+        store.Update(2, R.FAILED, error="x"),
+        store.Update(3, R.FAILED, error="y", attempts=3),
+    ]
     with store.atomic():
-        store.apply_updates(job_id, batch_id, [store.Update(1, R.SENT), store.Update(2, R.FAILED, error="x"), store.Update(3, R.FAILED, error="y", attempts=3)], clock(), 3)
+        store.apply_updates(job_id, batch_id, updates, clock(), 3)
     assert Job.get_by_id(job_id).status == JobStatus.PARTIAL_FAILURE
     assert jobs.retry_job(job_id, clock()) == 2
     st = statuses(job_id)
     assert st == {1: R.SENT, 2: R.RETRY_PENDING, 3: R.RETRY_PENDING}
     assert Job.get_by_id(job_id).status == JobStatus.RETRY_PENDING
+    late = [store.Update(2, R.SENT), store.Update(3, R.SENT)]
     with pytest.raises(Conflict):
         with store.atomic():
-            store.apply_updates(job_id, batch_id, [store.Update(2, R.SENT), store.Update(3, R.SENT)], clock(), 3)
+            store.apply_updates(job_id, batch_id, late, clock(), 3)
         jobs.retry_job(job_id, clock())
     assert Job.get_by_id(job_id).status == JobStatus.COMPLETED
 
@@ -114,7 +137,8 @@ def test_cancel_stops_pending_work_but_a_late_sent_report_is_still_recorded(db, 
 def test_export_lists_every_recipient_with_status(db, clock):
     job_id, batch_id = _queued_job(clock, 2)
     with store.atomic():
-        store.apply_updates(job_id, batch_id, [store.Update(2, R.FAILED, error="451 try later")], clock(), 3)
+        retry_later = [store.Update(2, R.FAILED, error="451 try later")]
+        store.apply_updates(job_id, batch_id, retry_later, clock(), 3)
     out = io.StringIO()
     assert jobs.export_csv(job_id, out) == 2
     lines = out.getvalue().splitlines()

@@ -33,7 +33,8 @@ def test_html_is_escaped_and_subject_and_text_are_not():
 
 def test_undefined_variable_is_an_error_naming_template_line_and_variable(tmp_path):
     (tmp_path / "promo.html").write_text(
-        "{% block subject %}Hi{% endblock %}\n{% block html %}\n<p>{{ learner.nickname }}</p>{% endblock %}"
+        "{% block subject %}Hi{% endblock %}\n{% block html %}\n"
+        "<p>{{ learner.nickname }}</p>{% endblock %}"
         "{% block text %}x{% endblock %}"
     )
     with pytest.raises(TemplateError, match=r"template 'promo' line 3: .*nickname"):
@@ -58,7 +59,11 @@ def test_an_edited_template_is_used_within_a_second(tmp_path, monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(render, "monotonic", lambda: now[0])
     path = tmp_path / "promo.html"
-    body = "{% block subject %}{{ word }}{% endblock %}{% block html %}{% include '_footer.html' %}{% endblock %}{% block text %}x{% endblock %}"
+    body = (
+        "{% block subject %}{{ word }}{% endblock %}"
+        "{% block html %}{% include '_footer.html' %}{% endblock %}"
+        "{% block text %}x{% endblock %}"
+    )
     path.write_text(body.replace("{{ word }}", "First"))
     renderer = Renderer(tmp_path)
     assert renderer.render_email("promo", COMMON).subject == "First"
@@ -73,7 +78,8 @@ def test_an_edited_template_is_used_within_a_second(tmp_path, monkeypatch):
 
 def test_sandbox_refuses_unsafe_attribute_access(tmp_path):
     (tmp_path / "evil.html").write_text(
-        "{% block subject %}{{ learner.__class__.__mro__ }}{% endblock %}{% block html %}{% endblock %}{% block text %}{% endblock %}"
+        "{% block subject %}{{ learner.__class__.__mro__ }}{% endblock %}"
+        "{% block html %}{% endblock %}{% block text %}{% endblock %}"
     )
     with pytest.raises(TemplateError):
         Renderer(tmp_path).preview("evil", COMMON)
