@@ -230,6 +230,14 @@ def _finish(
         ranges = halved
 
 
+@dataclass(frozen=True)
+class Part:
+    """One message of a batch: its body and the userids it carries, in order."""
+
+    body: bytes
+    userids: tuple
+
+
 def build_batch_messages(
     header: Mapping[str, Any],
     recipients: Sequence[Mapping[str, Any]],
@@ -249,6 +257,30 @@ def build_batch_messages(
     even alone (or naming the batch when its header cannot), and ValueError for a
     header holding `recipients`/`part`/`part_count`.
     """
+    return _build(header, recipients, max_bytes, compress)[2]
+
+
+def build_batch_parts(
+    header: Mapping[str, Any],
+    recipients: Sequence[Mapping[str, Any]],
+    *,
+    max_bytes: int,
+    compress: bool | None = None,
+) -> list[Part]:
+    """build_batch_messages, with the userids each body carries."""
+    batch, ranges, bodies = _build(header, recipients, max_bytes, compress)
+    return [
+        Part(body, tuple(batch.userids[lo:hi]))
+        for (lo, hi), body in zip(ranges, bodies, strict=True)
+    ]
+
+
+def _build(
+    header: Mapping[str, Any],
+    recipients: Sequence[Mapping[str, Any]],
+    max_bytes: int,
+    compress: bool | None,
+) -> tuple[_Batch, list[tuple[int, int]], list[bytes]]:
     if max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
     batch = _Batch(header, recipients)
@@ -256,30 +288,30 @@ def build_batch_messages(
 
     if batch.overhead(split=False) + batch.plain_size(0, n) <= max_bytes or n <= 1:
         # fits plain as one message (or cannot be split): only the encoding is to choose
-        return _finish(batch, [(0, n)], max_bytes, compress)[1]
+        return batch, *_finish(batch, [(0, n)], max_bytes, compress)
 
     capacity = max_bytes - batch.overhead(split=True)
     plain_ranges = _pack(batch.sizes, capacity)
     if compress is False:
-        return _finish(batch, plain_ranges, max_bytes, False)[1]
+        return batch, *_finish(batch, plain_ranges, max_bytes, False)
 
     # Over the limit plain: compressed whole it may still be one message, which no split
     # can beat (one gzip pass, the common case for a few hundred rendered emails).
     whole = batch.render(0, n)
     packed_whole = _envelope(whole)
     if len(packed_whole) <= max_bytes:
-        return [packed_whole]
+        return batch, [(0, n)], [packed_whole]
 
     # Pack to an estimated compression ratio (first the whole batch's, then the one the
     # parts actually reached); keep the split with the fewest messages.
     ratio = len(packed_whole) / len(whole)
-    best: list[bytes] | None = None
+    best: tuple[list[tuple[int, int]], list[bytes]] | None = None
     for _ in range(2):
         ranges, bodies = _finish(
             batch, _pack(batch.sizes, int(capacity / ratio * 0.98)), max_bytes, compress
         )
-        if best is None or len(bodies) < len(best):
-            best = bodies
+        if best is None or len(bodies) < len(best[1]):
+            best = ranges, bodies
         packed = [
             (r, b) for r, b in zip(ranges, bodies, strict=True) if b.startswith(_ENVELOPE_START)
         ]
@@ -288,12 +320,12 @@ def build_batch_messages(
         plain = sum(batch.overhead(split=True) + batch.plain_size(lo, hi) for (lo, hi), _ in packed)
         ratio = sum(len(b) for _, b in packed) / plain
     assert best is not None
-    if len(best) < len(plain_ranges):
-        return best
+    if len(best[1]) < len(plain_ranges):
+        return batch, *best
     # compression saves no message: split plain; each body is compressed only if the
     # policy says so (always for True, when it saves 30% for None)
-    plain_split = _finish(batch, plain_ranges, max_bytes, compress)[1]
-    return plain_split if len(plain_split) <= len(best) else best
+    plain_split = _finish(batch, plain_ranges, max_bytes, compress)
+    return batch, *(plain_split if len(plain_split[1]) <= len(best[1]) else best)
 
 
 def decode_body(raw: bytes, *, max_decoded: int = MAX_DECODED_BYTES) -> dict:

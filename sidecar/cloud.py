@@ -14,6 +14,7 @@ Pacing: the SES quota is read every few minutes; submission never plans more tha
 of the daily quota (less what SES sent and what is still queued) nor of the send rate.
 """
 
+import hashlib
 import logging
 import time
 import uuid
@@ -28,7 +29,7 @@ from peewee import fn
 from providers.aws import SqsSubmitter, SubmitInterrupted
 from providers.aws.account import SendQuota, SesAccount
 from providers.base import ProviderError, ProviderUnavailable
-from providers.message import MessageTooLarge, build_batch_messages, decode_body
+from providers.message import MessageTooLarge, build_batch_parts, decode_body
 from sidecar import certificates
 from sidecar.compose import Composer
 from sidecar.db import store
@@ -64,6 +65,7 @@ class _Built:
     key: str  # the submitter's key of this batch: batch id and round
     bodies: list[bytes]
     userids: list[int]
+    tags: list[str]  # one per part: a digest of the userids it holds
 
 
 @dataclass
@@ -128,6 +130,13 @@ class Pacer:
         else:
             self._day_left = self.quota.plan_remaining(in_flight=_in_flight(self.route)) or 0
         log.debug("%s; %s may go today", self.quota.describe(), self._day_left)
+
+
+def _part_tag(userids) -> str:
+    """8 hex digits naming the recipients of one message: a batch resent after a crash
+    and split at the same recipients has the same deduplication ids, one split at other
+    recipients has others (a FIFO queue would drop it as a copy and lose the difference)."""
+    return hashlib.blake2b(",".join(map(str, userids)).encode(), digest_size=4).hexdigest()
 
 
 def _in_flight(route: str) -> int:
@@ -329,12 +338,13 @@ class CloudSubmitter:
             "attempt": batch.attempts,
         }  # fmt: skip
         try:
-            bodies = build_batch_messages(header, people, max_bytes=limit)
+            parts = build_batch_parts(header, people, max_bytes=limit)
         except MessageTooLarge as exc:
             self._fail_batch(job, batch, [p["userid"] for p in people], str(exc))
             return None
         key = f"{batch.id}-r{batch.attempts}"
-        return _Built(batch, job, key, bodies, [p["userid"] for p in people])
+        bodies, tags = [p.body for p in parts], [_part_tag(p.userids) for p in parts]
+        return _Built(batch, job, key, bodies, [p["userid"] for p in people], tags)
 
     def _batch_count(self, job_id: str) -> int:
         if job_id not in self._batch_counts:
@@ -347,7 +357,8 @@ class CloudSubmitter:
 
     def _start(self, pool: ThreadPoolExecutor, built: list[_Built]) -> "_Sending":
         request = {b.key: b.bodies for b in built}
-        return _Sending(built, pool.submit(self.sqs.submit, request), time.monotonic())
+        tags = {b.key: b.tags for b in built}
+        return _Sending(built, pool.submit(self.sqs.submit, request, tags), time.monotonic())
 
     def _finish(self, sending: "_Sending | None") -> int:
         """Wait for a request and commit what SQS accepted; returns the batches queued."""

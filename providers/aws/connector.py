@@ -113,16 +113,25 @@ class _Entry:
     part: int
     body: str
     size: int
+    tag: str = ""
     attempts: int = 0
     message_id: str | None = None
     error: str | None = None  # final: reported failed
     reason: str = "no result from SQS"  # the last server-side failure
 
 
-def entry_id(batch_id: str, part: int) -> str:
-    """The deterministic SendMessageBatch entry Id (and FIFO dedup id) of one message."""
-    safe = batch_id if _ENTRY_ID.fullmatch(batch_id) else _digest(batch_id)
-    return f"{safe}-{part}"
+def entry_id(batch_id: str, part: int, tag: str = "") -> str:
+    """The deterministic SendMessageBatch entry Id (and FIFO dedup id) of one message;
+    `tag` (letters, digits, `-`, `_`) tells apart parts of one batch split differently."""
+    suffix = f"-{part}" + (f"-{tag}" if tag else "")
+    if _ENTRY_ID.fullmatch(batch_id) and len(batch_id) + len(suffix) <= 80:
+        return batch_id + suffix
+    return _digest(batch_id) + suffix
+
+
+def _tag(tags: Mapping[str, Sequence[str]], batch_id: str, part: int) -> str:
+    given = tags.get(batch_id) or ()
+    return given[part] if part < len(given) else ""
 
 
 def _digest(text: str) -> str:
@@ -204,7 +213,11 @@ class SqsSubmitter:
 
     # --- submission --------------------------------------------------------------------
 
-    def submit(self, batches: Mapping[str, Sequence[bytes]]) -> dict[str, BatchOutcome]:
+    def submit(
+        self,
+        batches: Mapping[str, Sequence[bytes]],
+        tags: Mapping[str, Sequence[str]] | None = None,
+    ) -> dict[str, BatchOutcome]:
         """Send every body of every batch (batch_id → its bodies, in part order).
 
         Returns a BatchOutcome per batch_id; a batch is `queued` once SQS accepted every
@@ -212,11 +225,14 @@ class SqsSubmitter:
         limit, and SubmitInterrupted (transient, with the outcomes so far) when SQS
         cannot be reached after botocore's retries.
         Entry Ids, and on a FIFO queue the deduplication ids, are `entry_id(batch_id,
-        part)`, so a resend within SQS's 5-minute window is dropped by a FIFO queue.
+        part, tag)`, so a resend within SQS's 5-minute window is dropped by a FIFO queue.
+        `tags` (batch_id → one per part) name what each part holds: a resend split at
+        other recipients is then not taken for the first one.
         """
         limit = self.max_message_bytes()
+        tags = tags or {}
         entries = [
-            _Entry(batch_id, part, body.decode("utf-8"), len(body))
+            _Entry(batch_id, part, body.decode("utf-8"), len(body), _tag(tags, batch_id, part))
             for batch_id, bodies in batches.items()
             for part, body in enumerate(bodies)
         ]
@@ -259,7 +275,7 @@ class SqsSubmitter:
                     e.error = str(exc)
 
     def _send(self, group: list[_Entry]) -> None:
-        by_id = {entry_id(e.batch_id, e.part): e for e in group}
+        by_id = {entry_id(e.batch_id, e.part, e.tag): e for e in group}
         request = []
         for eid, e in by_id.items():
             item = {"Id": eid, "MessageBody": e.body}

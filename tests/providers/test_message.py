@@ -19,6 +19,7 @@ from providers.message import (
     MessageTooLarge,
     RecipientUpdate,
     build_batch_messages,
+    build_batch_parts,
     decode_body,
     make_callback,
     parse_callback,
@@ -149,6 +150,19 @@ def test_a_batch_over_the_limit_that_fits_compressed_is_one_message_without_part
     batch = decode_body(body)
     assert "part" not in batch and "part_count" not in batch
     assert [r["userid"] for r in batch["recipients"]] == [r["userid"] for r in people]
+
+
+@pytest.mark.parametrize("compress", [None, True, False], ids=["auto", "gzip", "plain"])
+def test_parts_name_the_recipients_each_body_carries(compress):
+    people = recipients(40)
+    parts = build_batch_parts(HEADER, people, max_bytes=20_000, compress=compress)
+    assert len(parts) > 1
+    assert [p.body for p in parts] == build_batch_messages(
+        HEADER, people, max_bytes=20_000, compress=compress
+    )
+    for p in parts:
+        assert p.userids == tuple(r["userid"] for r in decode_body(p.body)["recipients"])
+    assert [u for p in parts for u in p.userids] == [r["userid"] for r in people]
 
 
 def test_compress_false_never_wraps_and_true_always_wraps():
