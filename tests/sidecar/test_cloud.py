@@ -202,28 +202,38 @@ def test_a_batch_resent_after_a_lost_commit_is_dropped_by_a_fifo_queue(
         rt.close()
 
 
+class SqsGoesAway:
+    """SQS takes the first SendMessageBatch request, then cannot be reached, until
+    `back()`; `calls` holds every request's parameters."""
+
+    def __init__(self, sqs, endpoint, monkeypatch):
+        self.client, self.endpoint, self.monkeypatch = sqs.client, endpoint, monkeypatch
+        self.real = sqs.client.send_message_batch
+        self.calls: list[dict] = []
+        monkeypatch.setattr(sqs.client, "send_message_batch", self._send)
+
+    def _send(self, **params):
+        from botocore.exceptions import EndpointConnectionError
+
+        self.calls.append(params)
+        if len(self.calls) > 1:
+            raise EndpointConnectionError(endpoint_url=self.endpoint)
+        return self.real(**params)
+
+    def back(self):
+        self.monkeypatch.setattr(self.client, "send_message_batch", self.real)
+
+
 def test_sqs_lost_mid_run_keeps_what_it_took_queued_and_the_rest_pending(
     rt, aws, clock, monkeypatch
 ):
-    from botocore.exceptions import EndpointConnectionError
-
     from providers.base import ProviderUnavailable
 
     job_id = make_job(clock, 600)  # 12 batches: a request of 10 messages, then one of 2
-    sqs = rt.aws.sqs
-    real = sqs.client.send_message_batch
-    calls = []
-
-    def flaky(**params):
-        calls.append(len(params["Entries"]))
-        if len(calls) > 1:
-            raise EndpointConnectionError(endpoint_url=aws["endpoint"])
-        return real(**params)
-
-    monkeypatch.setattr(sqs.client, "send_message_batch", flaky)
+    sqs = SqsGoesAway(rt.aws.sqs, aws["endpoint"], monkeypatch)
     with pytest.raises(ProviderUnavailable, match="Could not connect.*the rest stay pending"):
         rt.aws.submitter.run_once()
-    assert calls == [10, 2]
+    assert [len(c["Entries"]) for c in sqs.calls] == [10, 2]
     by_status = {}
     for b in Batch.select().where(Batch.job == job_id, Batch.route == "aws"):
         by_status.setdefault(b.status, []).append(b.index)
@@ -231,7 +241,7 @@ def test_sqs_lost_mid_run_keeps_what_it_took_queued_and_the_rest_pending(
     assert sorted(by_status[BatchStatus.PENDING]) == [10, 11]
     assert list(statuses(job_id).values()).count(R.QUEUED) == 500
 
-    monkeypatch.setattr(sqs.client, "send_message_batch", real)
+    sqs.back()
     assert rt.aws.submitter.run_once() == 2
     bodies = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
     assert sorted(b["batch_index"] for b in bodies) == list(range(12))  # each once
@@ -241,31 +251,19 @@ def test_sqs_lost_mid_run_keeps_what_it_took_queued_and_the_rest_pending(
 def test_sqs_lost_between_the_parts_of_a_batch_leaves_the_whole_batch_pending(
     rt, aws, clock, monkeypatch
 ):
-    from botocore.exceptions import EndpointConnectionError
-
     from providers.base import ProviderUnavailable
 
     job_id = make_job(clock, 50)  # one batch ...
-    sqs = rt.aws.sqs
-    sqs._limit = 2000  # ... in more parts than one request carries
-    real = sqs.client.send_message_batch
-    calls = []
-
-    def flaky(**params):
-        calls.append(len(params["Entries"]))
-        if len(calls) > 1:
-            raise EndpointConnectionError(endpoint_url=aws["endpoint"])
-        return real(**params)
-
-    monkeypatch.setattr(sqs.client, "send_message_batch", flaky)
+    rt.aws.sqs._limit = 2000  # ... in more parts than one request carries
+    sqs = SqsGoesAway(rt.aws.sqs, aws["endpoint"], monkeypatch)
     with pytest.raises(ProviderUnavailable):
         rt.aws.submitter.run_once()
-    assert len(calls) == 2  # the first part went, the second never did
+    assert len(sqs.calls) == 2  # the first part went, the second never did
     [batch] = Batch.select().where(Batch.job == job_id, Batch.route == "aws")
     assert batch.status == BatchStatus.PENDING
     assert set(statuses(job_id).values()) == {R.PENDING}  # nobody failed for it
 
-    monkeypatch.setattr(sqs.client, "send_message_batch", real)
+    sqs.back()
     assert rt.aws.submitter.run_once() == 1
     got = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
     assert {p["userid"] for b in got for p in b["recipients"]} == set(range(1, 51))
@@ -275,8 +273,6 @@ def test_sqs_lost_between_the_parts_of_a_batch_leaves_the_whole_batch_pending(
 def test_a_batch_resent_split_at_other_recipients_is_not_dropped_by_a_fifo_queue(
     db_url, aws, tmp_path, clock, db, monkeypatch
 ):
-    from botocore.exceptions import EndpointConnectionError
-
     from providers.base import ProviderUnavailable
 
     fifo = aws["sqs"].create_queue(
@@ -285,27 +281,18 @@ def test_a_batch_resent_split_at_other_recipients_is_not_dropped_by_a_fifo_queue
     rt = Runtime(make_config(db_url, aws, tmp_path, sqs_queue_url=fifo), clock=clock)
     try:
         make_job(clock, 50)
-        sqs = rt.aws.sqs
-        real, calls = sqs.client.send_message_batch, []
-
-        def first_request_only(**params):
-            calls.append(params)
-            if len(calls) > 1:
-                raise EndpointConnectionError(endpoint_url=aws["endpoint"])
-            return real(**params)
-
-        sqs._limit = 1300  # small parts, one a request: SQS takes part 0 and goes away
-        monkeypatch.setattr(sqs.client, "send_message_batch", first_request_only)
+        rt.aws.sqs._limit = 1300  # small parts, one a request: SQS takes part 0, goes away
+        sqs = SqsGoesAway(rt.aws.sqs, aws["endpoint"], monkeypatch)
         with pytest.raises(ProviderUnavailable):
             rt.aws.submitter.run_once()
-        took = {p["userid"] for e in calls[0]["Entries"]
+        took = {p["userid"] for e in sqs.calls[0]["Entries"]
                 for p in decode_body(e["MessageBody"].encode())["recipients"]}  # fmt: skip
 
         # back within the 5-minute window, the same batch is split at other learners (here:
         # another size limit; in life, bodies rendered to another length): its part 0
         # holds more learners than the part 0 SQS took
-        monkeypatch.setattr(sqs.client, "send_message_batch", real)
-        sqs._limit = 1600
+        sqs.back()
+        rt.aws.sqs._limit = 1600
         assert rt.aws.submitter.run_once() == 1
 
         queued = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], fifo)]
