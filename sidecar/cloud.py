@@ -188,39 +188,14 @@ class CloudSubmitter:
             jobs: dict[str, Job] = {}
             try:
                 for batch in self._pending(job_id):
-                    job = jobs.get(batch.job_id) or jobs.setdefault(
-                        batch.job_id, Job.get_by_id(batch.job_id)
-                    )
-                    # plain rows, not models: a third of the time of loading 50,000 recipients
-                    todo = list(
-                        Recipient.select(
-                            Recipient.userid, Recipient.email, Recipient.firstname,
-                            Recipient.lastname, Recipient.vars,
-                        )
-                        .where(
-                            Recipient.batch == batch.id,
-                            Recipient.status.in_([R.PENDING, R.RETRY_PENDING]),
-                        )
-                        .order_by(Recipient.userid)
-                        .namedtuples()
-                    )  # fmt: skip
+                    if batch.job_id not in jobs:
+                        jobs[batch.job_id] = Job.get_by_id(batch.job_id)
+                    job = jobs[batch.job_id]
+                    todo = self._ready(job, batch)
+                    if todo is None:
+                        break  # the SES quota: later batches wait too
                     if not todo:
-                        with store.atomic():
-                            store.refresh_progress(job.id, batch.id, self.clock())
                         continue
-                    allowed = self.pacer.allowance(len(todo))
-                    ceiling = self.pacer.ceiling()
-                    if allowed is not None and ceiling and len(todo) > ceiling:
-                        todo = self._split(job, batch, todo, ceiling)
-                    if allowed is not None and allowed < len(todo):
-                        if not self._waiting_logged:
-                            log.info(
-                                "batch %s waits for the SES quota (%d recipients, %d allowed now)",
-                                batch.id, len(todo), allowed,
-                            )  # fmt: skip
-                            self._waiting_logged = True
-                        break
-                    self._waiting_logged = False
                     one = self._build(job, batch, todo, limit)
                     if one is None:
                         continue
@@ -243,6 +218,40 @@ class CloudSubmitter:
                     except Exception:  # noqa: BLE001 - the first error is the one raised
                         log.warning("recording the last request failed too", exc_info=True)
         return queued
+
+    def _ready(self, job: Job, batch: Batch) -> list | None:
+        """The batch's open recipients, split to the SES quota; [] when none is open (the
+        batch is closed), None when the quota says wait."""
+        # plain rows, not models: a third of the time of loading 50,000 recipients
+        todo = list(
+            Recipient.select(
+                Recipient.userid, Recipient.email, Recipient.firstname, Recipient.lastname,
+                Recipient.vars,
+            )
+            .where(Recipient.batch == batch.id, Recipient.status.in_([R.PENDING, R.RETRY_PENDING]))
+            .order_by(Recipient.userid)
+            .namedtuples()
+        )  # fmt: skip
+        if not todo:
+            with store.atomic():
+                store.refresh_progress(job.id, batch.id, self.clock())
+            return []
+        allowed = self.pacer.allowance(len(todo))
+        if allowed is None:
+            return todo
+        ceiling = self.pacer.ceiling()
+        if ceiling and len(todo) > ceiling:
+            todo = self._split(job, batch, todo, ceiling)
+        if allowed < len(todo):
+            if not self._waiting_logged:
+                log.info(
+                    "batch %s waits for the SES quota (%d recipients, %d allowed now)",
+                    batch.id, len(todo), allowed,
+                )  # fmt: skip
+                self._waiting_logged = True
+            return None
+        self._waiting_logged = False
+        return todo
 
     def _split(self, job: Job, batch: Batch, todo: list, size: int) -> list:
         """Keep the first `size` open recipients in `batch`, move the rest to new batches of
