@@ -1,7 +1,7 @@
 """The Moodle client's edge cases against canned answers (`responses`): the encoding rules,
 each error mapping, what is retried and what is not, and the batching limits.
 
-Canned error bodies are Moodle's own, from ../shared/moodle-ws/examples/errors/.
+Canned error bodies are Moodle's own, from tests/moodle_ws/reference/errors/ and token/.
 """
 
 import json
@@ -21,7 +21,7 @@ from moodle_ws.encoding import criteria, encode, options
 SITE = "https://lms.example.com"
 REST = SITE + "/webservice/rest/server.php"
 TOKEN = "f3a9c2e47b1d4e0c9a8b7c6d5e4f3a21"
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "moodle-ws" / "examples"
+EXAMPLES = Path(__file__).parent / "reference"
 
 
 def example(name: str) -> bytes:

@@ -1,8 +1,9 @@
 """Every wrapper sends only what Moodle declares, in a form Moodle's validation accepts.
 
-The declarations are Moodle's own (`functions.json`, derived from its PHP source): an
-undeclared key, a missing required key, a boolean other than 0/1 or a non-canonical
-integer would be refused by a real site with `invalidparameter`.
+The declarations are Moodle's own (`moodle_ws/sandbox/functions.json`, derived from its PHP
+source, the file the sandbox serves from): an undeclared key, a missing required key, a
+boolean other than 0/1 or a non-canonical integer would be refused by a real site with
+`invalidparameter`.
 """
 
 import json
@@ -13,12 +14,13 @@ from urllib.parse import parse_qsl
 import pytest
 import responses
 
+import moodle_ws.sandbox
 from moodle_ws import companion, completion, functions, iomad
 from moodle_ws.client import ClientSettings, MoodleClient
 
 SITE = "https://lms.example.com"
 REST = SITE + "/webservice/rest/server.php"
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "moodle-ws" / "functions.json"
+SPEC = Path(moodle_ws.sandbox.__file__).parent / "functions.json"
 RESERVED = {"wstoken", "wsfunction", "moodlewsrestformat"}
 INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
 
