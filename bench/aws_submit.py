@@ -11,8 +11,8 @@ Target: ours <= 1.5x the floor. Also printed: messages/s, bytes per message agai
 queue's size limit (how well batches are packed) and peak RSS.
 Render floor: the same 50,000 emails rendered by bare Jinja2 (no sandbox, one context per
 email, the three blocks, nothing else), which is the least any submission that renders
-in the sidecar (CONTRACTS §3) must spend on top of the SQS calls; printed with the ratio
-of ours to both floors together.
+in the sidecar (docs/job-message.md) must spend on top of the SQS calls; printed with the
+ratio of ours to both floors together.
 Run: python bench/aws_submit.py [--recipients N] [--batch-size N]
 """
 

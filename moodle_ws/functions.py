@@ -1,4 +1,4 @@
-"""Typed wrappers of the core web-service functions we call (CONTRACTS §6).
+"""Typed wrappers of the core web-service functions we call (docs/moodle.md).
 
 Each sends only the parameters Moodle declares and turns the answer into records from
 `moodle_ws.types`.

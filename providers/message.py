@@ -1,9 +1,9 @@
-"""The wire formats: the batch message (CONTRACTS §3) and the callback (CONTRACTS §4).
+"""The wire formats: the batch message and the callback (docs/job-message.md, docs/callback.md).
 
 Batch messages (`offload.batch.v1`) are compact UTF-8 JSON. A batch whose body would
 exceed the queue's limit is split into as few messages as the limit allows, recipients
 in order, never truncated and never dropped. Every message of a split batch carries the
-same `batch_id` plus two keys that CONTRACTS §3 does not list:
+same `batch_id` plus two keys that an unsplit batch does not have:
 
 - `"part"`: the 0-based index of this message within the batch,
 - `"part_count"`: how many messages the batch was split into.

@@ -1,4 +1,4 @@
-"""HMAC-SHA256 signatures of callback bodies (CONTRACTS §4: `X-Signature`).
+"""HMAC-SHA256 signatures of callback bodies (docs/callback.md: `X-Signature`).
 
 Key rotation: the first configured secret signs, every configured secret verifies.
 `verify` compares against all of them in constant time and never exits early, so

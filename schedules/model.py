@@ -1,6 +1,6 @@
 """Schedules as the daemon keeps them: validated, frozen, comparable.
 
-Two sources give the same keys (CONTRACTS §6, `{prefix}_get_schedules`): Moodle's rows
+Two sources give the same keys (docs/moodle.md, `{prefix}_get_schedules`): Moodle's rows
 (`Schedule.from_remote`) and the `[[schedule]]` tables of the TOML schedule file
 (`Schedule.from_file_entry`). Both refuse a malformed schedule with `MalformedSchedule`,
 which names the schedule id and the field, so sync can skip that one and keep the rest.

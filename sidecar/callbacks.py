@@ -1,4 +1,4 @@
-"""Verify and apply a worker's callback (CONTRACTS §4): one function for HTTP and results queues.
+"""Verify and apply a worker's callback (docs/callback.md): one function for HTTP and queues.
 
 Order of checks: size (413), signature (401), shape (400), timestamp skew (401, HTTP
 only), job and batch known (404), callback id not seen (409). A callback read from the

@@ -1,7 +1,7 @@
 """What one recipient's email and certificate say: the one place both routes render them.
 
 Local delivery renders here right before sending; cloud submission renders here and the
-worker only delivers (CONTRACTS §3). Both give a learner the same words and links.
+worker only delivers (docs/job-message.md). Both give a learner the same words and links.
 """
 
 from collections.abc import Callable

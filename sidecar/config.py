@@ -1,4 +1,4 @@
-"""The configuration file (CONTRACTS §2): TOML → one frozen, validated Config.
+"""The configuration file (docs/configuration.md): TOML → one frozen, validated Config.
 
 Secrets are resolved before validation: a value "env:NAME" reads the environment, a key
 `<name>_file` reads a file (relative paths from $CREDENTIALS_DIRECTORY, else beside the

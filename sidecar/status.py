@@ -1,4 +1,4 @@
-"""Job and recipient statuses and the one table of allowed transitions (CONTRACTS §5).
+"""Job and recipient statuses and the one table of allowed transitions (docs/statuses.md).
 
 Every status change in the ledger is a compare-and-set against PREDECESSORS, so a
 late or repeated update can never move a row backwards.

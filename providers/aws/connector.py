@@ -1,4 +1,4 @@
-"""Batch messages into SQS with `SendMessageBatch` (CONTRACTS §3).
+"""Batch messages into SQS with `SendMessageBatch` (docs/job-message.md).
 
 The bodies come already built and split by `providers.message.build_batch_messages`,
 each within the queue's `MaximumMessageSize`; this module only packs them into

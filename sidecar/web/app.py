@@ -1,4 +1,4 @@
-"""The HTTP app served by `run` (CONTRACTS §1b): callback, health, certificates, verify.
+"""The HTTP app served by `run` (docs/http.md): callback, health, certificates, verify.
 
 A plain Werkzeug WSGI app. Every error is JSON `{"error", "status"}` rendered by
 `sidecar.web.errors.render`, except the human-facing `/verify/<code>` page. The app

@@ -1,4 +1,4 @@
-"""The ManiReports companion functions (CONTRACTS.md section 6), registered under a prefix."""
+"""The ManiReports companion functions (docs/moodle.md), registered under a prefix."""
 
 from typing import Any
 

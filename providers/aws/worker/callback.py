@@ -1,4 +1,4 @@
-"""Callbacks to the sidecar (CONTRACTS §4): an HTTP POST, or a message on a results queue.
+"""Callbacks to the sidecar (docs/callback.md): an HTTP POST, or a message on a results queue.
 
 The Lambda runtime has no `requests`, so HTTP goes through `urllib.request`, with
 redirects refused: urllib would turn a redirected POST into a body-less GET and a

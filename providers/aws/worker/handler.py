@@ -1,9 +1,9 @@
 """The AWS Lambda worker: SQS records holding `offload.batch.v1` messages → SES, S3, callback.
 
 Entry point `providers.aws.worker.handler.handler` (SQS event source mapping with
-`ReportBatchItemFailures`). Each record body is one batch message (CONTRACTS §3),
+`ReportBatchItemFailures`). Each record body is one batch message (docs/job-message.md),
 maybe a gzip envelope, maybe one part of a split batch; each record is reported to the
-sidecar in one callback (CONTRACTS §4), and a record goes back to SQS (listed in
+sidecar in one callback (docs/callback.md), and a record goes back to SQS (listed in
 `batchItemFailures`) only when something may still change: a throttled send, an
 undelivered callback, time running out, or a body that is not a batch message (which
 then reaches the dead-letter queue after the queue's maxReceiveCount).
@@ -19,7 +19,7 @@ Environment:
 - `OFFLOAD_MIN_REMAINING_MS` (30000): no recipient is started with less time left.
 - `AWS_ENDPOINT_URL` (standard boto3): another endpoint, for tests.
 
-Batch header keys read beyond CONTRACTS §3 (all optional):
+Batch header keys read beyond the core ones of docs/job-message.md (all optional):
 - `attempt` (int ≥ 0, default 0): the sidecar's delivery round of this batch. A recipient
   is tried once per round; a message with a higher `attempt` resends every recipient of
   the batch not recorded `sent` (and re-reports the sent ones without sending).
