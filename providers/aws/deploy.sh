@@ -10,7 +10,7 @@ template="$script_dir/template.yaml"
 
 # The worker's runtime needs beyond the Lambda runtime's boto3 (keep in step with
 # pyproject.toml); the repo's providers/ package (with providers/local/fonts/) is added.
-worker_requirements=("xhtml2pdf>=0.2.16" "qrcode>=7.4")
+worker_requirements=("xhtml2pdf>=0.2.24" "qrcode>=7.4")
 lambda_python="3.12"
 lambda_platform="manylinux2014_x86_64"
 
