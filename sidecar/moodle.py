@@ -30,7 +30,8 @@ REQUIRED = {
     "core_completion_get_activities_completion_status": "activity completion cannot be read: "
     "schedules that stop on an activity (suppresstarget) cannot run",
     "core_course_get_courses_by_field": "course names and links in emails cannot be read",
-    "core_user_get_users_by_field": "welcome, licence and CSV emails cannot look users up",
+    "core_user_get_users_by_field": "welcome, licence and CSV emails cannot look users up, "
+    "and schedules cannot run (they cannot tell suspended and nologin accounts)",
 }
 
 OPTIONAL = {
