@@ -42,12 +42,20 @@ def enrolled_users_page(
     limitnumber: int = 0,
     fields: Sequence[str] = LEARNER_FIELDS,
     only_active: bool = False,
+    only_suspended: bool = False,
     tally: RequestTally | None = None,
 ) -> list[EnrolledUser]:
-    """One page of a course's participants, ordered by user id."""
+    """One page of a course's participants, ordered by user id.
+
+    `only_suspended` (Moodle 3.11+; an older site ignores it and lists everyone) cannot be
+    combined with `only_active`.
+    """
+    if only_active and only_suspended:
+        raise ValueError("only_active and only_suspended exclude each other")
     opts = options(
         userfields=",".join(fields),
         onlyactive=True if only_active else None,
+        onlysuspended=True if only_suspended else None,
         limitfrom=limitfrom,
         limitnumber=limitnumber,
         sortby="id",
@@ -66,6 +74,7 @@ def enrolled_users(
     page_size: int = 1000,
     fields: Sequence[str] = LEARNER_FIELDS,
     only_active: bool = False,
+    only_suspended: bool = False,
     tally: RequestTally | None = None,
 ) -> Iterator[EnrolledUser]:
     """Every participant of a course, paged with limitfrom/limitnumber, each user once.
@@ -80,7 +89,7 @@ def enrolled_users(
     while True:
         page = enrolled_users_page(
             client, courseid, limitfrom=start, limitnumber=page_size, fields=fields,
-            only_active=only_active, tally=tally,
+            only_active=only_active, only_suspended=only_suspended, tally=tally,
         )  # fmt: skip
         for user in page:
             if user.id not in seen:
@@ -128,7 +137,12 @@ def course(client: MoodleClient, courseid: int) -> Course | None:
 
 
 def users_by_field(
-    client: MoodleClient, field: str, values: Iterable[str | int], *, chunk: int = 500
+    client: MoodleClient,
+    field: str,
+    values: Iterable[str | int],
+    *,
+    chunk: int = 500,
+    tally: RequestTally | None = None,
 ) -> list[User]:
     """Users whose `field` (id, idnumber, username, email) is one of `values`, by id.
 
@@ -142,7 +156,9 @@ def users_by_field(
     for i in range(0, len(values), chunk):
         part = values[i : i + chunk]
         rows = client.call(
-            "core_user_get_users_by_field", {"field": field, "values": [str(v) for v in part]}
+            "core_user_get_users_by_field",
+            {"field": field, "values": [str(v) for v in part]},
+            tally=tally,
         )
         users.extend(User.from_json(r) for r in rows)
     return sorted(users, key=lambda u: u.id)

@@ -15,16 +15,23 @@ from schedules.model import (
     ScheduleError,
 )
 from schedules.selection import (
+    REASONS,
+    Account,
+    AccountData,
     CompletionData,
     Completions,
     Learner,
     Selection,
     is_inactive,
+    label,
     select_recipients,
 )
 from schedules.timing import CatchUp, Due, due_now, local_instant, next_due
 
 __all__ = [
+    "REASONS",
+    "Account",
+    "AccountData",
     "ActionType",
     "Audience",
     "CatchUp",
@@ -40,6 +47,7 @@ __all__ = [
     "Selection",
     "due_now",
     "is_inactive",
+    "label",
     "local_instant",
     "next_due",
     "select_recipients",

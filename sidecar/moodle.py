@@ -5,12 +5,13 @@ exactly what a missing function disables.
 """
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from moodle_ws import companion, completion, functions
-from moodle_ws.client import ClientSettings, MoodleClient
+from moodle_ws.client import ClientSettings, MoodleClient, RequestTally
 from moodle_ws.errors import MoodleError
-from moodle_ws.types import Course, CourseCompletions, EnrolledUser, SiteInfo
+from moodle_ws.types import Course, CourseCompletions, EnrolledUser, SiteInfo, User
 from sidecar.config import Config, MoodleConfig
 from sidecar.errors import ConfigError
 
@@ -29,7 +30,8 @@ REQUIRED = {
     "core_completion_get_activities_completion_status": "activity completion cannot be read: "
     "schedules that stop on an activity (suppresstarget) cannot run",
     "core_course_get_courses_by_field": "course names and links in emails cannot be read",
-    "core_user_get_users_by_field": "welcome, licence and CSV emails cannot look users up",
+    "core_user_get_users_by_field": "welcome, licence and CSV emails cannot look users up, "
+    "and schedules cannot run (they cannot tell suspended and nologin accounts)",
 }
 
 OPTIONAL = {
@@ -135,9 +137,10 @@ def check_lines(config: Config) -> list[tuple[bool | None, str, str]]:
 @dataclass(frozen=True)
 class PulledCourse:
     course: Course
-    learners: list[EnrolledUser]
+    learners: list[EnrolledUser]  # participants with an active enrolment
     completions: CourseCompletions
     requests: int  # HTTP requests Moodle served for this pull
+    suspended_enrolments: frozenset[int] = frozenset()  # the other participants, by id
 
 
 def pull_course(
@@ -150,7 +153,11 @@ def pull_course(
     activities: bool = False,
     course_completion: bool = True,
 ) -> PulledCourse:
-    """A course, its participants and their completion, fetched now (never cached)."""
+    """A course, its participants and their completion, fetched now (never cached).
+
+    Participants whose enrolment is suspended are only counted (one more paged call, ids
+    only): Moodle does not track their completion and nothing is sent to them.
+    """
     course = functions.course(client, courseid)
     if course is None:
         raise MoodleError(f"course {courseid} does not exist or is hidden from the token's user")
@@ -158,11 +165,29 @@ def pull_course(
         client, courseid, site=site, prefix=prefix, activities=activities,
         course=course_completion, page_size=page_size,
     )  # fmt: skip
+    tally = RequestTally()
+    suspended = completion.suspended_participants(
+        client, courseid, [u.id for u in users], page_size=page_size, tally=tally
+    )
+    requests += 1 + tally.count
     log.info(
-        "course %d: %d participants, %d completed, %d Moodle requests (%s)",
-        courseid, len(users), len(result.completed), requests + 1, result.method,
+        "course %d: %d participants (%d more with a suspended enrolment), %d completed, "
+        "%d Moodle requests (%s)",
+        courseid, len(users), len(suspended), len(result.completed), requests, result.method,
     )  # fmt: skip
-    return PulledCourse(course, users, result, requests + 1)
+    return PulledCourse(course, users, result, requests, suspended)
+
+
+def accounts(client: MoodleClient, userids: Iterable[int], tally: RequestTally) -> dict[int, User]:
+    """The Moodle accounts of `userids` (suspended, auth), by id; one request per 500.
+
+    `core_enrol_get_enrolled_users` does not give them (Moodle strips both fields from its
+    answer). A user the token's user may not see is missing from the answer.
+    """
+    ids = sorted(set(userids))
+    if not ids:
+        return {}
+    return {u.id: u for u in functions.users_by_field(client, "id", ids, tally=tally)}
 
 
 def course_vars(course: Course, wwwroot: str) -> dict[str, str]:

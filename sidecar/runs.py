@@ -20,16 +20,18 @@ from zoneinfo import ZoneInfo
 from peewee import IntegrityError
 
 from moodle_ws import functions, iomad
+from moodle_ws.client import RequestTally
 from moodle_ws.errors import MoodleError, MoodleUnavailable
 from schedules.model import ActionType, Audience, Schedule
-from schedules.selection import Learner, Selection, select_recipients
+from schedules.selection import Learner, Selection, label, select_recipients
 from schedules.timing import due_now, next_due
-from sidecar import routing
+from sidecar import csvinput, routing
 from sidecar.coursejobs import create_course_job
 from sidecar.db import store
 from sidecar.db.models import Certificate, Company, Job, Recipient, ScheduleRecord, ScheduleRun
 from sidecar.errors import SidecarError, TemplateError
-from sidecar.moodle import PulledCourse, open_client, pull_course
+from sidecar.exclusions import ledger_exclusions
+from sidecar.moodle import PulledCourse, accounts, open_client, pull_course
 from sidecar.status import RecipientStatus
 
 log = logging.getLogger(__name__)
@@ -61,13 +63,33 @@ class RunOutcome:
         head = f"schedule {s.source}/{s.id} {s.name!r} due {self.due_at:%Y-%m-%d %H:%M} UTC"
         if self.error:
             return f"{head}: {self.status}: {self.error}"
-        supp = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.get("suppressed", {}).items()))
         route = f"; route {self.route.route}: {self.route.reason}" if self.route else ""
-        return (
-            f"{head}: {self.status}: {self.recipients} recipients"
-            f" ({self.counts.get('email', 0)} email, {self.counts.get('certificate', 0)} "
-            f"certificate), suppressed: {supp or 'none'}{route}"
+        return f"{head}: {self.status}: {accounting(self.counts)}{route}"
+
+
+def accounting(counts: dict) -> str:
+    """A run's counts as an admin reads them: every learner, recipient or left out by reason.
+
+    "500 learners: 312 recipients (312 email, 0 certificate); left out: completed 150,
+    suspended account 20". A run recorded before learners were counted shows its recipients.
+    """
+    recipients = counts.get("recipients")
+    if recipients is None or "learners" not in counts:
+        return f"{recipients or 0} recipients"
+    text = (
+        f"{counts['learners']} learners: {recipients} recipients "
+        f"({counts.get('email', 0)} email, {counts.get('certificate', 0)} certificate)"
+    )
+    left_out = counts.get("left_out") or {}
+    text += "; left out: " + (
+        ", ".join(f"{label(r)} {n}" for r, n in left_out.items()) if left_out else "nobody"
+    )
+    withheld = counts.get("withheld") or {}
+    if withheld:
+        text += "; certificates withheld: " + ", ".join(
+            f"{label(r)} {n}" for r, n in withheld.items()
         )
+    return text
 
 
 _INCARNATION = uuid.uuid4().hex[:8]
@@ -258,8 +280,14 @@ class Runner:
         return outcome
 
     def prepare(self, schedule: Schedule, due_at: datetime, *, reissue: bool = False) -> RunOutcome:
-        """Everything up to the jobs, sending nothing: what `--dry-run` shows."""
+        """Everything up to the jobs, sending nothing: what `--dry-run` shows.
+
+        The recipients are the ones the run sends to (`_commit` takes this very selection);
+        every other learner of the course is counted by reason."""
         config, m = self.config, self.config.moodle
+        issued = set() if reissue else _issued(schedule.courseid)
+        now_epoch = int(aware(self.rt.clock()).timestamp())
+        tally = RequestTally()
         client = open_client(config)
         try:
             site = functions.site_info(client)
@@ -268,31 +296,31 @@ class Runner:
                 page_size=m.page_size, activities=schedule.suppresstarget > 0,
                 course_completion=_needs_course_completion(schedule),
             )  # fmt: skip
-            allowed = _company_members(client, schedule)
+            members = _company_members(client, schedule)
+            learners = _learners(pulled)
+            # By reference: the address rule is the job ledger's, whatever it becomes.
+            check_email = csvinput.validate_email
+            excluded = ledger_exclusions(schedule, learners, check_email)
+
+            def select(known_accounts=None) -> Selection:
+                return select_recipients(
+                    schedule, learners, pulled.completions, now_epoch, issued=issued,
+                    reissue=reissue, members=members, check_email=check_email,
+                    excluded=excluded, accounts=known_accounts,
+                )  # fmt: skip
+
+            # The account is the last reason: only the first selection's recipients are asked.
+            first = select()
+            sel = select(accounts(client, [lr.userid for lr in first.recipients], tally))
         finally:
             client.close()
-        learners = [
-            Learner(
-                u.id,
-                u.email,
-                u.firstname or "",
-                u.lastname or "",
-                u.lastaccess or 0,
-                u.lastcourseaccess,
-            )  # fmt: skip
-            for u in pulled.learners
-            if allowed is None or u.id in allowed
-        ]
-        issued = set() if reissue else _issued(schedule.courseid)
-        now_epoch = int(aware(self.rt.clock()).timestamp())
-        sel = select_recipients(
-            schedule, learners, pulled.completions, now_epoch, issued=issued, reissue=reissue
-        )
         route = self._route(schedule, sel)
         counts = {
-            "suppressed": dict(sel.suppressed), "audience": sel.audience_size,
+            "learners": sel.learners, "recipients": sel.total, "left_out": dict(sel.left_out),
+            "withheld": dict(sel.withheld), "audience": sel.audience_size,
             "email": len(sel.email), "certificate": len(sel.certificate),
-            "moodle_requests": pulled.requests, "completion_method": pulled.completions.method,
+            "moodle_requests": pulled.requests + tally.count,
+            "completion_method": pulled.completions.method,
             "certificates_rendered": route.certificates,
         }  # fmt: skip
         sample = self._sample(schedule, pulled, sel, m.url)
@@ -397,6 +425,25 @@ class Runner:
 
 def _schedule(record: ScheduleRecord) -> Schedule:
     return Schedule.from_remote(record.data, record.source)
+
+
+def _learners(pulled: PulledCourse) -> list[Learner]:
+    """Every participant of the pulled course; a suspended enrolment is known by its id."""
+    active = [
+        Learner(
+            u.id,
+            u.email,
+            u.firstname or "",
+            u.lastname or "",
+            u.lastaccess or 0,
+            u.lastcourseaccess,
+        )
+        for u in pulled.learners
+    ]
+    suspended = [
+        Learner(uid, None, "", "", active_enrolment=False) for uid in pulled.suspended_enrolments
+    ]
+    return active + suspended
 
 
 def _needs_course_completion(schedule: Schedule) -> bool:

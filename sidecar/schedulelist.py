@@ -7,7 +7,7 @@ from schedules.model import MalformedSchedule, Schedule
 from schedules.timing import next_due
 from sidecar.db.models import ScheduleRecord, ScheduleRun
 from sidecar.errors import NotFound
-from sidecar.runs import aware
+from sidecar.runs import accounting, aware
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def schedule_rows(rt, *, include_deleted: bool = False) -> list[ScheduleRow]:
             except MalformedSchedule as exc:
                 upcoming = f"invalid: {exc.field}"
         last_text = (
-            f"{last.due_at:%Y-%m-%d %H:%M} {last.status} ({last.recipients} recipients)"
+            f"{last.due_at:%Y-%m-%d %H:%M} {last.status}: {run_counts(last)}"
             if last else "never"
         )  # fmt: skip
         freq = s.frequency.value + (f"/{s.custom_interval}d" if s.custom_interval and
@@ -66,3 +66,18 @@ def find_schedule(schedule_id: int, source: str | None = None) -> ScheduleRecord
     if len(found) > 1:
         raise NotFound(f"schedule {schedule_id}: in both sources: pass --source moodle or file")
     return found[0]
+
+
+def run_counts(run: ScheduleRun) -> str:
+    """A recorded run's learners, recipients and left out by reason."""
+    counts = run.counts or {}
+    if "learners" not in counts:
+        return f"{run.recipients} recipients"
+    return accounting(counts)
+
+
+def run_of_job(job) -> ScheduleRun | None:
+    """The schedule run that created `job`, or None for a job that no run created."""
+    if job.run_id is None:
+        return None
+    return ScheduleRun.get_or_none(ScheduleRun.id == job.run_id)

@@ -50,6 +50,7 @@ def jobs_show(obj: Context, job_id: str, statuses: tuple[str, ...], limit: int) 
     """One job: counts by status, route and reason, recipients with their last error."""
     from sidecar import jobs as ledger
     from sidecar.db import store
+    from sidecar.schedulelist import run_counts, run_of_job
 
     _ = obj.runtime  # opens the database, upgraded to the latest schema
     job = store.get_job(job_id)
@@ -57,6 +58,10 @@ def jobs_show(obj: Context, job_id: str, statuses: tuple[str, ...], limit: int) 
     click.echo(f"job {job.id}  {job.type}  {job.status}")
     click.echo(f"  source {job.source}  template {job.template_id}  actions {job.actions}")
     click.echo(f"  route {job.route}: {job.route_reason}")
+    run = run_of_job(job)
+    if run is not None:
+        click.echo(f"  schedule run {run.id} (due {run.due_at:%Y-%m-%d %H:%M} UTC): "
+                   f"{run_counts(run)}")  # fmt: skip
     click.echo(
         f"  created {job.created_at:%Y-%m-%d %H:%M:%S} UTC  progress {_progress(counts, job.total)}"
     )

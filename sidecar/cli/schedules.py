@@ -58,7 +58,7 @@ def schedules_sync(obj: Context) -> None:
 def schedules_run(obj: Context, schedule_id: int, source: str | None, dry_run: bool,
                   deliver: bool, reissue: bool) -> None:  # fmt: skip
     """Fire one schedule now (a run of its own, recorded like a scheduled one)."""
-    from sidecar.runs import Runner
+    from sidecar.runs import Runner, accounting
     from sidecar.schedulelist import find_schedule
 
     rt = obj.runtime
@@ -69,10 +69,7 @@ def schedules_run(obj: Context, schedule_id: int, source: str | None, dry_run: b
         c = outcome.counts
         click.echo(f"schedule {record.source}/{record.remote_id} {record.name!r}: dry run, "
                    "nothing sent")  # fmt: skip
-        click.echo(f"  audience: {c['audience']} learners; recipients: {outcome.recipients} "
-                   f"({c['email']} email, {c['certificate']} certificate)")  # fmt: skip
-        supp = ", ".join(f"{k} {v}" for k, v in sorted(c["suppressed"].items())) or "none"
-        click.echo(f"  suppressed: {supp}")
+        click.echo(f"  {accounting(c)}")
         click.echo(f"  route: {outcome.route.route}: {outcome.route.reason}")
         click.echo(f"  Moodle: {c['moodle_requests']} requests ({c['completion_method']})")
         if outcome.sample is not None:

@@ -48,7 +48,7 @@ def test_sync_list_dry_run_and_run(tmp_path, moodle):
     assert "Daily reminder" in listing and "never" in listing and "Broken" not in listing
 
     dry = cli(config, "schedules", "run", "1", "--dry-run").stdout
-    assert "dry run, nothing sent" in dry and "suppressed: course_completed" in dry
+    assert "dry run, nothing sent" in dry and "left out: " in dry and "course completed " in dry
     assert "route: local: offload.enabled is false" in dry and "--- sample: Reminder:" in dry
     assert not (tmp_path / "mail").exists() or not list(mailbox.Maildir(tmp_path / "mail"))
 
@@ -168,3 +168,92 @@ def test_two_daemon_processes_on_one_database_fire_a_due_schedule_once(
                  .having(fn.COUNT(Recipient.id) > 1).count())  # fmt: skip
         assert dupes == 0
         db.drop_tables(list(ALL_MODELS), safe=True)
+
+
+def _plant(site) -> dict[str, int]:
+    """Learners of the main course who have not completed it, each made unmailable one way."""
+    cid = site.main_course_id
+    enrolled = site.enrolments[cid]
+    done = site.course_completions.get(cid, {})
+    free = [u for u in sorted(enrolled) if enrolled[u].status == 0 and not done.get(u)
+            and u != site.token_user_id]  # fmt: skip
+    planted = dict(zip(["account", "nologin", "enrolment", "invalid", "bounced", "no_address"],
+                       free, strict=False))  # fmt: skip
+    site.users[planted["account"]].suspended = 1
+    site.users[planted["nologin"]].auth = "nologin"
+    enrolled[planted["enrolment"]].status = 1
+    site.users[planted["invalid"]].email = "not-an-address"
+    site.users[planted["no_address"]].email = ""
+    return planted
+
+
+def test_the_dry_run_counts_every_learner_and_its_recipients_are_the_run_s_emails(
+    tmp_path, moodle, smtp
+):
+    from sidecar.csvinput import validate_email
+
+    site = moodle.site
+    cid = site.main_course_id
+    site.schedules[:] = [schedule(site, audience="not_completed", suppress_course_completion=1)]
+    planted = _plant(site)
+    config = write_config(tmp_path, smtp_port=smtp.port)
+    config.write_text(config.read_text() + f'[moodle]\nurl = "{moodle.url}"\n'
+                      f'token = "{site.token}"\n[schedules]\ntimezone = "UTC"\n')  # fmt: skip
+    cli(config, "schedules", "sync")
+    bounced = site.users[planted["bounced"]].email
+    with sqlite3.connect(tmp_path / "offload.db") as conn:
+        conn.execute(
+            "INSERT INTO suppressed_address (email, reason, source, created_at) "
+            "VALUES (?, 'mailbox does not exist', 'ses_bounce', '2026-01-01 00:00:00')",
+            (bounced.lower(),),
+        )
+
+    # What Moodle holds, read from the sandbox itself.
+    enrolled, done = site.enrolments[cid], site.course_completions.get(cid, {})
+    active = {u for u, e in enrolled.items() if e.status == 0}
+    completed = {u for u in active if done.get(u)}
+
+    def valid(address):
+        try:
+            validate_email(address)
+        except ValueError:
+            return False
+        return True
+
+    expected = {
+        u for u in active - completed
+        if u not in (planted["account"], planted["nologin"], planted["bounced"])
+        and site.users[u].email and valid(site.users[u].email)
+    }  # fmt: skip
+
+    dry = cli(config, "schedules", "run", "1", "--dry-run").stdout
+    line = next(x.strip() for x in dry.splitlines() if " learners: " in x)
+    head, _, left = line.partition("; left out: ")
+    learners = int(head.split(" learners")[0])
+    recipients = int(head.split(": ")[1].split(" recipients")[0])
+    reasons = {}
+    for part in left.split(", "):
+        name, _, n = part.rpartition(" ")
+        reasons[name] = int(n)
+    assert learners == len(enrolled)  # every participant, suspended enrolments included
+    assert recipients + sum(reasons.values()) == learners
+    assert recipients == len(expected)
+    assert reasons["completed"] == len(completed)
+    assert reasons["suspended account"] == 1 and reasons["account set to nologin"] == 1
+    assert reasons["invalid address"] == 1 and reasons["no address"] == 1
+    assert reasons["suppressed address"] == 1
+    assert reasons["suspended enrolment"] == len(enrolled) - len(active) >= 1
+    assert "suppressed: none" not in dry
+
+    ran = cli(config, "schedules", "run", "1", "--deliver").stdout
+    assert f"{learners} learners: {recipients} recipients" in ran
+    assert len(smtp.seen) == recipients
+    assert {rcpt for rcpt, _ in smtp.seen} == {site.users[u].email for u in expected}
+
+    listing = cli(config, "schedules", "list").stdout
+    assert f"done: {learners} learners: {recipients} recipients" in listing
+    assert "suspended account 1" in listing and f"completed {len(completed)}" in listing
+    job_id = next(x.split()[1].rstrip(":") for x in ran.splitlines() if x.startswith("job "))
+    shown = cli(config, "jobs", "show", job_id).stdout
+    assert f": {learners} learners: {recipients} recipients" in shown
+    assert "suppressed address 1" in shown and "invalid address 1" in shown

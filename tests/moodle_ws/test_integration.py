@@ -5,7 +5,7 @@ import math
 import pytest
 
 from moodle_ws import companion, completion, errors, functions, iomad
-from moodle_ws.client import ClientSettings, MoodleClient
+from moodle_ws.client import ClientSettings, MoodleClient, RequestTally
 from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
 
 LEARNERS = 150
@@ -56,6 +56,47 @@ def test_enrolled_users_pages_give_each_participant_once_in_id_order(client, sit
     assert site.request_count == len(paged) // 17 + 1
     assert all(u.email and u.firstname and u.fullname for u in paged)
     assert all(u.lastcourseaccess is not None and u.lastaccess is not None for u in paged)
+
+
+def test_suspended_participants_are_the_enrolments_onlyactive_leaves_out(client, site):
+    cid = site.main_course_id
+    tally = RequestTally()
+    active = completion.active_participants(client, cid, page_size=1000, tally=tally)
+    suspended = completion.suspended_participants(
+        client, cid, [u.id for u in active], page_size=1000, tally=tally
+    )
+    enrolled = site.enrolments[cid]
+    assert suspended == {u for u, e in enrolled.items() if e.status}
+    assert suspended and len(active) + len(suspended) == len(enrolled)
+    assert tally.count == 2  # one page each
+
+
+def test_without_enrolreview_no_enrolment_is_taken_for_suspended(client, site, caplog):
+    cid = site.main_course_id
+    site.capabilities.discard("moodle/course:enrolreview")
+    try:
+        everyone = [u.id for u in functions.enrolled_users(client, cid)]
+        got = completion.suspended_participants(
+            client, cid, everyone, page_size=1000, tally=RequestTally()
+        )
+    finally:
+        site.capabilities.add("moodle/course:enrolreview")
+    assert got == frozenset()
+    assert "suspended enrolments cannot be counted" in caplog.text
+
+
+def test_accounts_show_suspended_and_auth_which_the_enrolled_users_call_does_not(client, site):
+    cid = site.main_course_id
+    a, b = sorted(site.enrolments[cid])[:2]
+    site.users[a].suspended, site.users[b].auth = 1, "nologin"
+    try:
+        rows = client.call("core_enrol_get_enrolled_users", {"courseid": cid, "options": [
+            {"name": "userfields", "value": "id,suspended,auth"}]})  # fmt: skip
+        users = {u.id: u for u in functions.users_by_field(client, "id", [a, b])}
+    finally:
+        site.users[a].suspended, site.users[b].auth = 0, "manual"
+    assert all("suspended" not in r and "auth" not in r for r in rows)  # Moodle strips them
+    assert users[a].suspended is True and users[b].auth == "nologin"
 
 
 def test_course_completion_status_reads_what_moodle_holds(client, site):

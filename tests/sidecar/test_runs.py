@@ -195,7 +195,7 @@ def test_course_completion_suppression_uses_completion_fetched_at_fire_time(site
     mailed = recipients_of(ScheduleRun.get(ScheduleRun.due_at == run1.due_at))
     done = completed_in(site)
     assert mailed and done and not mailed & done
-    assert run1.counts["suppressed"]["course_completed"] == len(done & _participants(site))
+    assert run1.counts["left_out"]["course_completed"] == len(done & _participants(site))
     # A learner completes between this run and the next: the next run must not mail them.
     newly = sorted(mailed)[0]
     site.set_course_completion(site.main_course_id, newly, 1764700000)
@@ -228,7 +228,7 @@ def test_activity_suppression_counts_states_1_2_and_3_as_complete(site, make_run
     mailed = recipients_of(ScheduleRun.get(ScheduleRun.due_at == run.due_at))
     assert learners[0] in mailed  # state 0: not complete
     assert not set(learners[1:]) & mailed  # 1 complete, 2 pass, 3 fail: all complete
-    assert run.counts["suppressed"]["activity_completed"] >= 3
+    assert run.counts["left_out"]["activity_completed"] >= 3
 
 
 def test_certificates_are_issued_once_per_course(site, make_runtime):
@@ -241,7 +241,7 @@ def test_certificates_are_issued_once_per_course(site, make_runtime):
     clock.now += timedelta(days=1)
     [run2] = runs.Runner(rt).tick()
     assert run2.counts["certificate"] == 0 and run2.jobs == []
-    assert run2.counts["suppressed"]["already_issued"] == run1.counts["certificate"]
+    assert run2.counts["left_out"]["already_issued"] == run1.counts["certificate"]
 
 
 def test_certificate_mode_local_keeps_certificates_here_and_sends_other_emails_by_the_cloud(
@@ -323,7 +323,7 @@ def test_dry_run_shows_counts_route_and_a_sample_and_sends_nothing(site, make_ru
 
     record = find_schedule(1)
     outcome = runner.prepare(runs._schedule(record), clock())
-    assert outcome.recipients > 0 and "course_completed" in outcome.counts["suppressed"]
+    assert outcome.recipients > 0 and "course_completed" in outcome.counts["left_out"]
     assert outcome.route.route == "local" and "offload.enabled is false" in outcome.route.reason
     assert outcome.sample.subject.startswith("Reminder:")
     assert ScheduleRun.select().count() == 0 and Job.select().count() == 0
@@ -414,3 +414,71 @@ def test_an_email_schedule_without_suppression_does_not_ask_for_completion(site,
     [run] = runs.Runner(rt).tick()
     assert run.status == "done" and run.recipients > 0
     assert "tool_mobile_call_external_functions" not in site.requests_by_function
+
+
+def _make_unmailable(site) -> dict[str, int]:
+    """Among the main course's completers and non-completers alike, one learner each with a
+    suspended account, a nologin account, a suspended enrolment, an invalid address and a
+    bounced address; returns {way: userid}."""
+    cid = site.main_course_id
+    enrolled, done = site.enrolments[cid], completed_in(site)
+    planted = {}
+    for group, tag in ((done, "done"), (set(enrolled) - done, "open")):
+        free = [u for u in sorted(group) if enrolled[u].status == 0 and u != site.token_user_id]
+        ways = ("account", "nologin", "enrolment", "invalid", "bounced")
+        planted.update({f"{way}_{tag}": u for way, u in zip(ways, free, strict=False)})
+    for tag in ("done", "open"):
+        site.users[planted[f"account_{tag}"]].suspended = 1
+        site.users[planted[f"nologin_{tag}"]].auth = "nologin"
+        enrolled[planted[f"enrolment_{tag}"]].status = 1
+        site.users[planted[f"invalid_{tag}"]].email = "a@b@c"
+    return planted
+
+
+@pytest.mark.parametrize(
+    "action, audience, each",  # each: learners the audience holds of each planted kind
+    [("email", "not_completed", 1), ("certificate", "completed", 1), ("both", "enrolled", 2)],
+)
+def test_the_dry_run_recipients_are_exactly_the_emails_the_run_delivers(
+    site, make_runtime, tmp_path, action, audience, each
+):
+    import mailbox
+
+    from sidecar.db import store
+    from sidecar.schedulelist import find_schedule, run_counts
+    from sidecar.suppression import suppress
+
+    planted = _make_unmailable(site)
+    row = schedule(site, action_type=action, audience=audience, suppress_course_completion=0)
+    clock, rt = start(site, make_runtime, row)
+    with store.atomic():
+        for tag in ("done", "open"):
+            suppress(site.users[planted[f"bounced_{tag}"]].email, "bounced", "ses_bounce",
+                     clock())  # fmt: skip
+    runner = runs.Runner(rt)
+    dry = runner.prepare(runs._schedule(find_schedule(1)), clock())
+    learners = len(site.enrolments[site.main_course_id])
+    left_out = dry.counts["left_out"]
+    assert dry.counts["learners"] == learners
+    assert dry.recipients + sum(left_out.values()) == learners
+    assert left_out["account_suspended"] == left_out["nologin"] == each
+    assert left_out["invalid_email"] == left_out["suppressed"] == each
+    assert left_out["enrolment_suspended"] >= 2
+
+    clock.advance(60)
+    run = runner.fire_now(find_schedule(1))
+    assert run.status == "done" and run.recipients == dry.recipients > 0
+    for job_id in run.jobs:
+        deliver_job(rt, job_id, show_progress=False)
+    delivered = list(mailbox.Maildir(tmp_path / "mail", create=False))
+    assert len(delivered) == dry.recipients
+    mailed = {m["To"].rsplit("<", 1)[-1].rstrip(">") for m in delivered}
+    never = {site.users[u].email for way, u in planted.items() if not way.startswith("enrolment")}
+    assert not mailed & never
+    recorded = ScheduleRun.get(ScheduleRun.id == run_id_of(run))
+    assert recorded.counts["left_out"] == left_out and recorded.counts["learners"] == learners
+    assert run_counts(recorded).startswith(f"{learners} learners: {dry.recipients} recipients")
+
+
+def run_id_of(outcome) -> int:
+    return Job.get(Job.id == outcome.jobs[0]).run_id
