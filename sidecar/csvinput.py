@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import email_validator
 from email_validator import EmailNotValidError
 from email_validator import validate_email as _validate
 
@@ -46,13 +47,35 @@ class CsvInput:
         return tuple(c for c in self.columns if c not in REQUIRED)
 
 
+# Moodle's validate_email() is a syntax check: learners on an internal or reserved domain
+# (jane@corp.local, learner1@example.test, x@intranet.internal: Active Directory and staging
+# sites) are mailed, and the site's relay decides what it can deliver. email-validator refuses
+# special-use domains whatever its options; emptying its list is the way its README gives.
+# `.invalid` stays refused (below): Moodle's email_to_user() never mails it either.
+email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
+
+
 @lru_cache(maxsize=65536)
 def validate_email(address: str) -> str:
-    """The normalized address, or ValueError saying why it is not one (no DNS lookups)."""
+    """The normalised address, or ValueError saying why it is not one (no DNS lookups).
+
+    Accepts every address Moodle's validate_email() accepts, on any domain, plus
+    internationalised ones; an IDN domain comes back in its ASCII (xn--) form, which every
+    relay and SES can carry.
+    """
     try:
-        return _validate(address, check_deliverability=False).normalized
+        info = _validate(
+            address,
+            check_deliverability=False,
+            globally_deliverable=False,
+            allow_quoted_local=True,
+            allow_domain_literal=True,
+        )
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
+    if info.ascii_domain == "invalid" or info.ascii_domain.endswith(".invalid"):
+        raise ValueError("the domain .invalid is reserved for addresses that must not be mailed")
+    return info.ascii_email or info.normalized
 
 
 def read_csv(path: Path) -> CsvInput:
