@@ -5,6 +5,8 @@ import mailbox
 
 import pytest
 
+from sidecar.db import migrations
+
 from .conftest import cli, message_args, write_config, write_csv
 
 
@@ -139,6 +141,50 @@ def test_db_upgrade_then_check_pass_on_a_good_config(tmp_path):
     checked = cli(config, "check")
     assert "ok   database: schema at version 4" in checked.stdout
     assert "ok   local delivery: maildir" in checked.stdout
+
+
+def test_check_on_a_fresh_install_passes_and_says_run_creates_the_database(tmp_path):
+    config = write_config(tmp_path)
+    proc = cli(config, "check", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok   database: not created yet: `db upgrade` or `run` creates it" in proc.stdout
+    assert "FAIL" not in proc.stdout
+
+
+def _sql(tmp_path, statement):
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "offload.db") as conn:
+        conn.execute(statement)
+
+
+ALL_STEPS = ", ".join(str(v) for v, _, _ in migrations.STEPS)
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("INSERT INTO schema_version (version, name, applied_at) "
+         "VALUES (99, 'future', '2030-01-01 00:00:00')",
+         f"schema at version 99 is newer than this moodle-offload knows "
+         f"(latest {migrations.LATEST})"),
+        ("DELETE FROM schema_version WHERE version = 3",
+         "a schema upgrade stopped half way (step 3 not recorded): "
+         "run `moodle-offload db upgrade`"),
+        ("DELETE FROM schema_version",
+         f"a schema upgrade stopped half way (steps {ALL_STEPS} not recorded)"),
+    ],
+    ids=["newer-than-the-code", "step-missing", "tables-without-record"],
+)  # fmt: skip
+def test_check_fails_on_a_schema_newer_than_the_code_or_half_upgraded(
+    tmp_path, statement, expected
+):
+    config = write_config(tmp_path)
+    cli(config, "db", "upgrade")
+    _sql(tmp_path, statement)
+    proc = cli(config, "check", check=False)
+    assert proc.returncode == 1
+    assert f"FAIL database: {expected}" in proc.stdout
 
 
 def test_check_fails_with_a_fix_when_the_smtp_server_is_unreachable(tmp_path):
