@@ -3,6 +3,8 @@
 Columns userid, email, firstname, lastname are required (any case, any order); every
 other column becomes a template variable. A file that cannot be used at all raises
 Aborted; a bad row is collected as a CsvProblem and never stops the others being read.
+A row repeated exactly (an export pasted twice) is merged into the first and noted;
+a userid given again with another address or other values is a problem naming both lines.
 """
 
 import csv
@@ -41,6 +43,7 @@ class CsvInput:
     rows: tuple[CsvRow, ...]
     problems: tuple[CsvProblem, ...]
     columns: tuple[str, ...]
+    merged: tuple[CsvProblem, ...] = ()  # notes on repeated rows merged into the first
 
     @property
     def extra_columns(self) -> tuple[str, ...]:
@@ -117,7 +120,8 @@ def read_csv(path: Path) -> CsvInput:
     index = {c: i for i, c in enumerate(columns)}
     rows: list[CsvRow] = []
     problems: list[CsvProblem] = []
-    first_line: dict[int, int] = {}
+    merged: list[CsvProblem] = []
+    first_row: dict[int, CsvRow] = {}
     start = 2
     for record in reader:
         line = start
@@ -147,18 +151,37 @@ def read_csv(path: Path) -> CsvInput:
                 CsvProblem(line, f"line {line}: email '{address}' is not a valid address: {exc}")
             )
             continue
-        if userid in first_line:
-            problems.append(
+        extra = {c: values[i] for c, i in index.items() if c not in REQUIRED}
+        row = CsvRow(
+            line, userid, email, values[index["firstname"]], values[index["lastname"]], extra
+        )
+        first = first_row.get(userid)
+        if first is None:
+            first_row[userid] = row
+            rows.append(row)
+        elif (message := _repeat(first, row)) is None:
+            merged.append(
                 CsvProblem(
-                    line, f"line {line}: userid {userid} already given on line {first_line[userid]}"
+                    line,
+                    f"line {line} repeats line {first.line} (userid {userid}): merged, sent once",
                 )
             )
-            continue
-        first_line[userid] = line
-        extra = {c: values[i] for c, i in index.items() if c not in REQUIRED}
-        rows.append(
-            CsvRow(
-                line, userid, email, values[index["firstname"]], values[index["lastname"]], extra
-            )
+        else:
+            problems.append(CsvProblem(line, message))
+    return CsvInput(tuple(rows), tuple(problems), columns, tuple(merged))
+
+
+def _repeat(first: CsvRow, row: CsvRow) -> str | None:
+    """None when `row` repeats `first` exactly; else the problem naming both lines."""
+    head = f"line {row.line}: userid {row.userid} already given on line {first.line}"
+    if first.email.lower() != row.email.lower():
+        return (
+            f"{head} with another address ('{first.email}' on line {first.line}, "
+            f"'{row.email}' on line {row.line})"
         )
-    return CsvInput(tuple(rows), tuple(problems), columns)
+    differ = [
+        name for name in ("firstname", "lastname") if getattr(first, name) != getattr(row, name)
+    ] + [name for name in first.extra if first.extra[name] != row.extra[name]]
+    if differ:
+        return f"{head} with another {', '.join(differ)}: keep one of the two rows"
+    return None

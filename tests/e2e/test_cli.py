@@ -48,6 +48,29 @@ def test_csv_with_invalid_rows_lists_them_by_line_and_sends_nothing(tmp_path):
     assert maildir_count(tmp_path) == 2
 
 
+def test_csv_row_repeated_exactly_is_merged_and_mailed_once_another_address_is_refused(
+    tmp_path,
+):
+    config = write_config(tmp_path)
+    path = tmp_path / "l.csv"
+    rows = "".join(f"{i},l{i}@example.org,F{i},L{i}\n" for i in (1, 2, 3))
+    path.write_text("userid,email,firstname,lastname\n" + rows + "2,l2@example.org,F2,L2\n")
+    sent = cli(config, "send", "csv", str(path), *message_args(tmp_path), "--yes", "--deliver")
+    assert "3 valid rows, 0 invalid, 1 repeated rows merged" in sent.stdout
+    assert "note: line 5 repeats line 3 (userid 2): merged, sent once" in sent.stdout
+    assert maildir_count(tmp_path) == 3
+
+    path.write_text("userid,email,firstname,lastname\n" + rows + "2,new2@example.org,F2,L2\n")
+    refused = cli(config, "send", "csv", str(path), *message_args(tmp_path), "--yes", "--deliver",
+                  check=False)  # fmt: skip
+    assert refused.returncode == 1 and "nothing sent" in refused.stderr
+    assert (
+        "line 5: userid 2 already given on line 3 with another address "
+        "('l2@example.org' on line 3, 'new2@example.org' on line 5)" in refused.stdout
+    )
+    assert maildir_count(tmp_path) == 3
+
+
 def test_without_a_terminal_and_without_yes_the_send_is_refused(tmp_path):
     config = write_config(tmp_path)
     proc = cli(

@@ -35,6 +35,28 @@ def test_rows_extra_columns_and_problems_with_line_numbers(tmp_path):
     assert "expected 5 columns, found 3" in messages
 
 
+def test_a_row_repeated_exactly_is_merged_with_a_note_naming_both_lines(tmp_path):
+    path = write(tmp_path, (
+        "userid,email,firstname,lastname,course\n"
+        "1,jane@corp.local,Jane,Doe,Safety\n"
+        "2,bob@corp.local,Bob,Roe,Safety\n"
+        "1,Jane@CORP.local,Jane,Doe,Safety\n"
+        "2,bob@corp.local,Bob,Roe,First aid\n"
+        "3,cy@corp.local,Cy,Young,Safety\n"
+        "3,other@corp.local,Cy,Young,Safety\n"
+    ))  # fmt: skip
+    data = read_csv(path)
+    assert [r.userid for r in data.rows] == [1, 2, 3]
+    assert [n.message for n in data.merged] == [
+        "line 4 repeats line 2 (userid 1): merged, sent once"
+    ]
+    assert [p.message for p in data.problems] == [
+        "line 5: userid 2 already given on line 3 with another course: keep one of the two rows",
+        "line 7: userid 3 already given on line 6 with another address "
+        "('cy@corp.local' on line 6, 'other@corp.local' on line 7)",
+    ]
+
+
 def test_bom_and_semicolons(tmp_path):
     path = write(tmp_path, "\ufeffuserid;email;firstname;lastname\n1;a@example.org;Łukasz;Żółć\n")
     data = read_csv(path)
