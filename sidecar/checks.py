@@ -38,15 +38,33 @@ def _database(config: Config) -> CheckResult:
     try:
         db = open_database(config.database.url)
         db.connect(reuse_if_open=True)
+        empty = migrations.is_empty(db)
         version = migrations.current_version(db)
+        unrecorded = migrations.unrecorded_steps(db)
         db.close()
     except Exception as exc:  # noqa: BLE001 - reported as a failed check
         return CheckResult("database", False, f"cannot open: {type(exc).__name__}: {exc}")
-    if version < migrations.LATEST:
+    latest = migrations.LATEST
+    if empty:
+        # a fresh install: not a fault, `run` creates the schema at start
+        return CheckResult("database", True, "not created yet: `db upgrade` or `run` creates it")
+    if version > latest:
         return CheckResult(
             "database", False,
-            f"schema at version {version}, latest is {migrations.LATEST}: "
-            "run `moodle-offload db upgrade`",
+            f"schema at version {version} is newer than this moodle-offload knows "
+            f"(latest {latest}): a newer release upgraded it; run that release",
+        )  # fmt: skip
+    if unrecorded:
+        return CheckResult(
+            "database", False,
+            f"a schema upgrade stopped half way (step{'s' if len(unrecorded) > 1 else ''} "
+            f"{', '.join(map(str, unrecorded))} not recorded): "
+            "run `moodle-offload db upgrade` to finish it",
+        )  # fmt: skip
+    if version < latest:
+        return CheckResult(
+            "database", False,
+            f"schema at version {version}, latest is {latest}: run `moodle-offload db upgrade`",
         )  # fmt: skip
     return CheckResult("database", True, f"schema at version {version}")
 

@@ -3,12 +3,14 @@
 Secrets are resolved before validation: a value "env:NAME" reads the environment, a key
 `<name>_file` reads a file (relative paths from $CREDENTIALS_DIRECTORY, else beside the
 config file). Secret values are pydantic SecretStr: redacted in repr and never echoed in
-an error. Every error is one line naming the file and the dotted key.
+an error. Every error is one line naming the file and the dotted key. A duration is
+seconds or a string with units ("90s", "5m", "1h", "2d", "1h30m"): the `Seconds` types.
 """
 
 import difflib
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +23,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -35,6 +39,50 @@ def state_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("STATE_DIRECTORY", "/var/lib/moodle-offload").split(":")[0])
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_WITH_UNITS = re.compile(rf"(?:{_NUMBER}[smhd])+")
+_FORMS = 'seconds or a string with a unit: 300, "90s", "5m", "1h", "2d" or "1h30m"'
+_BOUNDS = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
+           "greater_than": ("more than", "gt"), "less_than": ("less than", "lt")}  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    """ "300", "90s", "5m", "1h30m", "2d" as seconds; ValueError for anything else."""
+    text = re.sub(r"\s+", "", text.lower())
+    if re.fullmatch(_NUMBER, text):
+        return float(text)
+    if _WITH_UNITS.fullmatch(text):
+        return sum(float(n) * _UNITS[u] for n, u in re.findall(rf"({_NUMBER})([smhd])", text))
+    raise ValueError(f"not a duration: give {_FORMS}")
+
+
+def _duration(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """The one validator of every duration key: seconds or a string with units; a refused
+    value's error names the unit and the forms taken (never echoes the value)."""
+    if isinstance(value, str):
+        value = _seconds(value)
+        value = int(value) if value.is_integer() else value
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"not a duration: give {_FORMS}")
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        if err["type"] in _BOUNDS:
+            words, name = _BOUNDS[err["type"]]
+            limit = float(err["ctx"][name])
+            limit_text = f"{limit:.0f}" if limit.is_integer() else f"{limit}"
+            raise ValueError(f"must be {words} {limit_text} seconds (give {_FORMS})") from None
+        raise ValueError(f"must be a whole number of seconds (give {_FORMS})") from None
+
+
+#: A duration in whole seconds; the config also takes "90s", "5m", "1h", "2d", "1h30m".
+Seconds = Annotated[int, WrapValidator(_duration)]
+#: A duration in seconds that may have a fraction ("1.5", "0.5s").
+FractionalSeconds = Annotated[float, WrapValidator(_duration)]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,7 +90,7 @@ class Section(BaseModel):
 class MoodleConfig(Section):
     url: str
     token: SecretStr
-    timeout: float = Field(30.0, gt=0)
+    timeout: FractionalSeconds = Field(30.0, gt=0)
     max_concurrency: int = Field(4, ge=1, le=64)
     verify_tls: bool = True
     companion_prefix: str = "local_manireports"
@@ -66,7 +114,7 @@ class ServerConfig(Section):
     listen: str = "127.0.0.1:8765"
     public_url: str = ""
     callback_max_bytes: int = Field(1_048_576, ge=1024)
-    drain_timeout: float = Field(20.0, gt=0)
+    drain_timeout: FractionalSeconds = Field(20.0, gt=0)
 
     @field_validator("listen")
     @classmethod
@@ -100,7 +148,7 @@ class ServerConfig(Section):
 class SecurityConfig(Section):
     callback_secrets: tuple[SecretStr, ...] = ()
     encryption_key: SecretStr | None = None
-    callback_max_skew: int = Field(300, ge=1)
+    callback_max_skew: Seconds = Field(300, ge=1)
 
     @field_validator("encryption_key")
     @classmethod
@@ -121,13 +169,15 @@ class SecurityConfig(Section):
 
 class RetryConfig(Section):
     max_attempts: int = Field(3, ge=1, le=50)
-    backoff: tuple[Annotated[float, Field(ge=0)], ...] = (60, 300, 900)
+    backoff: tuple[FractionalSeconds, ...] = (60, 300, 900)
 
     @field_validator("backoff")
     @classmethod
     def _nonempty(cls, v):
         if not v:
             raise ValueError("give at least one delay in seconds")
+        if min(v) < 0:
+            raise ValueError('a delay cannot be negative: give seconds (e.g. 60) or "5m"')
         return v
 
 
@@ -138,7 +188,7 @@ class OffloadConfig(Section):
     job_batch_size: int = Field(200, ge=1, le=10_000)
     fallback: Literal["queue_local", "fail"] = "queue_local"
     certificate_mode: Literal["cloud", "local", "cloud_if_enabled"] = "cloud_if_enabled"
-    presigned_url_ttl: int = Field(3600, ge=60, le=604_800)
+    presigned_url_ttl: Seconds = Field(3600, ge=60, le=604_800)
     retry: RetryConfig = RetryConfig()
 
 
@@ -152,8 +202,8 @@ class AwsConfig(Section):
     ses_configuration_set: str | None = None
     ses_events_queue_url: str | None = None
     endpoint_url: str | None = None
-    results_wait_seconds: int = Field(10, ge=0, le=20)
-    dlq_poll_interval: int = Field(60, ge=1)
+    results_wait_seconds: Seconds = Field(10, ge=0, le=20)
+    dlq_poll_interval: Seconds = Field(60, ge=1)
 
 
 class CloudflareConfig(Section):
@@ -179,7 +229,7 @@ class LocalConfig(Section):
     rate_per_second: float = Field(0.0, ge=0)
     certificate_dir: Path = Field(default_factory=lambda: state_dir() / "certificates")
     maildir: Path | None = None
-    timeout: float = Field(30.0, gt=0)
+    timeout: FractionalSeconds = Field(30.0, gt=0)
 
     @field_validator("from_")
     @classmethod
@@ -204,11 +254,11 @@ class CompanyConfig(Section):
 
 class SchedulesConfig(Section):
     source: Literal["moodle", "file", "both"] = "moodle"
-    sync_interval: int = Field(300, ge=10)
+    sync_interval: Seconds = Field(300, ge=10)
     timezone: str = "UTC"
     file: Path | None = None
     catch_up: Literal["run_once", "skip"] = "run_once"
-    tick_interval: int = Field(30, ge=1, le=3600)
+    tick_interval: Seconds = Field(30, ge=1, le=3600)
 
     @field_validator("timezone")
     @classmethod

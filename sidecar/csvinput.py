@@ -3,6 +3,8 @@
 Columns userid, email, firstname, lastname are required (any case, any order); every
 other column becomes a template variable. A file that cannot be used at all raises
 Aborted; a bad row is collected as a CsvProblem and never stops the others being read.
+A row repeated exactly (an export pasted twice) is merged into the first and noted;
+a userid given again with another address or other values is a problem naming both lines.
 """
 
 import csv
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import email_validator
 from email_validator import EmailNotValidError
 from email_validator import validate_email as _validate
 
@@ -40,19 +43,42 @@ class CsvInput:
     rows: tuple[CsvRow, ...]
     problems: tuple[CsvProblem, ...]
     columns: tuple[str, ...]
+    merged: tuple[CsvProblem, ...] = ()  # notes on repeated rows merged into the first
 
     @property
     def extra_columns(self) -> tuple[str, ...]:
         return tuple(c for c in self.columns if c not in REQUIRED)
 
 
+# Moodle's validate_email() is a syntax check: learners on an internal or reserved domain
+# (jane@corp.local, learner1@example.test, x@intranet.internal: Active Directory and staging
+# sites) are mailed, and the site's relay decides what it can deliver. email-validator refuses
+# special-use domains whatever its options; emptying its list is the way its README gives.
+# `.invalid` stays refused (below): Moodle's email_to_user() never mails it either.
+email_validator.SPECIAL_USE_DOMAIN_NAMES.clear()
+
+
 @lru_cache(maxsize=65536)
 def validate_email(address: str) -> str:
-    """The normalized address, or ValueError saying why it is not one (no DNS lookups)."""
+    """The normalised address, or ValueError saying why it is not one (no DNS lookups).
+
+    Accepts every address Moodle's validate_email() accepts, on any domain, plus
+    internationalised ones; an IDN domain comes back in its ASCII (xn--) form, which every
+    relay and SES can carry.
+    """
     try:
-        return _validate(address, check_deliverability=False).normalized
+        info = _validate(
+            address,
+            check_deliverability=False,
+            globally_deliverable=False,
+            allow_quoted_local=True,
+            allow_domain_literal=True,
+        )
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
+    if info.ascii_domain == "invalid" or info.ascii_domain.endswith(".invalid"):
+        raise ValueError("the domain .invalid is reserved for addresses that must not be mailed")
+    return info.ascii_email or info.normalized
 
 
 def read_csv(path: Path) -> CsvInput:
@@ -94,7 +120,8 @@ def read_csv(path: Path) -> CsvInput:
     index = {c: i for i, c in enumerate(columns)}
     rows: list[CsvRow] = []
     problems: list[CsvProblem] = []
-    first_line: dict[int, int] = {}
+    merged: list[CsvProblem] = []
+    first_row: dict[int, CsvRow] = {}
     start = 2
     for record in reader:
         line = start
@@ -124,18 +151,37 @@ def read_csv(path: Path) -> CsvInput:
                 CsvProblem(line, f"line {line}: email '{address}' is not a valid address: {exc}")
             )
             continue
-        if userid in first_line:
-            problems.append(
+        extra = {c: values[i] for c, i in index.items() if c not in REQUIRED}
+        row = CsvRow(
+            line, userid, email, values[index["firstname"]], values[index["lastname"]], extra
+        )
+        first = first_row.get(userid)
+        if first is None:
+            first_row[userid] = row
+            rows.append(row)
+        elif (message := _repeat(first, row)) is None:
+            merged.append(
                 CsvProblem(
-                    line, f"line {line}: userid {userid} already given on line {first_line[userid]}"
+                    line,
+                    f"line {line} repeats line {first.line} (userid {userid}): merged, sent once",
                 )
             )
-            continue
-        first_line[userid] = line
-        extra = {c: values[i] for c, i in index.items() if c not in REQUIRED}
-        rows.append(
-            CsvRow(
-                line, userid, email, values[index["firstname"]], values[index["lastname"]], extra
-            )
+        else:
+            problems.append(CsvProblem(line, message))
+    return CsvInput(tuple(rows), tuple(problems), columns, tuple(merged))
+
+
+def _repeat(first: CsvRow, row: CsvRow) -> str | None:
+    """None when `row` repeats `first` exactly; else the problem naming both lines."""
+    head = f"line {row.line}: userid {row.userid} already given on line {first.line}"
+    if first.email.lower() != row.email.lower():
+        return (
+            f"{head} with another address ('{first.email}' on line {first.line}, "
+            f"'{row.email}' on line {row.line})"
         )
-    return CsvInput(tuple(rows), tuple(problems), columns)
+    differ = [
+        name for name in ("firstname", "lastname") if getattr(first, name) != getattr(row, name)
+    ] + [name for name in first.extra if first.extra[name] != row.extra[name]]
+    if differ:
+        return f"{head} with another {', '.join(differ)}: keep one of the two rows"
+    return None

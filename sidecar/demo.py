@@ -4,8 +4,8 @@ Starts the Moodle sandbox (seeded learners with international names in a few cou
 writes a config that points at it and delivers into folders, syncs the site's schedules
 and fires two of them at once — a reminder to every participant, suppressed for those who
 completed the course, and certificates for those who completed — each pulling learners
-and completion over REST like a real site; delivers the jobs, serves /healthz and the
-certificate links, and prints where everything is.
+and completion over REST like a real site; delivers the jobs and prints where the mail and
+the certificates are. Without --once it then serves /healthz and the certificate links.
 """
 
 import logging
@@ -135,14 +135,14 @@ def run_demo(*, once: bool, workdir: str | None, learners: int, port: int, seed:
                 jobs[label] = job_id
         rt.close()
 
-        daemon = Daemon(config, config_path)
-        daemon.start(schedules=not once)  # --once: the two schedules have just fired
         click.echo(f"mail:         {base / 'mail' / 'new'}")
         click.echo(f"certificates: {base / 'certificates' / jobs.get('certificates', '')}")
-        click.echo(f"dashboard:    {daemon.http.url}/healthz")
         click.echo(f"config:       {config_path}  (try: moodle-offload -c {config_path} jobs list)")
         if once:
-            return 0
+            return 0  # only what is still there once we exit: no URL of a stopped server
+        daemon = Daemon(config, config_path)
+        daemon.start(schedules=True)
+        click.echo(f"health:       {daemon.http.url}/healthz")
         click.echo("serving; Ctrl-C to stop")
         return daemon.serve_started()
     finally:

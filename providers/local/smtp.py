@@ -129,6 +129,10 @@ class SmtpSender:
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             self._raise_for(code, text)
+        except smtplib.SMTPNotSupportedError:
+            # an address with non-ASCII before the @ needs SMTPUTF8: no retry brings it
+            reply = "the SMTP server does not offer SMTPUTF8, which this address needs"
+            raise PermanentDeliveryError(f"SMTP refused: {reply}", reply) from None
         except smtplib.SMTPResponseException as exc:
             self._raise_for(exc.smtp_code, exc.smtp_error)
         except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:

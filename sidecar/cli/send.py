@@ -84,7 +84,11 @@ def send_csv(
 
 def print_preview(pv) -> None:
     rows = pv.data.rows
-    click.echo(f"{pv.path}: {len(rows)} valid rows, {len(pv.problems)} invalid")
+    merged = pv.data.merged
+    click.echo(
+        f"{pv.path}: {len(rows)} valid rows, {len(pv.problems)} invalid"
+        + (f", {len(merged)} repeated rows merged" if merged else "")
+    )
     if pv.data.extra_columns:
         click.echo(f"  extra columns (template variables): {', '.join(pv.data.extra_columns)}")
     if pv.already_sent:
@@ -93,6 +97,10 @@ def print_preview(pv) -> None:
         click.echo(f"  {problem.message}")
     if len(pv.problems) > MAX_PROBLEMS_SHOWN:
         click.echo(f"  ... and {len(pv.problems) - MAX_PROBLEMS_SHOWN} more")
+    for note in merged[:MAX_PROBLEMS_SHOWN]:
+        click.echo(f"  note: {note.message}")
+    if len(merged) > MAX_PROBLEMS_SHOWN:
+        click.echo(f"  ... and {len(merged) - MAX_PROBLEMS_SHOWN} more repeated rows")
     if pv.sample is not None:
         click.echo("--- sample (first row) ---")
         click.echo(f"Subject: {pv.sample.subject}")

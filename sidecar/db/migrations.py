@@ -89,3 +89,19 @@ def upgrade(db: Database) -> list[int]:
 def current_version(db: Database) -> int:
     done = applied_versions(db)
     return max(done) if done else 0
+
+
+def is_empty(db: Database) -> bool:
+    """No table of ours and no step recorded: a database `upgrade` has not created yet
+    (tables of other applications in the same database do not count)."""
+    ours = {model._meta.table_name for model in m.ALL_MODELS if model is not m.SchemaVersion}
+    return not ours & set(db.get_tables()) and not applied_versions(db)
+
+
+def unrecorded_steps(db: Database) -> list[int]:
+    """Steps missing below the newest one recorded, or every step when tables of ours exist
+    but none is recorded: an upgrade that stopped half way (`upgrade` finishes it)."""
+    done = applied_versions(db)
+    if not done:
+        return [] if is_empty(db) else [v for v, _, _ in STEPS]
+    return [v for v, _, _ in STEPS if v < max(done) and v not in done]

@@ -5,6 +5,8 @@ import mailbox
 
 import pytest
 
+from sidecar.db import migrations
+
 from .conftest import cli, message_args, write_config, write_csv
 
 
@@ -44,6 +46,29 @@ def test_csv_with_invalid_rows_lists_them_by_line_and_sends_nothing(tmp_path):
         "--skip-invalid",
     )
     assert maildir_count(tmp_path) == 2
+
+
+def test_csv_row_repeated_exactly_is_merged_and_mailed_once_another_address_is_refused(
+    tmp_path,
+):
+    config = write_config(tmp_path)
+    path = tmp_path / "l.csv"
+    rows = "".join(f"{i},l{i}@example.org,F{i},L{i}\n" for i in (1, 2, 3))
+    path.write_text("userid,email,firstname,lastname\n" + rows + "2,l2@example.org,F2,L2\n")
+    sent = cli(config, "send", "csv", str(path), *message_args(tmp_path), "--yes", "--deliver")
+    assert "3 valid rows, 0 invalid, 1 repeated rows merged" in sent.stdout
+    assert "note: line 5 repeats line 3 (userid 2): merged, sent once" in sent.stdout
+    assert maildir_count(tmp_path) == 3
+
+    path.write_text("userid,email,firstname,lastname\n" + rows + "2,new2@example.org,F2,L2\n")
+    refused = cli(config, "send", "csv", str(path), *message_args(tmp_path), "--yes", "--deliver",
+                  check=False)  # fmt: skip
+    assert refused.returncode == 1 and "nothing sent" in refused.stderr
+    assert (
+        "line 5: userid 2 already given on line 3 with another address "
+        "('l2@example.org' on line 3, 'new2@example.org' on line 5)" in refused.stdout
+    )
+    assert maildir_count(tmp_path) == 3
 
 
 def test_without_a_terminal_and_without_yes_the_send_is_refused(tmp_path):
@@ -117,7 +142,9 @@ def test_demo_once_fires_two_schedules_on_the_sandbox_and_delivers_mail_and_pdfs
     proc = cli(tmp_path / "unused.toml", "demo", "--once", "--dir", str(tmp_path / "demo"),
                "--learners", "60")  # fmt: skip
     out = proc.stdout
-    assert "mail:" in out and "certificates:" in out and "/healthz" in out
+    assert "mail:" in out and "certificates:" in out
+    # The demo has stopped when this prints: nothing to open but folders and files.
+    assert "http://" not in out and "dashboard" not in out
     # The reminder suppressed exactly the learners the certificate schedule certified.
     suppressed = int(re.search(r"left out: [^;]*\bcourse completed (\d+)", out).group(1))
     certs = int(re.search(r"\(certificates\): sent (\d+)", out).group(1))
@@ -139,6 +166,50 @@ def test_db_upgrade_then_check_pass_on_a_good_config(tmp_path):
     checked = cli(config, "check")
     assert "ok   database: schema at version 4" in checked.stdout
     assert "ok   local delivery: maildir" in checked.stdout
+
+
+def test_check_on_a_fresh_install_passes_and_says_run_creates_the_database(tmp_path):
+    config = write_config(tmp_path)
+    proc = cli(config, "check", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok   database: not created yet: `db upgrade` or `run` creates it" in proc.stdout
+    assert "FAIL" not in proc.stdout
+
+
+def _sql(tmp_path, statement):
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "offload.db") as conn:
+        conn.execute(statement)
+
+
+ALL_STEPS = ", ".join(str(v) for v, _, _ in migrations.STEPS)
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("INSERT INTO schema_version (version, name, applied_at) "
+         "VALUES (99, 'future', '2030-01-01 00:00:00')",
+         f"schema at version 99 is newer than this moodle-offload knows "
+         f"(latest {migrations.LATEST})"),
+        ("DELETE FROM schema_version WHERE version = 3",
+         "a schema upgrade stopped half way (step 3 not recorded): "
+         "run `moodle-offload db upgrade`"),
+        ("DELETE FROM schema_version",
+         f"a schema upgrade stopped half way (steps {ALL_STEPS} not recorded)"),
+    ],
+    ids=["newer-than-the-code", "step-missing", "tables-without-record"],
+)  # fmt: skip
+def test_check_fails_on_a_schema_newer_than_the_code_or_half_upgraded(
+    tmp_path, statement, expected
+):
+    config = write_config(tmp_path)
+    cli(config, "db", "upgrade")
+    _sql(tmp_path, statement)
+    proc = cli(config, "check", check=False)
+    assert proc.returncode == 1
+    assert f"FAIL database: {expected}" in proc.stdout
 
 
 def test_check_fails_with_a_fix_when_the_smtp_server_is_unreachable(tmp_path):

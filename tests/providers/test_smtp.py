@@ -158,6 +158,25 @@ def test_5xx_is_permanent_with_the_servers_reply(start):
     assert err.value.reply == "554 5.7.1 message rejected as spam"
 
 
+def test_an_address_needing_smtputf8_on_a_server_without_it_is_permanent_and_not_retried(start):
+    handler = Recorder()
+    port = start(handler, enable_SMTPUTF8=False)
+    sleeps = []
+    to_idn = build_message(
+        sender="noreply@academy.example",
+        to="zoë@bücher.example",
+        subject="Hi",
+        html="<p>Hi</p>",
+        text="Hi",
+        message_id="<1@x>",
+    )
+    with SmtpSender(SmtpSettings(port=port), sleep=sleeps.append) as sender:
+        with pytest.raises(PermanentDeliveryError, match="SMTPUTF8"):
+            sender.send(to_idn)
+        sender.send(msg())  # the connection is still good for the next learner
+    assert sleeps == [] and len(handler.messages) == 1 and len(handler.sessions) == 1
+
+
 def test_unreachable_server_is_unavailable():
     with pytest.raises(ProviderUnavailable, match="cannot connect"):
         SmtpSender(SmtpSettings(port=free_port(), timeout=2)).send(msg())

@@ -6,7 +6,7 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import BaseModel
 
-from sidecar.config import Config, load
+from sidecar.config import Config, FractionalSeconds, Seconds, load
 from sidecar.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +52,64 @@ def test_example_config_loads_and_documents_every_key():
 
     missing = [k for k in keys_of(Config) if not documented(k)]
     assert missing == []
+
+
+def fields_of(model, prefix=""):
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{field.alias or name}"
+        args = getattr(field.annotation, "__args__", (field.annotation,))
+        inner = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        yield from fields_of(inner, f"{key}.") if inner is not None else [(key, field)]
+
+
+DURATION_WORDS = ("interval", "timeout", "ttl", "seconds", "skew", "backoff", "delay", "wait")
+
+
+def test_every_duration_key_takes_units():
+    validators = {Seconds.__metadata__[0], FractionalSeconds.__metadata__[0]}
+
+    def takes_units(field):
+        items = getattr(field.annotation, "__args__", ())  # tuple[FractionalSeconds, ...]
+        metadata = [*field.metadata, *(m for a in items for m in getattr(a, "__metadata__", ()))]
+        return any(m in validators for m in metadata)
+
+    durations = [k for k, _ in fields_of(Config) if any(w in k for w in DURATION_WORDS)]
+    assert "schedules.sync_interval" in durations and "offload.retry.backoff" in durations
+    assert [k for k, f in fields_of(Config) if k in durations and not takes_units(f)] == []
+
+
+def test_durations_take_seconds_or_units(tmp_path):
+    config = load(write(tmp_path, (
+        "[server]\ndrain_timeout = '1.5s'\n"
+        "[security]\ncallback_max_skew = '5m'\n"
+        "[offload]\npresigned_url_ttl = '7d'\n"
+        "[offload.retry]\nbackoff = [30, '5m', '1h30m']\n"
+        "[schedules]\nsync_interval = '1h'\ntick_interval = '90s'\n"
+    )), {})  # fmt: skip
+    assert config.server.drain_timeout == 1.5 and config.security.callback_max_skew == 300
+    assert config.offload.presigned_url_ttl == 604_800
+    assert config.offload.retry.backoff == (30, 300, 5400)
+    assert config.schedules.sync_interval == 3600 and config.schedules.tick_interval == 90
+    assert isinstance(config.schedules.sync_interval, int)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("sync_interval = '1 hour'",
+         'schedules.sync_interval: not a duration: give seconds or a string with a unit: '
+         '300, "90s", "5m", "1h", "2d" or "1h30m"'),
+        ("sync_interval = 5", "schedules.sync_interval: must be at least 10 seconds (give "),
+        ("sync_interval = '5s'", "schedules.sync_interval: must be at least 10 seconds (give "),
+        ("tick_interval = '2h'", "schedules.tick_interval: must be at most 3600 seconds (give "),
+        ("tick_interval = 1.5", "schedules.tick_interval: must be a whole number of seconds"),
+    ],
+    ids=["words", "too-short", "too-short-with-unit", "too-long", "fraction"],
+)  # fmt: skip
+def test_a_refused_duration_names_the_key_and_the_unit(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, f"[schedules]\n{text}\n"), {})
+    assert expected in str(err.value)
 
 
 def test_minimal_config_gets_safe_defaults(tmp_path):

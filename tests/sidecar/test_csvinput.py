@@ -2,7 +2,8 @@
 
 import pytest
 
-from sidecar.csvinput import read_csv
+from moodle_ws.sandbox.phpvalue import validate_email as moodle_accepts
+from sidecar.csvinput import read_csv, validate_email
 from sidecar.errors import Aborted
 
 
@@ -34,6 +35,28 @@ def test_rows_extra_columns_and_problems_with_line_numbers(tmp_path):
     assert "expected 5 columns, found 3" in messages
 
 
+def test_a_row_repeated_exactly_is_merged_with_a_note_naming_both_lines(tmp_path):
+    path = write(tmp_path, (
+        "userid,email,firstname,lastname,course\n"
+        "1,jane@corp.local,Jane,Doe,Safety\n"
+        "2,bob@corp.local,Bob,Roe,Safety\n"
+        "1,Jane@CORP.local,Jane,Doe,Safety\n"
+        "2,bob@corp.local,Bob,Roe,First aid\n"
+        "3,cy@corp.local,Cy,Young,Safety\n"
+        "3,other@corp.local,Cy,Young,Safety\n"
+    ))  # fmt: skip
+    data = read_csv(path)
+    assert [r.userid for r in data.rows] == [1, 2, 3]
+    assert [n.message for n in data.merged] == [
+        "line 4 repeats line 2 (userid 1): merged, sent once"
+    ]
+    assert [p.message for p in data.problems] == [
+        "line 5: userid 2 already given on line 3 with another course: keep one of the two rows",
+        "line 7: userid 3 already given on line 6 with another address "
+        "('cy@corp.local' on line 6, 'other@corp.local' on line 7)",
+    ]
+
+
 def test_bom_and_semicolons(tmp_path):
     path = write(tmp_path, "\ufeffuserid;email;firstname;lastname\n1;a@example.org;Łukasz;Żółć\n")
     data = read_csv(path)
@@ -51,3 +74,42 @@ def test_not_utf8_names_the_line(tmp_path):
     ).encode("latin-1")
     with pytest.raises(Aborted, match="line 3 is not UTF-8"):
         read_csv(write(tmp_path, content))
+
+
+@pytest.mark.parametrize(
+    ("address", "normalised"),
+    [
+        ("jane@corp.local", "jane@corp.local"),
+        ("learner1@example.test", "learner1@example.test"),
+        ("x@intranet.internal", "x@intranet.internal"),
+        ("ops@mail.localhost", "ops@mail.localhost"),
+        ("a@hidden.onion", "a@hidden.onion"),
+        ("a@10.in-addr.arpa", "a@10.in-addr.arpa"),
+        ("Jane.Doe+moodle@Corp.LOCAL", "Jane.Doe+moodle@corp.local"),
+        ("o'brien@example.org", "o'brien@example.org"),
+        ("a@bücher.example", "a@xn--bcher-kva.example"),
+        ("a@xn--bcher-kva.example", "a@xn--bcher-kva.example"),
+        ('"john smith"@example.org', '"john smith"@example.org'),
+        ("root@[192.0.2.1]", "root@[192.0.2.1]"),
+    ],
+)  # fmt: skip
+def test_every_address_moodle_accepts_is_accepted_on_any_domain(address, normalised):
+    assert validate_email(address) == normalised
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["bob@@example.org", "no-at-sign.example.org", "a b@example.org", "a..b@example.org",
+     "@example.org", "a@", "a@-corp.local", "a@corp_x.local", "x@deleted.invalid"],
+)  # fmt: skip
+def test_what_is_not_an_address_is_refused_with_the_reason(address):
+    with pytest.raises(ValueError, match=r"\S"):
+        validate_email(address)
+
+
+def test_addresses_the_sandboxs_moodle_rule_accepts_are_never_refused():
+    samples = ["jane@corp.local", "a.b-c_d@x-y.internal", "x!#$%&'*+/=?^_`{|}~@a.test",
+               "1@2.example", "UPPER@CASE.LOCAL"]  # fmt: skip
+    for address in samples:
+        assert moodle_accepts(address)
+        validate_email(address)
