@@ -309,3 +309,80 @@ def test_migration_5_adds_the_opt_out_list_to_a_version_4_database(db, clock):
     assert migrations.upgrade(db) == []
     assert unsubscribe.opt_out(1, "reminders", "cli", clock())
     assert unsubscribe.opted_out([1], "reminders") == {1}
+
+
+# --- a scheduled reminder, end to end --------------------------------------------------------
+
+
+@pytest.fixture
+def site():
+    from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
+
+    from ..conftest import schedule_row
+
+    s = generate_site(SiteSpec(seed=11, learners=12, courses=1, companies=1))
+    s.schedules[:] = [schedule_row(s.main_course_id, suppress_course_completion=0)]
+    with SandboxServer(s) as server:
+        s.server_url = server.url
+        yield s
+
+
+def test_the_link_in_a_delivered_reminder_keeps_that_learner_out_of_the_next_run(
+    db_url, db, tmp_path, site
+):
+    import mailbox
+    from datetime import datetime, timedelta
+
+    from sidecar import runs, sync
+    from sidecar.config import load
+    from sidecar.daemon import Daemon
+    from sidecar.db.models import Job, database
+    from sidecar.localrun import deliver_job
+    from sidecar.moodle import open_client
+    from sidecar.runtime import Runtime
+    from tests.e2e.conftest import free_port
+
+    from ..conftest import Clock
+
+    path = tmp_path / "offload.toml"
+    path.write_text(
+        f'[moodle]\nurl = "{site.server_url}"\ntoken = "{site.token}"\n'
+        f'[database]\nurl = "{db_url}"\n'
+        f'[server]\nlisten = "127.0.0.1:{free_port()}"\npublic_url = "{PUBLIC}"\n'
+        f'[security]\nencryption_key = "{KEY}"\n'
+        '[schedules]\ntimezone = "Europe/London"\n'
+        f'[providers.local]\nfrom = "noreply@academy.example"\nmaildir = "{tmp_path}/mail"\n'
+        f'certificate_dir = "{tmp_path}/certs"\n'
+    )
+    config = load(path)
+    clock = Clock(datetime(2026, 12, 1, 8, 0, 0))
+    rt = Runtime(config, clock=clock)
+    rt.ready_db()
+    sync.sync_all(config, lambda: open_client(config), clock())
+    clock.now = datetime(2026, 12, 1, 9, 1)
+    [first] = runs.Runner(rt).tick()
+    deliver_job(rt, first.jobs[0])
+    mails = list(mailbox.Maildir(tmp_path / "mail", create=False))
+    assert len(mails) > 2
+    chosen = mails[0]
+    userid = int(chosen["Message-ID"].split(".")[1].split("@")[0])
+    url = chosen["List-Unsubscribe"].strip()[1:-1]
+
+    daemon = Daemon(config, path)  # the daemon serves the link learners click
+    daemon.start(schedules=False)
+    try:
+        local = url.replace(PUBLIC, daemon.http.url)  # what the reverse proxy does
+        assert requests.post(local, data=ONE_CLICK, timeout=10).status_code == 200
+    finally:
+        daemon.shutdown()
+
+    database.initialize(rt.db)  # the models back on this runtime's connection
+    clock.now += timedelta(days=1)
+    [second] = runs.Runner(rt).tick()
+    (job,) = [Job.get_by_id(j) for j in second.jobs]
+    got = status_of(job.id)
+    assert got[userid] == (R.SUPPRESSED, "unsubscribed from reminders")
+    assert len(got) == len(mails) and all(
+        s == R.PENDING for u, (s, _) in got.items() if u != userid
+    )
+    rt.close()
