@@ -151,7 +151,8 @@ class OffloadApp:
         except CallbackRejected as exc:
             return render(HTTPError(exc.reason, status=exc.status))
         except Exception:  # noqa: BLE001 - request boundary: log once, answer 500
-            log.exception("unhandled error answering %s %s", request.method, request.path)
+            path = "/unsubscribe/..." if request.path.startswith("/unsubscribe/") else request.path
+            log.exception("unhandled error answering %s %s", request.method, path)
             return render(HTTPError("internal server error; see the sidecar log"))
 
     def on_callback(self, request: Request) -> Response:

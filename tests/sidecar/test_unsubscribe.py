@@ -283,6 +283,24 @@ def test_with_the_feature_off_the_endpoint_answers_404(db, clock, web, links):
     assert nothing_recorded()
 
 
+def test_a_failure_while_recording_answers_500_and_logs_no_token(db, clock, links, caplog):
+    class Broken(unsubscribe.UnsubscribeService):
+        def record(self, userid, kind, source):
+            raise RuntimeError("database went away")
+
+    app = make_app(handle_callback=lambda raw, sig: {}, health=lambda: (True, {}),
+                   unsubscribe=Broken(links, clock))  # fmt: skip
+    srv = HttpServer(app, "127.0.0.1", 0)
+    srv.start()
+    try:
+        token = links.token(1, "reminders")
+        resp = requests.post(f"{srv.url}/unsubscribe/{token}", data=ONE_CLICK, timeout=10)
+    finally:
+        srv.stop()
+    assert resp.status_code == 500 and "database went away" in caplog.text
+    assert token not in caplog.text and token.rpartition(".")[2] not in caplog.text
+
+
 # --- the list --------------------------------------------------------------------------------
 
 
