@@ -320,7 +320,7 @@ def retry_job(job_id: str, now: datetime) -> int:
     failed = [R.FAILED.value, R.PERMANENTLY_FAILED.value]
     with store.atomic():
         found = list(
-            Recipient.select(Recipient.batch, Recipient.id, Recipient.email)
+            Recipient.select(Recipient.batch, Recipient.id, Recipient.email, Recipient.userid)
             .where(
                 Recipient.job == job.id,
                 Recipient.status.in_(failed),
@@ -328,10 +328,17 @@ def retry_job(job_id: str, now: datetime) -> int:
             )
             .tuples()
         )
-        blocked = suppressed_among(email for _, _, email in found)
-        rows = [(bid, rid) for bid, rid, email in found if email not in blocked]
+        blocked = suppressed_among(email for _, _, email, _ in found)
+        kind = kind_of(job.type, bool(job.actions.get("certificate")))
+        unsubscribed = opted_out((uid for _, _, _, uid in found), kind)
+        rows = [
+            (bid, rid)
+            for bid, rid, email, uid in found
+            if email not in blocked and uid not in unsubscribed
+        ]
         if not rows:
             why = f" ({len(blocked)} addresses are suppressed)" if blocked else ""
+            why += f" ({len(unsubscribed)} unsubscribed from {kind})" if unsubscribed else ""
             raise Conflict(f"job {job.id}: no failed recipient to retry{why}")
         ids = [rid for _, rid in rows]
         for start in range(0, len(ids), 900):

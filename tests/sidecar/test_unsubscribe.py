@@ -218,6 +218,21 @@ def test_one_click_post_leaves_the_learner_out_of_later_reminders_but_not_other_
         assert {s for s, _ in status_of(other).values()} == {R.PENDING}
 
 
+def test_retry_leaves_out_a_failed_learner_who_has_since_unsubscribed(
+    db, clock, tmp_path, smtp_server, links
+):
+    refuse = ["550 5.2.2 mailbox full"]
+    server = smtp_server({"learner1@example.org": refuse, "learner2@example.org": refuse})
+    job_id = deliver(clock, tmp_path, server, links, [person(1), person(2)])
+    unsubscribe.opt_out(1, "reminders", "one-click", clock())
+
+    assert jobs.retry_job(job_id, clock()) == 1
+    assert {u: s for u, (s, _) in status_of(job_id).items()} == {
+        1: R.FAILED,
+        2: R.RETRY_PENDING,
+    }
+
+
 def test_get_shows_one_button_and_changes_nothing_until_it_is_pressed(db, clock, web, links):
     srv = web()
     url = f"{srv.url}/unsubscribe/{links.token(7, 'custom')}"
