@@ -203,7 +203,7 @@ class OffloadApp:
             )
         userid, kind = found
         what = escape(DESCRIPTIONS.get(kind, kind))
-        if request.method == "GET":
+        if request.method != "POST":  # GET, or HEAD (werkzeug routes it with GET)
             return _page("Unsubscribe", _UNSUBSCRIBE_FORM.format(what=what), 200)
         request.max_content_length = _MAX_UNSUBSCRIBE_BODY
         try:
