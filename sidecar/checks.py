@@ -23,6 +23,7 @@ def run_checks(config: Config) -> list[CheckResult]:
     results.append(_database(config))
     results.append(_local_delivery(config))
     results.append(_certificate_dir(config))
+    results.append(_unsubscribe(config))
     if config.providers.aws is not None:
         results.extend(_aws(config))
     from sidecar.moodle import check_lines
@@ -67,6 +68,24 @@ def _database(config: Config) -> CheckResult:
             f"schema at version {version}, latest is {latest}: run `moodle-offload db upgrade`",
         )  # fmt: skip
     return CheckResult("database", True, f"schema at version {version}")
+
+
+def _unsubscribe(config: Config) -> CheckResult:
+    from sidecar import unsubscribe
+
+    if not config.unsubscribe.enabled:
+        return CheckResult("unsubscribe", None, "off (unsubscribe.enabled = false)")
+    why = unsubscribe.unavailable(config)
+    if why:
+        return CheckResult("unsubscribe", None, f"bulk mail goes without links: {why}")
+    url = f"{config.server.public_url}/unsubscribe/..."
+    if not url.startswith("https://"):
+        return CheckResult(
+            "unsubscribe", None,
+            f"links to {url}, but mailbox providers honour one-click unsubscribe over https "
+            "only: give server.public_url an https:// address",
+        )  # fmt: skip
+    return CheckResult("unsubscribe", True, f"one-click links to {url}")
 
 
 def _local_delivery(config: Config) -> CheckResult:

@@ -310,9 +310,10 @@ class CloudSubmitter:
             try:
                 cert = issued.get(r.userid)
                 html = self.composer.certificate_html(job, r, cert) if cert else None
-                email = None
+                email = unsubscribe_url = None
                 if job.actions.get("email"):
-                    email = self.composer.email(job, r, cert).email
+                    composed = self.composer.email(job, r, cert)
+                    email, unsubscribe_url = composed.email, composed.unsubscribe_url
                     attach = attach or (cert is not None and email.certificate_delivery == "attach")
             except TemplateError as exc:
                 log.warning("job %s: user %s: %s", job.id, r.userid, exc)
@@ -324,6 +325,8 @@ class CloudSubmitter:
                 "html": email.html if email else "", "text": email.text if email else "",
                 "certificate_html": html, "vars": {},
             })  # fmt: skip
+            if unsubscribe_url:  # the worker adds List-Unsubscribe and List-Unsubscribe-Post
+                people[-1]["unsubscribe_url"] = unsubscribe_url
         if failures:
             with store.atomic():
                 store.apply_updates(job.id, batch.id, failures, now, 1)

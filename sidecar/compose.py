@@ -12,19 +12,28 @@ from providers.local.pdf import qr_png_data_uri
 from sidecar import certificates
 from sidecar.db.models import Job, Recipient
 from sidecar.render import RenderedEmail, Renderer, learner_vars
+from sidecar.unsubscribe import Links, kind_of
 
 
 @dataclass(frozen=True)
 class Composed:
     email: RenderedEmail
     headers: dict[str, str]
+    unsubscribe_url: str | None = None  # the one-click link the headers point at
 
 
 class Composer:
-    def __init__(self, renderer: Renderer, public_url: str, clock: Callable[[], datetime]):
+    def __init__(
+        self,
+        renderer: Renderer,
+        public_url: str,
+        clock: Callable[[], datetime],
+        links: Links | None = None,
+    ):
         self.renderer = renderer
         self.public_url = public_url
         self.clock = clock
+        self.links = links  # None: no unsubscribe links (off, or not configured)
 
     def context(self, job: Job, r: Recipient) -> dict:
         """The template variables of one recipient (job data, learner, CSV columns, today)."""
@@ -46,13 +55,24 @@ class Composer:
         return self.renderer.render_certificate(job.certificate_template_id or "certificate", ctx)
 
     def email(self, job: Job, r: Recipient, issued: certificates.Issued | None = None) -> Composed:
-        """Subject, bodies and bulk-mail headers; raises TemplateError."""
+        """Subject, bodies and bulk-mail headers; raises TemplateError.
+
+        Mail a learner may opt out of (reminders, re-engagement, CSV) gets the one-click
+        unsubscribe headers (RFC 8058) and `unsubscribe_url` for the footer; other mail
+        (certificates, account mail) gets neither, whatever the job's variables say.
+        """
         ctx = self.context(job, r)
         if issued is not None:
             ctx["certificate_url"] = certificates.urls(self.public_url, issued.code)[0]
+        kind = kind_of(job.type, bool(job.actions.get("certificate")))
+        url = self.links.url(r.userid, kind) if self.links and kind else None
+        if url or kind is None:
+            ctx["unsubscribe_url"] = url or ""
+        else:
+            ctx.setdefault("unsubscribe_url", "")  # a link of the site's own, given as a variable
         email = self.renderer.render_email(job.template_id, ctx)
         headers = {"Precedence": "bulk", "X-Offload-Job": job.id}
-        if ctx.get("unsubscribe_url"):
-            headers["List-Unsubscribe"] = f"<{ctx['unsubscribe_url']}>"
+        if url:
+            headers["List-Unsubscribe"] = f"<{url}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        return Composed(email, headers)
+        return Composed(email, headers, url)

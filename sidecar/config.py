@@ -274,6 +274,10 @@ class TemplatesConfig(Section):
     dir: Path | None = None
 
 
+class UnsubscribeConfig(Section):
+    enabled: bool = True
+
+
 class Config(Section):
     moodle: MoodleConfig | None = None
     database: DatabaseConfig = DatabaseConfig()
@@ -284,6 +288,7 @@ class Config(Section):
     companies: tuple[CompanyConfig, ...] = ()
     schedules: SchedulesConfig = SchedulesConfig()
     templates: TemplatesConfig = TemplatesConfig()
+    unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
 
     @model_validator(mode="after")
     def _cloud_needs(self):

@@ -65,6 +65,7 @@ class Daemon:
             max_body=self.config.server.callback_max_bytes,
             certificate=self._certificate,
             verify_page=self._verify_page,
+            unsubscribe=self._unsubscribe_service(),
         )
         self.http = HttpServer(app, self.config.server.host, self.config.server.port)
         self.http.start()
@@ -82,6 +83,15 @@ class Daemon:
         if schedules:
             self._start_schedules()
         self.running = True
+
+    def _unsubscribe_service(self):
+        from sidecar import unsubscribe
+
+        why = unsubscribe.unavailable(self.config)
+        if why:
+            log.warning("unsubscribe links are not sent: %s", why)
+        links = self.runtime.unsubscribe_links
+        return unsubscribe.UnsubscribeService(links, self.runtime.clock) if links else None
 
     def _start_schedules(self) -> None:
         from sidecar.scheduler import Ticker, schedules_usable
@@ -170,7 +180,7 @@ class Daemon:
             if getattr(new, name) != getattr(self.config, name)
         ]
         # the cloud threads keep the queues and clients they started with
-        needs_restart = {"database", "server", "providers"} & set(changed)
+        needs_restart = {"database", "server", "providers", "unsubscribe"} & set(changed)
         if needs_restart:
             log.warning(
                 "SIGHUP: %s changed: restart the service to apply", ", ".join(sorted(needs_restart))

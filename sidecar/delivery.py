@@ -32,6 +32,7 @@ from sidecar.db.models import Batch, Job, Recipient
 from sidecar.errors import TemplateError
 from sidecar.render import Renderer
 from sidecar.status import BatchStatus, RecipientStatus
+from sidecar.unsubscribe import Links
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class DeliverySettings:
     max_attempts: int = 3
     backoff: tuple[float, ...] = (60.0, 300.0, 900.0)
     lease_seconds: float = 300.0
+    unsubscribe: Links | None = None  # None: bulk mail goes without unsubscribe links
 
 
 class LocalDelivery:
@@ -65,7 +67,7 @@ class LocalDelivery:
         self._open_sender = open_sender
         self._sender: Sender | None = None
         self.renderer = renderer
-        self.composer = Composer(renderer, settings.public_url, clock)
+        self.composer = Composer(renderer, settings.public_url, clock, settings.unsubscribe)
         self.pdf = pdf
         self.clock = clock
         self.stop = stop or threading.Event()

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import click
+from cryptography.fernet import Fernet
 
 from sidecar.config import load
 
@@ -35,6 +36,7 @@ public_url = "http://127.0.0.1:{port}"
 
 [security]
 callback_secrets = ["{secret}"]
+encryption_key = "{fernet_key}"
 
 [providers.local]
 from = "Moodle Academy <noreply@academy.example>"
@@ -111,7 +113,7 @@ def run_demo(*, once: bool, workdir: str | None, learners: int, port: int, seed:
         config_path.write_text(
             CONFIG.format(
                 moodle_url=sandbox.url, token=site.token, dir=base.as_posix(), port=port,
-                secret=secrets.token_hex(16),
+                secret=secrets.token_hex(16), fernet_key=Fernet.generate_key().decode(),
             ),
             encoding="utf-8",
         )  # fmt: skip

@@ -18,6 +18,8 @@ from sidecar.db.models import Batch, Job, Recipient, SendKey
 from sidecar.errors import Conflict
 from sidecar.status import JOB_FINAL, BatchStatus, JobStatus, RecipientStatus
 from sidecar.suppression import suppressed_among
+from sidecar.unsubscribe import kind_of, opted_out
+from sidecar.unsubscribe import reason as unsubscribe_reason
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,8 @@ def create_job(
 
     Invalid addresses are recorded as permanently_failed with the reason; a user that an
     earlier job already holds under the same idempotency key (for any of this job's
-    actions) is recorded as skipped_duplicate. Nothing is sent here.
+    actions) is recorded as skipped_duplicate; an address on the suppression list, or a
+    learner who unsubscribed from this kind of mail, as suppressed. Nothing is sent here.
     """
     prepared = recipients if isinstance(recipients, Prepared) else prepare(recipients)
     job_id = job_id or str(uuid.uuid4())
@@ -130,11 +133,18 @@ def create_job(
         if spec.idempotency_key:
             taken = store.taken_send_keys(spec.idempotency_key, [r.userid for r in prepared.valid])
         blocked = suppressed_among(r.email for r in prepared.valid if r.userid not in taken)
-        deliverable = [
-            r for r in prepared.valid if r.userid not in taken and r.email not in blocked
-        ]
+        kind = kind_of(spec.type, spec.actions.certificate)
+        unsubscribed = opted_out((r.userid for r in prepared.valid if r.userid not in taken), kind)
+
+        def why_not(r: RecipientIn) -> str | None:
+            if r.email in blocked:
+                return f"suppressed: {blocked[r.email]}"
+            return unsubscribe_reason(kind) if r.userid in unsubscribed else None
+
+        fresh = [r for r in prepared.valid if r.userid not in taken]
+        deliverable = [r for r in fresh if why_not(r) is None]
         skipped = [r for r in prepared.valid if r.userid in taken]
-        refused = [r for r in prepared.valid if r.userid not in taken and r.email in blocked]
+        refused = [r for r in fresh if why_not(r) is not None]
         total = len(prepared.valid) + len(prepared.invalid)
 
         Job.insert(
@@ -204,8 +214,7 @@ def create_job(
         for r in refused:
             rows.append(
                 (job_id, settled_batch, r.userid, r.email, r.firstname[:100], r.lastname[:100],
-                 _vars(r.vars), R.SUPPRESSED.value, 0, f"suppressed: {blocked[r.email]}"[:2000],
-                 ts)
+                 _vars(r.vars), R.SUPPRESSED.value, 0, why_not(r)[:2000], ts)
             )  # fmt: skip
         for r, reason in prepared.invalid:
             rows.append(
@@ -311,7 +320,7 @@ def retry_job(job_id: str, now: datetime) -> int:
     failed = [R.FAILED.value, R.PERMANENTLY_FAILED.value]
     with store.atomic():
         found = list(
-            Recipient.select(Recipient.batch, Recipient.id, Recipient.email)
+            Recipient.select(Recipient.batch, Recipient.id, Recipient.email, Recipient.userid)
             .where(
                 Recipient.job == job.id,
                 Recipient.status.in_(failed),
@@ -319,10 +328,17 @@ def retry_job(job_id: str, now: datetime) -> int:
             )
             .tuples()
         )
-        blocked = suppressed_among(email for _, _, email in found)
-        rows = [(bid, rid) for bid, rid, email in found if email not in blocked]
+        blocked = suppressed_among(email for _, _, email, _ in found)
+        kind = kind_of(job.type, bool(job.actions.get("certificate")))
+        unsubscribed = opted_out((uid for _, _, _, uid in found), kind)
+        rows = [
+            (bid, rid)
+            for bid, rid, email, uid in found
+            if email not in blocked and uid not in unsubscribed
+        ]
         if not rows:
             why = f" ({len(blocked)} addresses are suppressed)" if blocked else ""
+            why += f" ({len(unsubscribed)} unsubscribed from {kind})" if unsubscribed else ""
             raise Conflict(f"job {job.id}: no failed recipient to retry{why}")
         ids = [rid for _, rid in rows]
         for start in range(0, len(ids), 900):

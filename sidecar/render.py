@@ -31,7 +31,8 @@ TEMPLATE_VARIABLES: dict[str, str] = {
     "issued_date": "certificates: the issue date, e.g. 18 November 2025",
     "certificate_url": "the learner's lasting certificate link (/certificates/{code})",
     "verification.code / url / qr": "certificates: code, public check page, QR image",
-    "unsubscribe_url": "when set, a footer link and List-Unsubscribe header",
+    "unsubscribe_url": "reminders, re-engagement, CSV: the learner's one-click unsubscribe "
+    "link (the List-Unsubscribe header's); empty when off and in other mail",
     "inactive_days": "re-engagement: days since the learner's last access",
     "site.name / site.url, username, temporary_password": "welcome emails",
     "license.name": "licence allocation emails",

@@ -111,6 +111,7 @@ class Runtime:
             public_url=self.config.server.public_url,
             max_attempts=retry.max_attempts,
             backoff=tuple(float(b) for b in retry.backoff),
+            unsubscribe=self.unsubscribe_links,
         )
         return LocalDelivery(
             settings,
@@ -122,10 +123,19 @@ class Runtime:
         )
 
     @cached_property
+    def unsubscribe_links(self):
+        """The unsubscribe link maker; None when off or not configured (`check` says why)."""
+        from sidecar import unsubscribe
+
+        return unsubscribe.links_for(self.config)
+
+    @cached_property
     def composer(self):
         from sidecar.compose import Composer
 
-        return Composer(self.renderer, self.config.server.public_url, self.clock)
+        return Composer(
+            self.renderer, self.config.server.public_url, self.clock, self.unsubscribe_links
+        )
 
     @cached_property
     def aws(self):

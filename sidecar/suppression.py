@@ -74,3 +74,22 @@ def suppressed_among(emails: Iterable[str]) -> dict[str, str]:
             for original in wanted[address]:
                 out[original] = reason
     return out
+
+
+def listing() -> list[SuppressedAddress]:
+    """Every suppressed address, oldest first."""
+    return list(
+        SuppressedAddress.select().order_by(SuppressedAddress.created_at, SuppressedAddress.email)
+    )
+
+
+def unsuppress(email: str, now: datetime) -> bool:
+    """Take `email` off the list (its mailbox was fixed); False when it was not on it."""
+    address = email.strip().lower()
+    with store.atomic():
+        n = SuppressedAddress.delete().where(SuppressedAddress.email == address).execute()
+        if n:
+            store.audit("unsuppressed", now, email_domain=address.rpartition("@")[2])
+    if n:
+        log.info("an address of %s taken off the suppression list", address.rpartition("@")[2])
+    return n == 1

@@ -87,4 +87,4 @@ def is_interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-from sidecar.cli import commands, jobs, schedules, send  # noqa: E402,F401  (registers them)
+from sidecar.cli import commands, jobs, schedules, send, suppression  # noqa: E402,F401  (registers them)

@@ -47,6 +47,10 @@ def _step_4_bounces(db: Database) -> None:
     _add_column(db, "recipient", "bounced_at", m.Recipient.bounced_at)
 
 
+def _step_5_opt_outs(db: Database) -> None:
+    db.create_tables([m.OptOut], safe=True)
+
+
 def _add_column(db: Database, table: str, name: str, field) -> None:
     if name not in {c.name for c in db.get_columns(table)}:
         migrate(SchemaMigrator.from_database(db).add_column(table, name, field))
@@ -57,6 +61,7 @@ STEPS: list[tuple[int, str, Callable[[Database], None]]] = [
     (2, "schedules, their runs and sync state", _step_2_schedules),
     (3, "cloud batches (message ids, errors) and the suppression list", _step_3_cloud),
     (4, "bounces that a late sent report cannot undo", _step_4_bounces),
+    (5, "unsubscribes by learner and kind of mail", _step_5_opt_outs),
 ]
 
 LATEST = STEPS[-1][0]

@@ -179,6 +179,23 @@ class SuppressedAddress(BaseModel):
     created_at = DateTimeField()
 
 
+class OptOut(BaseModel):
+    """A learner's unsubscribe from one kind of bulk mail: later jobs of that kind skip them.
+
+    Kept apart from SuppressedAddress: a bounce is a fact about a mailbox (any mail to it
+    fails), an opt-out is a person's choice about one kind of mail, kept if their address
+    changes, and never applied to certificates or account mail.
+    """
+
+    userid = BigIntegerField()
+    kind = CharField(16)  # reminders | reengagement | custom
+    source = CharField(32)  # one-click | page | cli
+    created_at = DateTimeField()
+
+    class Meta:
+        primary_key = CompositeKey("userid", "kind")
+
+
 class AuditLog(BaseModel):
     id = BigAutoField()
     at = DateTimeField(index=True)
@@ -252,6 +269,7 @@ ALL_MODELS = (
     SeenCallback,
     Certificate,
     SuppressedAddress,
+    OptOut,
     AuditLog,
     ScheduleRecord,
     ScheduleRun,

@@ -1,14 +1,15 @@
-"""The HTTP app served by `run` (docs/http.md): callback, health, certificates, verify.
+"""The HTTP app served by `run` (docs/http.md): callback, health, certificates, verify,
+unsubscribe.
 
 A plain Werkzeug WSGI app. Every error is JSON `{"error", "status"}` rendered by
-`sidecar.web.errors.render`, except the human-facing `/verify/<code>` page. The app
-never logs request bodies or signatures.
+`sidecar.web.errors.render`, except the human-facing pages (`/verify/<code>`,
+`/unsubscribe/<token>`). The app never logs request bodies, signatures or tokens.
 """
 
 import logging
 from collections.abc import Callable, Iterable
 from html import escape
-from typing import Any
+from typing import Any, Protocol
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as RouteMethodNotAllowed
@@ -16,6 +17,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from sidecar.callbacks import CallbackRejected
+from sidecar.unsubscribe import DESCRIPTIONS
 from sidecar.web.errors import (
     BadRequest,
     HTTPError,
@@ -39,6 +41,7 @@ ROUTES = Map(
         Rule("/healthz", methods=["GET"], endpoint="healthz"),
         Rule("/certificates/<code>", methods=["GET"], endpoint="certificate"),
         Rule("/verify/<code>", methods=["GET"], endpoint="verify"),
+        Rule("/unsubscribe/<token>", methods=["GET", "POST"], endpoint="unsubscribe"),
     ],
     strict_slashes=False,
     merge_slashes=False,
@@ -49,6 +52,35 @@ _NOT_FOUND_PAGE = (
     "<h1>Certificate not found</h1><p>No certificate has the code {code}. "
     "Check the code printed on the certificate.</p>"
 )
+
+
+#: a one-click POST is `List-Unsubscribe=One-Click` (RFC 8058); anything much longer is not
+_MAX_UNSUBSCRIBE_BODY = 4096
+_PAGE = (
+    "<!doctype html><html lang=en><meta charset=utf-8>"
+    "<meta name=viewport content='width=device-width,initial-scale=1'>"
+    "<meta name=robots content=noindex><title>{title}</title>"
+    "<body style='font-family:Arial,Helvetica,sans-serif;max-width:36em;margin:3em auto;"
+    "padding:0 1em;color:#1f2937'><h1 style='font-size:1.4em'>{title}</h1>{body}</body></html>"
+)
+_UNSUBSCRIBE_FORM = (
+    "<p>Stop receiving {what}? Certificates and emails about your account still reach you.</p>"
+    "<form method=post><input type=hidden name=List-Unsubscribe value=One-Click>"
+    "<input type=hidden name=via value=page>"
+    "<button type=submit style='font-size:1em;padding:.5em 1.2em'>Unsubscribe</button></form>"
+)
+
+_PAGE_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class Unsubscriber(Protocol):
+    """What `/unsubscribe/<token>` needs (sidecar.unsubscribe.UnsubscribeService)."""
+
+    def read(self, token: str) -> tuple[int, str] | None: ...
+
+    def record(self, userid: int, kind: str, source: str) -> bool: ...
 
 
 def read_body(request: Request, max_body: int) -> bytes:
@@ -84,12 +116,14 @@ class OffloadApp:
         max_body: int,
         certificate: Callable[[str], Response | None] | None,
         verify_page: Callable[[str], str | None] | None,
+        unsubscribe: Unsubscriber | None = None,
     ):
         self.handle_callback = handle_callback
         self.health = health
         self.max_body = max_body
         self.certificate = certificate
         self.verify_page = verify_page
+        self.unsubscribe = unsubscribe
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
@@ -117,7 +151,8 @@ class OffloadApp:
         except CallbackRejected as exc:
             return render(HTTPError(exc.reason, status=exc.status))
         except Exception:  # noqa: BLE001 - request boundary: log once, answer 500
-            log.exception("unhandled error answering %s %s", request.method, request.path)
+            path = "/unsubscribe/..." if request.path.startswith("/unsubscribe/") else request.path
+            log.exception("unhandled error answering %s %s", request.method, path)
             return render(HTTPError("internal server error; see the sidecar log"))
 
     def on_callback(self, request: Request) -> Response:
@@ -151,6 +186,54 @@ class OffloadApp:
             )
         return Response(page, status=200, mimetype="text/html")
 
+    def on_unsubscribe(self, request: Request, token: str) -> Response:
+        """GET: a page with one button (changes nothing: mail scanners follow links).
+        POST `List-Unsubscribe=One-Click` (RFC 8058; the button sends the same): records
+        the opt-out at once, idempotent. The signed token is the whole authorisation, so
+        no login and no CSRF token. A forged or altered token: 400, nothing changes."""
+        if self.unsubscribe is None:
+            raise NotFoundError(f"no such path: {request.path}")
+        found = self.unsubscribe.read(token)
+        if found is None:
+            return _page(
+                "This unsubscribe link is not valid",
+                "<p>The link may have been cut short: open the whole link from the email, or "
+                "ask the site's administrator to unsubscribe you.</p>",
+                400,
+            )
+        userid, kind = found
+        what = escape(DESCRIPTIONS.get(kind, kind))
+        if request.method != "POST":  # GET, or HEAD (werkzeug routes it with GET)
+            return _page("Unsubscribe", _UNSUBSCRIBE_FORM.format(what=what), 200)
+        request.max_content_length = _MAX_UNSUBSCRIBE_BODY
+        try:
+            value = request.form.get("List-Unsubscribe")
+        except HTTPException as exc:  # a body over the cap
+            cap = _MAX_UNSUBSCRIBE_BODY
+            raise PayloadTooLarge(f"an unsubscribe request is at most {cap} bytes") from exc
+        if value != "One-Click":
+            return _page(
+                "Nothing was changed",
+                "<p>An unsubscribe request carries List-Unsubscribe=One-Click.</p>",
+                400,
+            )
+        source = "page" if request.form.get("via") == "page" else "one-click"
+        self.unsubscribe.record(userid, kind, source)
+        return _page(
+            "You are unsubscribed",
+            f"<p>You will receive no more {what}. Certificates and emails about your account "
+            "still reach you.</p>",
+            200,
+        )
+
+
+def _page(title: str, body: str, status: int) -> Response:
+    resp = Response(_PAGE.format(title=title, body=body), status=status, mimetype="text/html")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers["Content-Security-Policy"] = _PAGE_POLICY
+    return resp
+
 
 def make_app(
     *,
@@ -159,11 +242,13 @@ def make_app(
     max_body: int = 1_048_576,
     certificate: Callable[[str], Response | None] | None = None,
     verify_page: Callable[[str], str | None] | None = None,
+    unsubscribe: Unsubscriber | None = None,
 ) -> OffloadApp:
     """The WSGI app; `handle_callback` raises CallbackRejected to refuse a callback.
+    Without `unsubscribe`, `/unsubscribe/<token>` answers 404 (the feature is off).
 
     Raises ValueError for a non-positive `max_body`.
     """
     if max_body <= 0:
         raise ValueError(f"max_body must be positive, got {max_body}")
-    return OffloadApp(handle_callback, health, max_body, certificate, verify_page)
+    return OffloadApp(handle_callback, health, max_body, certificate, verify_page, unsubscribe)

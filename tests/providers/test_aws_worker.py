@@ -443,6 +443,39 @@ def test_certificate_only_job_stores_pdfs_and_sends_no_email(aws, make_worker):
     }
 
 
+def test_a_recipient_with_an_unsubscribe_link_gets_both_one_click_headers(aws, make_worker):
+    people = recipients(aws, [1, 2], certificate=False)
+    link = "https://offload.example.org/unsubscribe/1.reminders.vtBj8csN1ln7S-DS1wxIxg"
+    people[0]["unsubscribe_url"] = link
+    (body,) = bodies(aws, actions={"email": True, "certificate": False}, people=people)
+
+    assert failures(make_worker().handle(sqs_event(body), LambdaContext())) == []
+
+    assert aws.sent_count() == {aws.address(1): 1, aws.address(2): 1}
+    by_to = {m["to"]: m for m in aws.emails()}
+    msg = email.message_from_string(by_to[aws.address(1)]["raw_data"], policy=policy.default)
+    assert msg["List-Unsubscribe"].strip() == f"<{link}>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Subject"] == people[0]["subject"]
+    assert msg.get_body(("html",)).get_content().strip() == people[0]["html"]
+    assert not list(msg.iter_attachments())
+    assert "raw_data" not in by_to[aws.address(2)]  # no link: SES simple content as before
+    assert {u.status for u in updates_by_user(aws.callbacks()).values()} == {"sent"}
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "https://x.example/u\r\nBcc: a@b.example", "https://x/<y>", 7]
+)
+def test_a_bad_unsubscribe_url_refuses_the_message_before_anything_is_sent(aws, make_worker, url):
+    people = recipients(aws, [1], certificate=False)
+    people[0]["unsubscribe_url"] = url
+    (body,) = bodies(aws, actions={"email": True, "certificate": False}, people=people)
+
+    response = make_worker().handle(event := sqs_event(body), LambdaContext())
+
+    assert failures(response) == ids(event) and aws.sent_count() == {}
+
+
 def test_handler_reads_its_environment_and_the_secret_from_secrets_manager(
     aws, monkeypatch, sidecar
 ):

@@ -75,3 +75,56 @@ def test_no_secret_configured_never_verifies():
 def test_signing_with_an_empty_secret_is_refused():
     with pytest.raises(ValueError, match="callback_secrets"):
         sign("", BODY)
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def test_derived_keys_differ_by_purpose_and_are_not_the_secret():
+    from providers.signing import derive_key
+
+    secret = "Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyMTI="
+    a, b = derive_key(secret, "links v1"), derive_key(secret, "other v1")
+    assert len(a) == 32 and a != b and a == derive_key(secret.encode(), "links v1")
+    assert secret.encode() not in a
+    with pytest.raises(ValueError):
+        derive_key("", "links v1")
+
+
+def test_a_sealed_token_opens_to_its_payload_and_is_url_safe():
+    from providers.signing import derive_key, seal, unseal
+
+    key = derive_key(NEW, "t")
+    token = seal(key, "1001.reminders")
+    assert token.startswith("1001.reminders.") and len(token) == len("1001.reminders.") + 22
+    assert set(token) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+    assert unseal(key, token) == "1001.reminders"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: t.replace("1001.", "1002.", 1),  # another learner
+        lambda t: t.replace(".reminders.", ".custom.", 1),  # another kind
+        lambda t: t[:-1] + ("x" if t[-1] != "x" else "y"),  # the MAC's last character
+        lambda t: t.rpartition(".")[0],  # no MAC
+        lambda t: t + "A",  # a longer MAC
+        lambda t: "",
+        lambda t: "." + t,
+        lambda t: t.replace("1001", "1001\n"),
+        lambda t: t + "é",
+    ],
+)
+def test_an_altered_or_malformed_token_is_refused(change):
+    from providers.signing import derive_key, seal, unseal
+
+    key = derive_key(NEW, "t")
+    assert unseal(key, change(seal(key, "1001.reminders"))) is None
+
+
+def test_a_token_of_another_key_is_refused():
+    from providers.signing import derive_key, seal, unseal
+
+    token = seal(derive_key(OLD, "t"), "1001.reminders")
+    assert unseal(derive_key(NEW, "t"), token) is None
+    assert unseal(derive_key(OLD, "other"), token) is None

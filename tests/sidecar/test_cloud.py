@@ -180,6 +180,38 @@ def test_certificate_jobs_carry_certificate_html_and_a_lasting_link(rt, aws, clo
         assert "https://sidecar.example.org/certificates/" in p["html"]
 
 
+def test_reminders_carry_each_learners_unsubscribe_link_for_the_worker_certificates_none(
+    db_url, aws, tmp_path, clock, db
+):
+    from pydantic import SecretStr
+
+    from sidecar import unsubscribe
+
+    config = make_config(db_url, aws, tmp_path)
+    key = SecretStr("uJ0ZGmpcf1sv1Ktzi4Qev3Zdtzu5y2sXk0Gm3FA9oWY=")
+    config = config.model_copy(
+        update={"security": config.security.model_copy(update={"encryption_key": key})}
+    )
+    runtime = Runtime(config, clock=clock)
+    try:
+        make_job(clock, 2)
+        make_job(clock, 2, certificate=True, start=10)
+        runtime.aws.submitter.run_once()
+    finally:
+        runtime.close()
+
+    bodies = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
+    people = {p["userid"]: p for b in bodies for p in b["recipients"]}
+    links = unsubscribe.links_for(config)
+    for uid in (1, 2):
+        url = people[uid]["unsubscribe_url"]
+        assert url.startswith("https://sidecar.example.org/unsubscribe/")
+        assert links.read(url.rsplit("/", 1)[1]) == (uid, "reminders")
+        assert url in people[uid]["html"] and url in people[uid]["text"]
+    for uid in (10, 11):
+        assert "unsubscribe_url" not in people[uid] and "/unsubscribe/" not in people[uid]["html"]
+
+
 def test_a_batch_resent_after_a_lost_commit_is_dropped_by_a_fifo_queue(
     db_url, aws, tmp_path, clock, db
 ):

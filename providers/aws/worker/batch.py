@@ -12,6 +12,7 @@ from typing import Any
 from providers.message import BATCH_SCHEMA, MessageError, decode_body
 
 CALLBACK_MODES = ("http", "sqs")
+_URL = re.compile(r"https?://[!-~]{1,2000}")  # printable ASCII: no space, no line break
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -23,6 +24,7 @@ class Recipient:
     html: str
     text: str
     certificate_html: str | None
+    unsubscribe_url: str | None = None  # one-click unsubscribe (RFC 8058): both headers
 
 
 @dataclass(frozen=True)
@@ -121,10 +123,18 @@ def _recipient(index: int, item: Any, send_email: bool) -> Recipient:
     certificate_html = item.get("certificate_html")
     if certificate_html is not None and type(certificate_html) is not str:
         raise MessageError(f"{path}.certificate_html: expected a string or null")
+    unsubscribe_url = item.get("unsubscribe_url")
+    if unsubscribe_url is not None and (
+        type(unsubscribe_url) is not str
+        or not _URL.fullmatch(unsubscribe_url)
+        or any(c in unsubscribe_url for c in "<>")
+    ):
+        raise MessageError(f"{path}.unsubscribe_url: expected an http(s) URL or null")
     return Recipient(
         userid=userid,
         email=_text(item, f"{path}.email") if send_email else str(item.get("email") or ""),
         certificate_html=certificate_html,
+        unsubscribe_url=unsubscribe_url,
         **fields,
     )
 

@@ -98,8 +98,10 @@ class Delivery:
     def send_email(self, who: str, batch: Batch, r: Recipient, pdf: bytes | None) -> str:
         """Send the recipient's email; SES's MessageId. Raises Refused and Backoff.
 
-        With `attach_certificate` and a PDF the message is raw MIME with the PDF attached,
-        otherwise SES simple content (HTML and text).
+        With `attach_certificate` and a PDF the message is raw MIME with the PDF attached;
+        with an `unsubscribe_url` it is raw MIME carrying List-Unsubscribe and
+        List-Unsubscribe-Post (SES simple content takes custom headers only in botocore
+        releases newer than some Lambda runtimes ship); otherwise SES simple content.
         """
         params: dict[str, Any] = {
             "FromEmailAddress": batch.sender,
@@ -115,8 +117,9 @@ class Delivery:
         configuration_set = batch.configuration_set or self.settings.ses_configuration_set
         if configuration_set:
             params["ConfigurationSetName"] = configuration_set
-        if batch.attach_certificate and pdf is not None:
-            params["Content"] = {"Raw": {"Data": raw_message(batch, r, pdf)}}
+        attach = pdf if batch.attach_certificate else None
+        if attach is not None or r.unsubscribe_url:
+            params["Content"] = {"Raw": {"Data": raw_message(batch, r, attach)}}
         else:
             body = {kind: {"Data": data, "Charset": "UTF-8"}
                     for kind, data in (("Html", r.html), ("Text", r.text)) if data}  # fmt: skip
@@ -181,9 +184,16 @@ def render_certificate(html: str) -> bytes:
         raise Refused(reason.rstrip(": "), "certificate PDF not rendered") from None
 
 
-def raw_message(batch: Batch, r: Recipient, pdf: bytes) -> bytes:
-    """The recipient's email as 7-bit MIME with the PDF attached; raises Refused."""
+def raw_message(batch: Batch, r: Recipient, pdf: bytes | None) -> bytes:
+    """The recipient's email as 7-bit MIME, with the PDF attached when given and the
+    one-click unsubscribe headers when the recipient has a link; raises Refused."""
     sender = batch.sender or ""
+    headers = {}
+    if r.unsubscribe_url:
+        headers = {
+            "List-Unsubscribe": f"<{r.unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
     try:
         msg = build_message(
             sender=sender,
@@ -193,7 +203,8 @@ def raw_message(batch: Batch, r: Recipient, pdf: bytes) -> bytes:
             text=r.text,
             message_id=make_message_id(batch.job_id, r.userid, sender.rpartition("@")[2]),
             reply_to=batch.reply_to,
-            attachments=[(ATTACHMENT_NAME, pdf, "application/pdf")],
+            headers=headers,
+            attachments=[(ATTACHMENT_NAME, pdf, "application/pdf")] if pdf is not None else [],
         )
         return msg.as_bytes(policy=_RAW_POLICY)
     except (ValueError, TypeError) as exc:  # e.g. a line break in a header value

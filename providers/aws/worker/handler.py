@@ -28,6 +28,11 @@ Batch header keys read beyond the core ones of docs/job-message.md (all optional
   a raw MIME message; otherwise SES's simple content (HTML + text) is sent.
 - `part`, `part_count`: a split batch's part (see `providers.message`); logged only.
 
+Recipient keys read beyond docs/job-message.md (optional):
+- `unsubscribe_url` (http(s) URL or null): the learner's one-click unsubscribe link; the
+  email then goes as raw MIME with `List-Unsubscribe: <url>` and
+  `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
+
 Per record: take the batch (one invocation at a time; another's live hold sends the
 record back to SQS), then per chunk of recipients: read their records, note the ones to
 send as started, and per recipient certificate PDF to S3 → SES v2 SendEmail (tags

@@ -1,0 +1,422 @@
+"""One-click unsubscribe (RFC 8058): the headers and footer a learner's mail carries, the
+`/unsubscribe/{token}` endpoint over real HTTP, and the jobs that then leave them out,
+on SQLite, PostgreSQL and MariaDB."""
+
+import re
+
+import pytest
+import requests
+
+from sidecar import jobs, unsubscribe
+from sidecar.config import Config
+from sidecar.db import migrations
+from sidecar.db.models import AuditLog, OptOut, Recipient, SchemaVersion
+from sidecar.delivery import DeliverySettings, LocalDelivery
+from sidecar.render import Renderer
+from sidecar.status import RecipientStatus as R
+from sidecar.web.app import make_app
+from sidecar.web.server import HttpServer
+
+from . import test_delivery
+from .test_delivery import person, queue_job, smtp_opener
+
+smtp_server = test_delivery.smtp_server  # the aiosmtpd sink fixture
+
+KEY = "uJ0ZGmpcf1sv1Ktzi4Qev3Zdtzu5y2sXk0Gm3FA9oWY="  # a Fernet key for these tests only
+PUBLIC = "https://offload.example"
+TOKEN = r"[A-Za-z0-9._~-]+"
+
+
+def config(**over) -> Config:
+    base = {"server": {"public_url": PUBLIC}, "security": {"encryption_key": KEY}}
+    return Config.model_validate({**base, **over})
+
+
+@pytest.fixture
+def links():
+    return unsubscribe.links_for(config())
+
+
+def deliver(clock, tmp_path, server, links, people, **spec) -> str:
+    job_id = queue_job(clock, people, **spec)
+    settings = DeliverySettings(
+        sender="Academy <noreply@academy.example>", certificate_dir=tmp_path / "certs",
+        public_url=PUBLIC, unsubscribe=links,
+    )  # fmt: skip
+    LocalDelivery(
+        settings, open_sender=smtp_opener(server.port), renderer=Renderer(), pdf=None, clock=clock
+    ).run_once()
+    return job_id
+
+
+def bodies(msg) -> tuple[str, str]:
+    return msg.get_body(("html",)).get_content(), msg.get_body(("plain",)).get_content()
+
+
+def status_of(job_id) -> dict[int, tuple[str, str | None]]:
+    rows = Recipient.select().where(Recipient.job == job_id)
+    return {r.userid: (r.status, r.last_error) for r in rows}
+
+
+def new_job(clock, type, template_id="reminder", certificate=False, people=(1, 2)) -> str:
+    spec = jobs.JobSpec(type=type, template_id=template_id, source="test",
+                        actions=jobs.Actions(email=True, certificate=certificate))  # fmt: skip
+    return jobs.create_job(spec, [person(u) for u in people], batch_size=50, now=clock()).job_id
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_links_need_the_switch_an_encryption_key_and_a_public_url():
+    assert unsubscribe.links_for(config()) is not None
+    assert unsubscribe.unavailable(config()) is None
+    off = config(unsubscribe={"enabled": False})
+    assert unsubscribe.links_for(off) is None and unsubscribe.unavailable(off) is None
+    keyless = Config.model_validate({"server": {"public_url": PUBLIC}})
+    assert unsubscribe.links_for(keyless) is None
+    assert "security.encryption_key" in unsubscribe.unavailable(keyless)
+    # public_url defaults to http://{listen}: a learner cannot reach that, so no links
+    nowhere = Config.model_validate({"security": {"encryption_key": KEY}})
+    assert unsubscribe.links_for(nowhere) is None
+    assert "server.public_url" in unsubscribe.unavailable(nowhere)
+
+
+def test_a_token_names_learner_and_kind_and_only_its_own_key_reads_it(links):
+    token = links.token(1001, "reengagement")
+    assert links.read(token) == (1001, "reengagement")
+    assert links.url(1001, "reengagement") == f"{PUBLIC}/unsubscribe/{token}"
+    other = unsubscribe.links_for(
+        config(security={"encryption_key": "4mK3yXc2qvA0pJ9sT1uW8bZ5nD6eF7gH0iL2oR3sU4w="})
+    )
+    assert other.read(token) is None
+    # the raw Fernet key is not the HMAC key: a token made with it is refused
+    from providers.signing import seal
+
+    assert links.read(seal(KEY.encode(), "1001.reengagement")) is None
+
+
+# --- what the mail carries -------------------------------------------------------------------
+
+
+def test_a_reminder_carries_both_headers_and_a_footer_link_naming_no_address(
+    db, clock, tmp_path, smtp_server, links
+):
+    server = smtp_server()
+    deliver(clock, tmp_path, server, links, [person(1), person(2)])
+
+    first, second = server.accepted
+    header = first["List-Unsubscribe"].strip()  # folded: the URL is long
+    assert re.fullmatch(rf"<{re.escape(PUBLIC)}/unsubscribe/{TOKEN}>", header), header
+    assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = header[1:-1]
+    assert links.read(url.rsplit("/", 1)[1]) == (1, "reminders")
+    assert "learner1" not in url and "example.org" not in url
+    assert second["List-Unsubscribe"].strip() != header  # each learner their own link
+    html, text = bodies(first)
+    assert f'href="{url}"' in html and url in text
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param(dict(type="certificate", template_id="completion",
+                          actions=jobs.Actions(email=True, certificate=True)), id="certificate"),
+        pytest.param(dict(type="send_csv", template_id="completion",
+                          actions=jobs.Actions(email=True, certificate=True)),
+                     id="csv-with-certificate"),
+        pytest.param(dict(type="send_welcome", template_id="welcome",
+                          template_data={"site": {"name": "Academy", "url": "https://m.example"},
+                                         "username": "ana", "temporary_password": "x"}),
+                     id="welcome"),
+    ],
+)  # fmt: skip
+def test_certificate_and_welcome_mail_carry_no_unsubscribe(
+    db, clock, tmp_path, smtp_server, links, spec
+):
+    server = smtp_server()
+    spec = dict(spec)  # the parameter is shared by every backend's run
+    data = spec.pop(
+        "template_data",
+        {
+            "course": {
+                "fullname": "Safety 101",
+                "shortname": "S",
+                "url": "https://m.example/course/5",
+            }
+        },
+    )
+    data = {**data, "unsubscribe_url": "https://hand.example/unsub"}  # set by hand: ignored
+    deliver(clock, tmp_path, server, links, [person(1)], template_data=data, **spec)
+
+    (msg,) = server.accepted
+    assert msg["List-Unsubscribe"] is None and msg["List-Unsubscribe-Post"] is None
+    assert "unsub" not in "".join(bodies(msg)).lower()
+
+
+def test_when_the_feature_is_off_a_reminder_has_no_headers_and_no_link(
+    db, clock, tmp_path, smtp_server
+):
+    server = smtp_server()
+    deliver(clock, tmp_path, server, None, [person(1)])
+    (msg,) = server.accepted
+    assert msg["List-Unsubscribe"] is None and msg["List-Unsubscribe-Post"] is None
+    assert "nsubscribe" not in "".join(bodies(msg))
+
+
+# --- the endpoint ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def web(db, clock, links):
+    """The daemon's HTTP app on 127.0.0.1; `web(on=False)` serves it with the feature off."""
+    servers = []
+
+    def start(on=True):
+        service = unsubscribe.UnsubscribeService(links, clock) if on else None
+        app = make_app(handle_callback=lambda raw, sig: {}, health=lambda: (True, {}),
+                       unsubscribe=service)  # fmt: skip
+        srv = HttpServer(app, "127.0.0.1", 0)
+        srv.start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+
+
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+def nothing_recorded() -> bool:
+    return (
+        OptOut.select().count() == 0
+        and not AuditLog.select().where(AuditLog.event == "unsubscribed").exists()
+    )
+
+
+def test_one_click_post_leaves_the_learner_out_of_later_reminders_but_not_other_mail(
+    db, clock, web, links
+):
+    srv = web()
+    url = f"{srv.url}/unsubscribe/{links.token(1, 'reminders')}"
+    for _ in range(2):  # a mailbox provider may POST twice: the same outcome
+        resp = requests.post(url, data=ONE_CLICK, timeout=10, allow_redirects=False)
+        assert resp.status_code == 200, resp.text
+    recorded = [(o.userid, o.kind, o.source) for o in OptOut.select()]
+    assert recorded == [(1, "reminders", "one-click")]
+
+    reminder = new_job(clock, "send_reminder")
+    assert status_of(reminder) == {
+        1: (R.SUPPRESSED, "unsubscribed from reminders"),
+        2: (R.PENDING, None),
+    }
+    assert unsubscribe.opted_out([1, 2, 3], "reminders") == {1}
+    for other in (new_job(clock, "send_reengagement", "reengagement"),
+                  new_job(clock, "send_csv", "custom"),
+                  new_job(clock, "certificate", "completion", certificate=True)):  # fmt: skip
+        assert {s for s, _ in status_of(other).values()} == {R.PENDING}
+
+
+def test_retry_leaves_out_a_failed_learner_who_has_since_unsubscribed(
+    db, clock, tmp_path, smtp_server, links
+):
+    refuse = ["550 5.2.2 mailbox full"]
+    server = smtp_server({"learner1@example.org": refuse, "learner2@example.org": refuse})
+    job_id = deliver(clock, tmp_path, server, links, [person(1), person(2)])
+    unsubscribe.opt_out(1, "reminders", "one-click", clock())
+
+    assert jobs.retry_job(job_id, clock()) == 1
+    assert {u: s for u, (s, _) in status_of(job_id).items()} == {
+        1: R.FAILED,
+        2: R.RETRY_PENDING,
+    }
+
+
+def test_get_shows_one_button_and_changes_nothing_until_it_is_pressed(db, clock, web, links):
+    srv = web()
+    url = f"{srv.url}/unsubscribe/{links.token(7, 'custom')}"
+    for _ in range(3):  # a mail scanner following the link
+        assert requests.head(url, timeout=10).status_code == 200
+        page = requests.get(url, timeout=10)
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert page.text.count("<form method=post>") == 1 and page.text.count("<button") == 1
+    assert "announcements" in page.text and page.headers["Cache-Control"] == "no-store"
+    assert nothing_recorded()
+
+    fields = dict(re.findall(r"<input type=hidden name=([\w-]+) value=([\w-]+)>", page.text))
+    done = requests.post(url, data=fields, timeout=10)  # the button, as a browser sends it
+    assert done.status_code == 200 and "unsubscribed" in done.text
+    assert [(o.userid, o.kind, o.source) for o in OptOut.select()] == [(7, "custom", "page")]
+
+
+def _forge(links):
+    good = links.token(1, "reminders")
+    mac = good.rpartition(".")[2]
+    return {
+        "other learner": f"2.reminders.{mac}",
+        "other kind": f"1.custom.{mac}",
+        "mac changed": good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
+        "no mac": "1.reminders",
+        "made with another key": unsubscribe.Links(b"k" * 32, PUBLIC).token(1, "reminders"),
+        "unknown kind": f"1.welcome.{mac}",
+        "garbage": "%00%0d%0a" + "x" * 300,
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["other learner", "other kind", "mac changed", "no mac", "made with another key",
+     "unknown kind", "garbage"],
+)  # fmt: skip
+def test_a_forged_altered_or_malformed_token_gets_400_and_changes_nothing(
+    db, clock, web, links, case
+):
+    srv = web()
+    url = f"{srv.url}/unsubscribe/{_forge(links)[case]}"
+    assert requests.get(url, timeout=10).status_code == 400
+    resp = requests.post(url, data=ONE_CLICK, timeout=10)
+    assert resp.status_code == 400 and "not valid" in resp.text
+    assert nothing_recorded()
+
+
+def test_a_post_without_one_click_in_its_body_changes_nothing(db, clock, web, links):
+    srv = web()
+    url = f"{srv.url}/unsubscribe/{links.token(1, 'reminders')}"
+    assert requests.post(url, timeout=10).status_code == 400
+    assert requests.post(url, data={"List-Unsubscribe": "no"}, timeout=10).status_code == 400
+    big = requests.post(url, data={"List-Unsubscribe": "One-Click", "pad": "x" * 10_000},
+                        timeout=10)  # fmt: skip
+    assert big.status_code == 413
+    assert nothing_recorded()
+
+
+def test_with_the_feature_off_the_endpoint_answers_404(db, clock, web, links):
+    srv = web(on=False)
+    url = f"{srv.url}/unsubscribe/{links.token(1, 'reminders')}"
+    assert requests.get(url, timeout=10).status_code == 404
+    assert requests.post(url, data=ONE_CLICK, timeout=10).status_code == 404
+    assert nothing_recorded()
+
+
+def test_a_failure_while_recording_answers_500_and_logs_no_token(db, clock, links, caplog):
+    class Broken(unsubscribe.UnsubscribeService):
+        def record(self, userid, kind, source):
+            raise RuntimeError("database went away")
+
+    app = make_app(handle_callback=lambda raw, sig: {}, health=lambda: (True, {}),
+                   unsubscribe=Broken(links, clock))  # fmt: skip
+    srv = HttpServer(app, "127.0.0.1", 0)
+    srv.start()
+    try:
+        token = links.token(1, "reminders")
+        resp = requests.post(f"{srv.url}/unsubscribe/{token}", data=ONE_CLICK, timeout=10)
+    finally:
+        srv.stop()
+    assert resp.status_code == 500 and "database went away" in caplog.text
+    assert token not in caplog.text and token.rpartition(".")[2] not in caplog.text
+
+
+# --- the list --------------------------------------------------------------------------------
+
+
+def test_an_opt_out_is_kept_once_and_lifted_by_kind_or_whole(db, clock):
+    assert unsubscribe.opt_out(5, "reminders", "cli", clock())
+    assert not unsubscribe.opt_out(5, "reminders", "one-click", clock())
+    assert unsubscribe.opt_out(5, "custom", "cli", clock())
+    assert [(o.kind, o.source) for o in unsubscribe.listing(5)] == [
+        ("custom", "cli"),
+        ("reminders", "cli"),
+    ]
+    assert unsubscribe.remove(5, "custom", clock()) == 1
+    assert unsubscribe.opted_out([5], "custom") == set()
+    assert unsubscribe.remove(5, None, clock()) == 1 and unsubscribe.listing() == []
+    assert unsubscribe.opted_out([5], None) == set()
+
+
+def test_migration_5_adds_the_opt_out_list_to_a_version_4_database(db, clock):
+    db.drop_tables([OptOut])
+    SchemaVersion.delete().where(SchemaVersion.version == 5).execute()
+    assert migrations.current_version(db) == 4
+
+    assert migrations.upgrade(db) == [5]
+    assert migrations.upgrade(db) == []
+    assert unsubscribe.opt_out(1, "reminders", "cli", clock())
+    assert unsubscribe.opted_out([1], "reminders") == {1}
+
+
+# --- a scheduled reminder, end to end --------------------------------------------------------
+
+
+@pytest.fixture
+def site():
+    from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
+
+    from ..conftest import schedule_row
+
+    s = generate_site(SiteSpec(seed=11, learners=12, courses=1, companies=1))
+    s.schedules[:] = [schedule_row(s.main_course_id, suppress_course_completion=0)]
+    with SandboxServer(s) as server:
+        s.server_url = server.url
+        yield s
+
+
+def test_the_link_in_a_delivered_reminder_keeps_that_learner_out_of_the_next_run(
+    db_url, db, tmp_path, site
+):
+    import mailbox
+    from datetime import datetime, timedelta
+
+    from sidecar import runs, sync
+    from sidecar.config import load
+    from sidecar.daemon import Daemon
+    from sidecar.db.models import Job, database
+    from sidecar.localrun import deliver_job
+    from sidecar.moodle import open_client
+    from sidecar.runtime import Runtime
+    from tests.e2e.conftest import free_port
+
+    from ..conftest import Clock
+
+    path = tmp_path / "offload.toml"
+    path.write_text(
+        f'[moodle]\nurl = "{site.server_url}"\ntoken = "{site.token}"\n'
+        f'[database]\nurl = "{db_url}"\n'
+        f'[server]\nlisten = "127.0.0.1:{free_port()}"\npublic_url = "{PUBLIC}"\n'
+        f'[security]\nencryption_key = "{KEY}"\n'
+        '[schedules]\ntimezone = "Europe/London"\n'
+        f'[providers.local]\nfrom = "noreply@academy.example"\nmaildir = "{tmp_path}/mail"\n'
+        f'certificate_dir = "{tmp_path}/certs"\n'
+    )
+    config = load(path)
+    clock = Clock(datetime(2026, 12, 1, 8, 0, 0))
+    rt = Runtime(config, clock=clock)
+    rt.ready_db()
+    sync.sync_all(config, lambda: open_client(config), clock())
+    clock.now = datetime(2026, 12, 1, 9, 1)
+    [first] = runs.Runner(rt).tick()
+    deliver_job(rt, first.jobs[0])
+    mails = list(mailbox.Maildir(tmp_path / "mail", create=False))
+    assert len(mails) > 2
+    chosen = mails[0]
+    userid = int(chosen["Message-ID"].split(".")[1].split("@")[0])
+    url = chosen["List-Unsubscribe"].strip()[1:-1]
+
+    daemon = Daemon(config, path)  # the daemon serves the link learners click
+    daemon.start(schedules=False)
+    try:
+        local = url.replace(PUBLIC, daemon.http.url)  # what the reverse proxy does
+        assert requests.post(local, data=ONE_CLICK, timeout=10).status_code == 200
+    finally:
+        daemon.shutdown()
+
+    database.initialize(rt.db)  # the models back on this runtime's connection
+    clock.now += timedelta(days=1)
+    [second] = runs.Runner(rt).tick()
+    (job,) = [Job.get_by_id(j) for j in second.jobs]
+    got = status_of(job.id)
+    assert got[userid] == (R.SUPPRESSED, "unsubscribed from reminders")
+    assert len(got) == len(mails) and all(
+        s == R.PENDING for u, (s, _) in got.items() if u != userid
+    )
+    rt.close()
