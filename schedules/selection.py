@@ -13,7 +13,9 @@ completion and the audience needs it), the audience (`completed` for not_complet
 (`suppress_course_completion`), `activity_completed` (the `suppresstarget` activity is in
 state 1, 2 or 3: complete-fail is still complete), `no_email`, `invalid_email`, the ledger's
 lists (`excluded`, e.g. `suppressed`: the bounce list), then for the certificate action
-`not_completed` and `already_issued`, and last the account (`account_suspended`, `nologin`:
+`not_completed` and `already_issued`, then `unsubscribed` (the learner opted out of this
+kind of mail and would get only that mail: a certificate, and the email carrying it,
+still goes), and last the account (`account_suspended`, `nologin`:
 Moodle's email_to_user() mails neither). So learners + nothing else = recipients + left out.
 
 The account comes last so that the caller need only ask Moodle about the learners a first
@@ -41,6 +43,7 @@ NO_EMAIL = "no_email"
 INVALID_EMAIL = "invalid_email"
 SUPPRESSED = "suppressed"
 ALREADY_ISSUED = "already_issued"
+UNSUBSCRIBED = "unsubscribed"
 ACCOUNT_SUSPENDED = "account_suspended"
 NOLOGIN = "nologin"
 
@@ -59,6 +62,7 @@ REASONS: Mapping[str, str] = MappingProxyType({
     INVALID_EMAIL: "invalid address",
     SUPPRESSED: "suppressed address",
     ALREADY_ISSUED: "already given this certificate",
+    UNSUBSCRIBED: "unsubscribed",
     ACCOUNT_SUSPENDED: "suspended account",
     NOLOGIN: "account set to nologin",
 })  # fmt: skip
@@ -173,6 +177,7 @@ def select_recipients(
     check_email: Callable[[str], object] | None = None,
     excluded: Mapping[str, Set[int]] = MappingProxyType({}),
     accounts: Mapping[int, AccountData] | None = None,
+    unsubscribed: Set[int] = frozenset(),
 ) -> Selection:
     """Recipients of one firing of `schedule` at `now` (epoch seconds); raises nothing.
 
@@ -181,8 +186,10 @@ def select_recipients(
     `check_email(address)` raises ValueError for what is not an address (None: only a
     missing address is refused). `excluded` maps a reason to the user ids a list of the
     ledger holds (the bounce list...), tried in its order. `accounts` are the Moodle
-    accounts by user id (None: not looked at; a learner missing from it is mailed). A
-    learner listed twice counts once.
+    accounts by user id (None: not looked at; a learner missing from it is mailed).
+    `unsubscribed` opted out of this schedule's kind of mail: they get no email of that
+    kind, but a certificate still goes to them with its email. A learner listed twice
+    counts once.
     """
     rules = _Rules(schedule, completion, now, members, check_email, excluded)
     action = schedule.action_type
@@ -207,6 +214,8 @@ def select_recipients(
                 withhold = action is ActionType.BOTH
             else:
                 certify = True
+        if reason is None and not certify and uid in unsubscribed:
+            reason = UNSUBSCRIBED
         if reason is None and accounts is not None:
             reason = _account(accounts.get(uid))
         if reason:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from schedules.model import Schedule
 from schedules.selection import SUPPRESSED, Learner
 from sidecar.suppression import suppressed_among
+from sidecar.unsubscribe import kind_of, opted_out
 
 
 def ledger_exclusions(
@@ -35,3 +36,8 @@ def ledger_exclusions(
     return {
         SUPPRESSED: {uid for address in bounced for uid in by_address[address]},
     }
+
+
+def opted_out_of(job_type: str, learners: Iterable[Learner]) -> set[int]:
+    """The learners who unsubscribed from the kind of mail a job of `job_type` sends."""
+    return opted_out((learner.userid for learner in learners), kind_of(job_type))

@@ -30,7 +30,7 @@ from sidecar.coursejobs import create_course_job
 from sidecar.db import store
 from sidecar.db.models import Certificate, Company, Job, Recipient, ScheduleRecord, ScheduleRun
 from sidecar.errors import SidecarError, TemplateError
-from sidecar.exclusions import ledger_exclusions
+from sidecar.exclusions import ledger_exclusions, opted_out_of
 from sidecar.moodle import PulledCourse, accounts, open_client, pull_course
 from sidecar.status import RecipientStatus
 
@@ -301,12 +301,13 @@ class Runner:
             # By reference: the address rule is the job ledger's, whatever it becomes.
             check_email = csvinput.validate_email
             excluded = ledger_exclusions(schedule, learners, check_email)
+            unsubscribed = opted_out_of(_job_type(schedule), learners)
 
             def select(known_accounts=None) -> Selection:
                 return select_recipients(
                     schedule, learners, pulled.completions, now_epoch, issued=issued,
                     reissue=reissue, members=members, check_email=check_email,
-                    excluded=excluded, accounts=known_accounts,
+                    excluded=excluded, accounts=known_accounts, unsubscribed=unsubscribed,
                 )  # fmt: skip
 
             # The account is the last reason: only the first selection's recipients are asked.

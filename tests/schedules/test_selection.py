@@ -454,3 +454,20 @@ def test_labels_read_as_words_and_unknown_reasons_as_themselves():
     assert label("enrolment_suspended") == "suspended enrolment"
     assert label("unsubscribed") == "unsubscribed"
     assert label("some_new_list") == "some new list"
+
+
+def test_an_opt_out_keeps_the_reminder_from_the_learner_but_never_their_certificate():
+    # 1 and 3 have not completed, 2 and 4 have; 4 already holds the certificate.
+    s = schedule(action_type="both")
+    sel = select_recipients(s, CLASS, DONE, NOW, issued={4}, unsubscribed={1, 2, 4})
+    assert ids(sel.email) == [2, 3]  # 2's email carries the certificate: it still goes
+    assert ids(sel.certificate) == [2]
+    assert sel.left_out == {"unsubscribed": 2} and sel.withheld == {}
+    assert sel.total + sel.left_out_total == len(CLASS)
+
+
+def test_an_opt_out_leaves_the_learner_out_of_an_email_schedule_by_its_own_reason():
+    sel = select_recipients(schedule(), CLASS, DONE, NOW, unsubscribed={1, 2})
+    assert ids(sel.email) == [3, 4]
+    assert sel.left_out == {"unsubscribed": 2}
+    assert label("unsubscribed") == "unsubscribed"

@@ -482,3 +482,37 @@ def test_the_dry_run_recipients_are_exactly_the_emails_the_run_delivers(
 
 def run_id_of(outcome) -> int:
     return Job.get(Job.id == outcome.jobs[0]).run_id
+
+
+def test_a_learner_who_unsubscribed_from_reminders_is_counted_and_not_reminded_but_certified(
+    site, make_runtime, tmp_path
+):
+    import mailbox
+
+    from sidecar.schedulelist import find_schedule
+    from sidecar.unsubscribe import opt_out
+
+    done = sorted(completed_in(site) - {site.token_user_id})
+    open_ = sorted(set(site.enrolments[site.main_course_id]) - completed_in(site)
+                   - {site.token_user_id})  # fmt: skip
+    row = schedule(site, action_type="both", audience="enrolled", suppress_course_completion=0)
+    clock, rt = start(site, make_runtime, row)
+    # One learner of each kind opted out of reminders, one of re-engagement mail only.
+    opt_out(open_[0], "reminders", "one-click", clock())
+    opt_out(done[0], "reminders", "one-click", clock())
+    opt_out(open_[1], "reengagement", "one-click", clock())
+    runner = runs.Runner(rt)
+    dry = runner.prepare(runs._schedule(find_schedule(1)), clock())
+    assert dry.counts["left_out"].get("unsubscribed") == 1
+    assert "unsubscribed 1" in dry.summary
+
+    clock.advance(60)
+    run = runner.fire_now(find_schedule(1))
+    assert run.recipients == dry.recipients
+    for job_id in run.jobs:
+        deliver_job(rt, job_id, show_progress=False)
+    to = {m["To"].rsplit("<", 1)[-1].rstrip(">") for m in mailbox.Maildir(tmp_path / "mail")}
+    assert len(to) == dry.recipients
+    assert site.users[open_[0]].email not in to  # a reminder only: none
+    assert site.users[done[0]].email in to  # the certificate and its email still go
+    assert site.users[open_[1]].email in to  # another kind of mail
