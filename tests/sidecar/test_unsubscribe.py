@@ -167,22 +167,15 @@ def test_when_the_feature_is_off_a_reminder_has_no_headers_and_no_link(
 
 
 @pytest.fixture
-def web(db, clock, links):
+def web(db, clock, links, serve_app):
     """The daemon's HTTP app on 127.0.0.1; `web(on=False)` serves it with the feature off."""
-    servers = []
 
     def start(on=True):
         service = unsubscribe.UnsubscribeService(links, clock) if on else None
-        app = make_app(handle_callback=lambda raw, sig: {}, health=lambda: (True, {}),
-                       unsubscribe=service)  # fmt: skip
-        srv = HttpServer(app, "127.0.0.1", 0)
-        srv.start()
-        servers.append(srv)
-        return srv
+        return serve_app(handle_callback=lambda raw, sig: {}, health=lambda: (True, {}),
+                         unsubscribe=service)  # fmt: skip
 
-    yield start
-    for srv in servers:
-        srv.stop()
+    return start
 
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}

@@ -32,21 +32,13 @@ class Recorder:
 
 
 @pytest.fixture
-def serve():
-    servers = []
-
+def serve(serve_app):
     def start(handler=None, health=lambda: (True, {"database": {"ok": True}}), **kw):
-        app = make_app(
+        return serve_app(
             handle_callback=handler or Recorder(), health=health, max_body=MAX_BODY, **kw
         )
-        srv = HttpServer(app, "127.0.0.1", 0)
-        srv.start()
-        servers.append(srv)
-        return srv
 
-    yield start
-    for srv in servers:
-        srv.stop()
+    return start
 
 
 def assert_json_error(resp, status):
