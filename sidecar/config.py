@@ -396,7 +396,7 @@ def _hint(loc: list[str], raw: Mapping) -> str:
         field = model.model_fields.get(part)
         if field is None:
             return ""
-        model = _model_of(field.annotation)
+        model = model_of(field.annotation)
         if model is None:
             return ""
     names = [f.alias or n for n, f in model.model_fields.items()]
@@ -404,13 +404,15 @@ def _hint(loc: list[str], raw: Mapping) -> str:
     return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
 
 
-def _model_of(annotation: Any):
+def model_of(annotation: Any):
+    """The config section model an annotation holds (`Section`, `Section | None`,
+    `list[Section]`...), or None for a plain value."""
     import typing
 
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in typing.get_args(annotation):
-        found = _model_of(arg)
+        found = model_of(arg)
         if found is not None:
             return found
     return None

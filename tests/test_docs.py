@@ -6,7 +6,6 @@ naming a section, command or endpoint, and table rows starting with a `name`).
 """
 
 import re
-import typing
 from pathlib import Path
 
 import click
@@ -16,7 +15,7 @@ from pydantic import BaseModel
 from moodle_ws import companion
 from sidecar import moodle
 from sidecar.cli import main
-from sidecar.config import Config
+from sidecar.config import Config, model_of
 from sidecar.status import JobStatus, RecipientStatus
 from sidecar.web.app import ROUTES
 
@@ -45,23 +44,13 @@ def row_names(text: str) -> set[str]:
     return set(re.findall(r"^\| `([^`]+)`", text, re.M))
 
 
-def _model_of(annotation) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def config_sections(model: type[BaseModel] = Config, prefix: str = "") -> dict[str, set[str]]:
     """Dotted section name -> its keys (by their TOML name), from the pydantic models."""
     out: dict[str, set[str]] = {}
     keys: set[str] = set()
     for name, field in model.model_fields.items():
         key = field.alias or name
-        sub = _model_of(field.annotation)
+        sub = model_of(field.annotation)
         if sub is None:
             keys.add(key)
         else:
