@@ -107,6 +107,24 @@ def prepare(recipients: Iterable[RecipientIn]) -> Prepared:
     return Prepared(valid, invalid, duplicates)
 
 
+def held_back(
+    job_type: str, certificate: bool, recipients: Iterable[RecipientIn]
+) -> dict[int, str]:
+    """{userid: reason} of the recipients a job of this type records as suppressed: an
+    address on the suppression list, or a learner who unsubscribed from its kind of mail."""
+    recipients = list(recipients)
+    blocked = suppressed_among(r.email for r in recipients)
+    kind = kind_of(job_type, certificate)
+    unsubscribed = opted_out((r.userid for r in recipients), kind)
+    out: dict[int, str] = {}
+    for r in recipients:
+        if r.email in blocked:
+            out[r.userid] = f"suppressed: {blocked[r.email]}"
+        elif r.userid in unsubscribed:
+            out[r.userid] = unsubscribe_reason(kind)
+    return out
+
+
 def create_job(
     spec: JobSpec,
     recipients: Iterable[RecipientIn] | Prepared,
@@ -132,19 +150,11 @@ def create_job(
         taken: dict[int, str] = {}
         if spec.idempotency_key:
             taken = store.taken_send_keys(spec.idempotency_key, [r.userid for r in prepared.valid])
-        blocked = suppressed_among(r.email for r in prepared.valid if r.userid not in taken)
-        kind = kind_of(spec.type, spec.actions.certificate)
-        unsubscribed = opted_out((r.userid for r in prepared.valid if r.userid not in taken), kind)
-
-        def why_not(r: RecipientIn) -> str | None:
-            if r.email in blocked:
-                return f"suppressed: {blocked[r.email]}"
-            return unsubscribe_reason(kind) if r.userid in unsubscribed else None
-
         fresh = [r for r in prepared.valid if r.userid not in taken]
-        deliverable = [r for r in fresh if why_not(r) is None]
+        why_not = held_back(spec.type, spec.actions.certificate, fresh)
+        deliverable = [r for r in fresh if r.userid not in why_not]
         skipped = [r for r in prepared.valid if r.userid in taken]
-        refused = [r for r in fresh if why_not(r) is not None]
+        refused = [r for r in fresh if r.userid in why_not]
         total = len(prepared.valid) + len(prepared.invalid)
 
         Job.insert(
@@ -214,7 +224,7 @@ def create_job(
         for r in refused:
             rows.append(
                 (job_id, settled_batch, r.userid, r.email, r.firstname[:100], r.lastname[:100],
-                 _vars(r.vars), R.SUPPRESSED.value, 0, why_not(r)[:2000], ts)
+                 _vars(r.vars), R.SUPPRESSED.value, 0, why_not[r.userid][:2000], ts)
             )  # fmt: skip
         for r, reason in prepared.invalid:
             rows.append(

@@ -7,7 +7,7 @@ Nothing is committed while the preview shows invalid rows, unless the admin said
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -37,6 +37,12 @@ class CsvPreview:
     key: str
     sample: RenderedEmail | None
     already_sent: int
+    held_back: dict[int, str] = field(default_factory=dict)  # userid -> why it is not sent
+
+    @property
+    def to_send(self) -> int:
+        """The emails the job will send, as it stands now."""
+        return len(self.data.rows) - self.already_sent - len(self.held_back)
 
     @property
     def problems(self) -> tuple[CsvProblem, ...]:
@@ -91,7 +97,9 @@ def preview(path: Path, message: CsvMessage, renderer: Renderer) -> CsvPreview:
             ctx.setdefault("certificate_url", "https://example.invalid/certificates/SAMPLE")
         sample = renderer.preview(message.template_id, ctx)
     taken = store.taken_send_keys(key, [r.userid for r in data.rows])
-    return CsvPreview(path, data, message, key, sample, len(taken))
+    fresh = [r for r in pv.recipients() if r.userid not in taken]
+    held = jobs.held_back("send_csv", message.certificate, fresh)
+    return CsvPreview(path, data, message, key, sample, len(taken), held)
 
 
 def commit(

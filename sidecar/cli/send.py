@@ -1,5 +1,6 @@
 """`send csv FILE`: preview, confirm, commit (and optionally deliver here and now)."""
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -61,7 +62,7 @@ def send_csv(
     if not yes:
         if not is_interactive():
             raise click.ClickException("not a terminal: pass --yes to confirm the send")
-        click.confirm(f"Send to {len(pv.data.rows) - pv.already_sent} recipients?", abort=True)
+        click.confirm(f"Send to {pv.to_send} recipients?", abort=True)
     created = sendcsv.commit(
         pv,
         skip_invalid=skip_invalid,
@@ -72,6 +73,7 @@ def send_csv(
     click.echo(
         f"job {created.job_id}: {created.pending} to send in {created.batches} batches, "
         f"{created.skipped_duplicate} already sent under key {pv.key}"
+        + (f", {created.suppressed} suppressed (see `jobs show`)" if created.suppressed else "")
     )
     if deliver:
         from sidecar.localrun import deliver_job
@@ -93,6 +95,17 @@ def print_preview(pv) -> None:
         click.echo(f"  extra columns (template variables): {', '.join(pv.data.extra_columns)}")
     if pv.already_sent:
         click.echo(f"  {pv.already_sent} already sent under key {pv.key}: they will be skipped")
+    if pv.held_back:
+        reasons = Counter(
+            "suppressed address" if why.startswith("suppressed") else why
+            for why in pv.held_back.values()
+        )
+        click.echo(
+            f"  {len(pv.held_back)} will not be sent: "
+            + ", ".join(f"{why} ({n})" for why, n in sorted(reasons.items()))
+        )
+    if pv.held_back or pv.already_sent:
+        click.echo(f"  {pv.to_send} to send")
     for problem in pv.problems[:MAX_PROBLEMS_SHOWN]:
         click.echo(f"  {problem.message}")
     if len(pv.problems) > MAX_PROBLEMS_SHOWN:

@@ -96,3 +96,15 @@ def test_check_says_whether_links_go_out_and_why_not(tmp_path):
     line = next(x for x in checked.stdout.splitlines() if "unsubscribe" in x)
     assert line.startswith("skip unsubscribe: bulk mail goes without links")
     assert "server.public_url is not set" in line and "unsubscribe.enabled = false" in line
+
+
+def test_the_csv_preview_counts_who_is_left_out_and_asks_only_for_the_rest(tmp_path):
+    config = unsubscribe_config(tmp_path)
+    cli(config, "db", "upgrade")
+    cli(config, "suppression", "add", "1", "--kind", "custom")
+    bounce(tmp_path, "learner2@example.org")
+    path = write_csv(tmp_path / "l.csv", 4)
+    out = cli(config, "send", "csv", str(path), *message_args(tmp_path), "--yes").stdout
+    assert "2 will not be sent: suppressed address (1), unsubscribed from custom (1)" in out
+    assert "  2 to send" in out
+    assert re.search(r"job [0-9a-f-]{36}: 2 to send in 1 batches, 0 already sent .*, 2 suppressed", out)
