@@ -8,6 +8,7 @@ An edited file is picked up within `RECHECK_SECONDS`: Jinja2 checks a file's mti
 every lookup (an `{% include %}` is one), which for 50,000 emails was 150,000 stat calls.
 """
 
+import functools
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ TEMPLATE_VARIABLES: dict[str, str] = {
     "inactive_days": "re-engagement: days since the learner's last access",
     "site.name / site.url, username, temporary_password": "welcome emails",
     "license.name": "licence allocation emails",
-    "message.subject / message.body": "custom (CSV) messages",
+    "message.subject / message.body": "custom (CSV) messages; their text may itself use "
+    "these variables and the CSV's columns, e.g. Dear {{ learner.firstname }}",
     "<any CSV column>": "every extra column of a CSV send",
 }
 
@@ -104,6 +106,8 @@ class Renderer:
         common = dict(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         html = SandboxedEnvironment(autoescape=True, **common)
         text = SandboxedEnvironment(autoescape=False, **common)
+        fill = _filler(text)
+        html.filters["fill"] = text.filters["fill"] = fill
         self._envs = (html, text)  # one assignment: readers see the old pair or the new one
         self.template_dir = template_dir
 
@@ -148,6 +152,25 @@ class Renderer:
             text_env = self._envs[1]
             source, _, _ = text_env.loader.get_source(text_env, f"{template_id}.html")
             return meta.find_undeclared_variables(text_env.parse(source))
+
+
+def _filler(text_env: SandboxedEnvironment):
+    """The `fill` filter: a text the admin wrote (a CSV send's --subject and message file)
+    rendered as a template with the email's own variables, so `Dear {{ learner.firstname }}`
+    greets each learner. Rendered without escaping, in the sandbox, undefined variables are
+    errors (found at preview); the calling template escapes the result where it is HTML."""
+
+    @functools.lru_cache(maxsize=64)
+    def compiled(source: str) -> jinja2.Template:
+        return text_env.from_string(source)
+
+    @jinja2.pass_context
+    def fill(ctx: jinja2.runtime.Context, source: str) -> str:
+        if "{" not in source:
+            return source  # nothing to fill: the common case costs no compile
+        return compiled(source).render(ctx.get_all())
+
+    return fill
 
 
 _GLOBALS: "weakref.WeakKeyDictionary[jinja2.Template, dict]" = weakref.WeakKeyDictionary()

@@ -46,6 +46,15 @@ def test_csv_with_invalid_rows_lists_them_by_line_and_sends_nothing(tmp_path):
         "--skip-invalid",
     )
     assert maildir_count(tmp_path) == 2
+    # the preview's sample and each email greet the learner by name
+    assert "Subject: A reminder for Ana" in proc.stdout
+    mails = list(mailbox.Maildir(tmp_path / "mail", create=False))
+    assert sorted(m["Subject"] for m in mails) == ["A reminder for Ana", "A reminder for Di"]
+    texts = [
+        part.get_payload(decode=True).decode()
+        for m in mails for part in m.walk() if part.get_content_type() == "text/plain"
+    ]  # fmt: skip
+    assert sorted(t.split(",")[0] for t in texts) == ["Dear Ana", "Dear Di"]
 
 
 def test_csv_row_repeated_exactly_is_merged_and_mailed_once_another_address_is_refused(

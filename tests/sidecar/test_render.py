@@ -11,7 +11,7 @@ COMMON = {
     "company": {"name": "Acme"}, "inactive_days": 30, "site": {"name": "Academy", "url": "https://m.example"},
     "username": "ana", "temporary_password": "Tmp-9x!", "license": {"name": "2025 seats"},
     "certificate_url": "https://offload.example/certificates/ABC",
-    "message": {"subject": "Hello {{ not a template }}", "body": "Line <one>\nline two\n\nPara"},
+    "message": {"subject": "Hello", "body": "Line <one>\nline two\n\nPara"},
 }  # fmt: skip
 
 
@@ -29,6 +29,28 @@ def test_html_is_escaped_and_subject_and_text_are_not():
     email = Renderer().render_email("reminder", COMMON)
     assert "Safety &amp; Health" in email.html and email.subject == "Reminder: Safety & Health"
     assert "Safety & Health" in email.text
+
+
+def test_a_csv_message_greets_each_learner_by_the_variables_it_names():
+    message = {
+        "subject": "{{ learner.firstname }}, your {{ course_name }} results",
+        "body": "Dear {{ learner.firstname }} <{{ learner.email }}>,\n\nsee {{ course_name }}.",
+    }
+    variables = {**COMMON, "message": message, "course_name": "Safety & Health"}
+    email = Renderer().preview("custom", variables)
+    assert email.subject == "Aoife, your Safety & Health results"
+    assert email.text.startswith("Dear Aoife <ana@example.org>,\n\nsee Safety & Health.")
+    assert "<p>Dear Aoife &lt;ana@example.org&gt;,</p>" in email.html
+    assert "Safety &amp; Health" in email.html
+    # a CSV value is a value, never a template of its own
+    email = Renderer().preview("custom", {**variables, "course_name": "{{ 7 * 7 }}"})
+    assert "{{ 7 * 7 }}" in email.text and "49" not in email.text
+
+
+def test_a_csv_message_naming_an_unknown_variable_is_refused_at_preview():
+    message = {"subject": "Hi", "body": "Dear {{ learner.nickname }}"}
+    with pytest.raises(TemplateError, match=r"template 'custom'.*nickname"):
+        Renderer().preview("custom", {**COMMON, "message": message})
 
 
 def test_undefined_variable_is_an_error_naming_template_line_and_variable(tmp_path):
