@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.config import Config
+from sidecar.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,15 @@ def _database(config: Config) -> CheckResult:
     try:
         db = open_database(config.database.url)
         db.connect(reuse_if_open=True)
+        try:
+            migrations.refuse_shared(db)
+        except ConfigError as exc:
+            db.close()
+            return CheckResult("database", False, str(exc))
         empty = migrations.is_empty(db)
         version = migrations.current_version(db)
         unrecorded = migrations.unrecorded_steps(db)
+        named_like_ours = migrations.tables_named_like_ours(db)
         db.close()
     except Exception as exc:  # noqa: BLE001 - reported as a failed check
         return CheckResult("database", False, f"cannot open: {type(exc).__name__}: {exc}")
@@ -54,6 +61,17 @@ def _database(config: Config) -> CheckResult:
             "database", False,
             f"schema at version {version} is newer than this moodle-offload knows "
             f"(latest {latest}): a newer release upgraded it; run that release",
+        )  # fmt: skip
+    if version == 0 and named_like_ours:
+        # no step recorded: only a first upgrade stopped before its record, or another
+        # application whose tables happen to fit ours, leaves these
+        return CheckResult(
+            "database", False,
+            f"tables named like moodle-offload's exist but none of its schema steps is "
+            f"recorded ({', '.join(named_like_ours)}): they may belong to another "
+            "application: give moodle-offload a database of its own (database.url); if "
+            "they are moodle-offload's, from a first `db upgrade` that stopped half way, "
+            "run `moodle-offload db upgrade` to finish it",
         )  # fmt: skip
     if unrecorded:
         return CheckResult(

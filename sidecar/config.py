@@ -4,11 +4,14 @@ Secrets are resolved before validation: a value "env:NAME" reads the environment
 `<name>_file` reads a file (relative paths from $CREDENTIALS_DIRECTORY, else beside the
 config file). Secret values are pydantic SecretStr: redacted in repr and never echoed in
 an error. Every error is one line naming the file and the dotted key. A duration is
-seconds or a string with units ("90s", "5m", "1h", "2d", "1h30m"): the `Seconds` types.
+seconds or a string with units ("90s", "5m", "1h", "2d", "1h30m"): the `Seconds` types;
+every duration key has an upper bound (`le=`), so nothing later meets an infinite or
+out-of-range time.
 """
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -43,13 +46,17 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 _WITH_UNITS = re.compile(rf"(?:{_NUMBER}[smhd])+")
 _FORMS = 'seconds or a string with a unit: 300, "90s", "5m", "1h", "2d" or "1h30m"'
+_LOWERCASE = "units are lowercase: s (seconds), m (minutes), h (hours) or d (days)"
 _BOUNDS = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
            "greater_than": ("more than", "gt"), "less_than": ("less than", "lt")}  # fmt: skip
 
 
 def _seconds(text: str) -> float:
     """ "300", "90s", "5m", "1h30m", "2d" as seconds; ValueError for anything else."""
-    text = re.sub(r"\s+", "", text.lower())
+    text = re.sub(r"\s+", "", text)
+    if re.fullmatch(rf"(?:{_NUMBER}[smhdSMHD])+", text) and not text.islower():
+        months = '; "M" could be months or minutes: write "m" for minutes' if "M" in text else ""
+        raise ValueError(f"not a duration: {_LOWERCASE}{months}")
     if re.fullmatch(_NUMBER, text):
         return float(text)
     if _WITH_UNITS.fullmatch(text):
@@ -57,14 +64,25 @@ def _seconds(text: str) -> float:
     raise ValueError(f"not a duration: give {_FORMS}")
 
 
+def _in_units(seconds: float) -> str:
+    """3600 → "1h": the largest unit that divides `seconds`."""
+    for unit, size in sorted(_UNITS.items(), key=lambda u: -u[1]):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
 def _duration(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     """The one validator of every duration key: seconds or a string with units; a refused
     value's error names the unit and the forms taken (never echoes the value)."""
     if isinstance(value, str):
         value = _seconds(value)
-        value = int(value) if value.is_integer() else value
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"not a duration: give {_FORMS}")
+    if not math.isfinite(value):  # TOML's inf and nan, or a string of 400 digits
+        raise ValueError(f"must be a finite number of seconds (give {_FORMS})")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     try:
         return handler(value)
     except ValidationError as exc:
@@ -73,7 +91,11 @@ def _duration(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
             words, name = _BOUNDS[err["type"]]
             limit = float(err["ctx"][name])
             limit_text = f"{limit:.0f}" if limit.is_integer() else f"{limit}"
-            raise ValueError(f"must be {words} {limit_text} seconds (give {_FORMS})") from None
+            if limit >= 60:
+                limit_text += f" seconds, that is {_in_units(limit)}"
+            else:
+                limit_text += " seconds"
+            raise ValueError(f"must be {words} {limit_text} (give {_FORMS})") from None
         raise ValueError(f"must be a whole number of seconds (give {_FORMS})") from None
 
 
@@ -81,6 +103,8 @@ def _duration(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 Seconds = Annotated[int, WrapValidator(_duration)]
 #: A duration in seconds that may have a fraction ("1.5", "0.5s").
 FractionalSeconds = Annotated[float, WrapValidator(_duration)]
+#: One delay of `offload.retry.backoff`: 0 to 7 days.
+BackoffDelay = Annotated[float, Field(ge=0, le=604_800), WrapValidator(_duration)]
 
 
 class Section(BaseModel):
@@ -90,7 +114,7 @@ class Section(BaseModel):
 class MoodleConfig(Section):
     url: str
     token: SecretStr
-    timeout: FractionalSeconds = Field(30.0, gt=0)
+    timeout: FractionalSeconds = Field(30.0, gt=0, le=3600)
     max_concurrency: int = Field(4, ge=1, le=64)
     verify_tls: bool = True
     companion_prefix: str = "local_manireports"
@@ -114,7 +138,7 @@ class ServerConfig(Section):
     listen: str = "127.0.0.1:8765"
     public_url: str = ""
     callback_max_bytes: int = Field(1_048_576, ge=1024)
-    drain_timeout: FractionalSeconds = Field(20.0, gt=0)
+    drain_timeout: FractionalSeconds = Field(20.0, gt=0, le=3600)
 
     @field_validator("listen")
     @classmethod
@@ -148,7 +172,7 @@ class ServerConfig(Section):
 class SecurityConfig(Section):
     callback_secrets: tuple[SecretStr, ...] = ()
     encryption_key: SecretStr | None = None
-    callback_max_skew: Seconds = Field(300, ge=1)
+    callback_max_skew: Seconds = Field(300, ge=1, le=86_400)
 
     @field_validator("encryption_key")
     @classmethod
@@ -169,15 +193,20 @@ class SecurityConfig(Section):
 
 class RetryConfig(Section):
     max_attempts: int = Field(3, ge=1, le=50)
-    backoff: tuple[FractionalSeconds, ...] = (60, 300, 900)
+    backoff: tuple[BackoffDelay, ...] = (60, 300, 900)
+
+    @field_validator("backoff", mode="before")
+    @classmethod
+    def _a_list(cls, v):
+        if not isinstance(v, list | tuple):
+            raise ValueError('give a list of delays, one per retry: backoff = ["30s", "5m"]')
+        return v
 
     @field_validator("backoff")
     @classmethod
     def _nonempty(cls, v):
         if not v:
-            raise ValueError("give at least one delay in seconds")
-        if min(v) < 0:
-            raise ValueError('a delay cannot be negative: give seconds (e.g. 60) or "5m"')
+            raise ValueError('give at least one delay: backoff = ["30s", "5m"]')
         return v
 
 
@@ -203,7 +232,7 @@ class AwsConfig(Section):
     ses_events_queue_url: str | None = None
     endpoint_url: str | None = None
     results_wait_seconds: Seconds = Field(10, ge=0, le=20)
-    dlq_poll_interval: Seconds = Field(60, ge=1)
+    dlq_poll_interval: Seconds = Field(60, ge=1, le=86_400)
 
 
 class CloudflareConfig(Section):
@@ -229,7 +258,7 @@ class LocalConfig(Section):
     rate_per_second: float = Field(0.0, ge=0)
     certificate_dir: Path = Field(default_factory=lambda: state_dir() / "certificates")
     maildir: Path | None = None
-    timeout: FractionalSeconds = Field(30.0, gt=0)
+    timeout: FractionalSeconds = Field(30.0, gt=0, le=3600)
 
     @field_validator("from_")
     @classmethod
@@ -254,7 +283,7 @@ class CompanyConfig(Section):
 
 class SchedulesConfig(Section):
     source: Literal["moodle", "file", "both"] = "moodle"
-    sync_interval: Seconds = Field(300, ge=10)
+    sync_interval: Seconds = Field(300, ge=10, le=604_800)
     timezone: str = "UTC"
     file: Path | None = None
     catch_up: Literal["run_once", "skip"] = "run_once"

@@ -63,8 +63,10 @@ def validate_email(address: str) -> str:
     """The normalised address, or ValueError saying why it is not one (no DNS lookups).
 
     Accepts every address Moodle's validate_email() accepts, on any domain, plus
-    internationalised ones; an IDN domain comes back in its ASCII (xn--) form, which every
-    relay and SES can carry.
+    internationalised domains; an IDN domain comes back in its ASCII (xn--) form, which every
+    relay and SES can carry. Non-ASCII before the @ is refused: Moodle's validate_email()
+    refuses it (so email_to_user() never mails it), SES cannot carry it and a relay without
+    SMTPUTF8 fails it.
     """
     try:
         info = _validate(
@@ -76,6 +78,13 @@ def validate_email(address: str) -> str:
         )
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
+    if info.smtputf8:
+        found = "".join(sorted({c for c in info.local_part if not c.isascii()}))
+        raise ValueError(
+            f"non-ASCII characters before the @ ({found}): Moodle does not mail such an "
+            "address and SES and most relays cannot carry it (an internationalised domain "
+            "after the @ is fine)"
+        )
     if info.ascii_domain == "invalid" or info.ascii_domain.endswith(".invalid"):
         raise ValueError("the domain .invalid is reserved for addresses that must not be mailed")
     return info.ascii_email or info.normalized

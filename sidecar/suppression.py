@@ -5,12 +5,16 @@ A permanent bounce or a complaint marks the recipient `permanently_failed` (even
 exception to "never backwards"; the worker's `sent` report, which can arrive after the
 bounce, does not undo it) and puts the address on the list; later jobs record such
 a learner as `suppressed` with the reason, and `jobs retry` leaves them alone.
+
+An address is kept, looked up and taken off in one form, `key(address)`: the job ledger's
+(an IDN domain in its xn-- form), lowercased whole because SES may report another case.
 """
 
 import logging
 from collections.abc import Iterable
 from datetime import datetime
 
+from sidecar.csvinput import validate_email
 from sidecar.db import store
 from sidecar.db.models import Recipient, SuppressedAddress
 from sidecar.status import RecipientStatus
@@ -22,6 +26,17 @@ R = RecipientStatus
 _BOUNCEABLE = [R.SENT.value, R.QUEUED.value, R.PENDING.value, R.RETRY_PENDING.value, R.FAILED.value]
 
 
+def key(email: str) -> str:
+    """The list's form of `email`: csvinput.validate_email's (the ledger's), lowercased; an
+    address that refuses, trimmed and lowercased (a bounce report is kept whatever it says)."""
+    address = email.strip()
+    try:
+        address = validate_email(address)
+    except ValueError:
+        pass
+    return address.lower()[:254]
+
+
 def suppress(
     email: str, reason: str, source: str, now: datetime,
     job_id: str | None = None, userid: int | None = None,
@@ -30,7 +45,7 @@ def suppress(
 
     Call inside a transaction.
     """
-    address = email.strip().lower()[:254]
+    address = key(email)
     if SuppressedAddress.get_or_none(SuppressedAddress.email == address) is not None:
         return False
     store.upsert(
@@ -54,14 +69,14 @@ def mark_undeliverable(job_id: str, userid: int, reason: str, now: datetime) -> 
                Recipient.status.in_(_BOUNCEABLE))
         .execute()
     )  # fmt: skip
-    return n == 1
+    return n > 0
 
 
 def suppressed_among(emails: Iterable[str]) -> dict[str, str]:
     """{address (as given): reason} for the given addresses that are on the list."""
     wanted: dict[str, list[str]] = {}
     for e in emails:
-        wanted.setdefault(e.strip().lower(), []).append(e)
+        wanted.setdefault(key(e), []).append(e)
     if not wanted or not SuppressedAddress.select().exists():
         return {}  # the common case: an empty list, nothing to look up
     out: dict[str, str] = {}
@@ -85,11 +100,13 @@ def listing() -> list[SuppressedAddress]:
 
 def unsuppress(email: str, now: datetime) -> bool:
     """Take `email` off the list (its mailbox was fixed); False when it was not on it."""
-    address = email.strip().lower()
+    address = key(email)
+    # and as written: a row kept in another form (by hand, say) goes as `list` shows it
+    forms = [address, email.strip().lower()]
     with store.atomic():
-        n = SuppressedAddress.delete().where(SuppressedAddress.email == address).execute()
+        n = SuppressedAddress.delete().where(SuppressedAddress.email.in_(forms)).execute()
         if n:
             store.audit("unsuppressed", now, email_domain=address.rpartition("@")[2])
     if n:
         log.info("an address of %s taken off the suppression list", address.rpartition("@")[2])
-    return n == 1
+    return n > 0

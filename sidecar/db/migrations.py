@@ -2,7 +2,8 @@
 
 Rule for later steps: a step adds what it needs and tolerates a database created by
 step 1 from today's models (use `_add_column` which skips an existing column), so a
-fresh database and an upgraded one end in the same shape.
+fresh database and an upgraded one end in the same shape. Steps never drop or rename a
+column: a table with a column today's model lacks is not ours (`tables_of_others`).
 """
 
 import logging
@@ -13,6 +14,7 @@ from peewee import Database
 from playhouse.migrate import SchemaMigrator, migrate
 
 from sidecar.db import models as m
+from sidecar.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +69,54 @@ STEPS: list[tuple[int, str, Callable[[Database], None]]] = [
 LATEST = STEPS[-1][0]
 
 
+def _not_ours(db: Database, model) -> list[str]:
+    """The columns of `model`'s table that the model never had (sorted)."""
+    ours = {f.column_name for f in model._meta.sorted_fields}
+    return sorted({c.name for c in db.get_columns(model._meta.table_name)} - ours)
+
+
 def applied_versions(db: Database) -> set[int]:
-    if not db.table_exists(m.SchemaVersion._meta.table_name):
-        return set()
+    table = m.SchemaVersion._meta.table_name
+    if not db.table_exists(table) or _not_ours(db, m.SchemaVersion):
+        return set()  # none yet, or another application's table of that name
     return {row.version for row in m.SchemaVersion.select(m.SchemaVersion.version)}
 
 
+def tables_named_like_ours(db: Database) -> list[str]:
+    """Tables of this database that have the name of one of ours (sorted)."""
+    names = {model._meta.table_name for model in m.ALL_MODELS}
+    return sorted(names & set(db.get_tables()))
+
+
+def tables_of_others(db: Database) -> dict[str, list[str]]:
+    """{table: its columns we never had} for the tables named like ours that cannot be
+    ours, in a database where no step of ours is recorded (where one is, they are ours)."""
+    if applied_versions(db):
+        return {}
+    present = set(tables_named_like_ours(db))
+    found = {model._meta.table_name: _not_ours(db, model) for model in m.ALL_MODELS
+             if model._meta.table_name in present}  # fmt: skip
+    return {table: extra for table, extra in found.items() if extra}
+
+
+def refuse_shared(db: Database) -> None:
+    """Raise ConfigError naming them when tables of another application have our names:
+    an upgrade would mix the two schemas (or stop half way on the first index)."""
+    others = tables_of_others(db)
+    if others:
+        listed = "; ".join(f"{t} (columns {', '.join(c)})" for t, c in others.items())
+        raise ConfigError(
+            f"the database holds tables of another application under names moodle-offload "
+            f"uses: {listed}; give moodle-offload a database of its own (database.url)"
+        )
+
+
 def upgrade(db: Database) -> list[int]:
-    """Apply every missing step; returns the versions applied (empty when up to date)."""
+    """Apply every missing step; returns the versions applied (empty when up to date).
+
+    Raises ConfigError, creating nothing, when another application's tables have our names.
+    """
+    refuse_shared(db)
     db.create_tables([m.SchemaVersion], safe=True)
     done = applied_versions(db)
     applied = []
@@ -98,9 +140,10 @@ def current_version(db: Database) -> int:
 
 def is_empty(db: Database) -> bool:
     """No table of ours and no step recorded: a database `upgrade` has not created yet
-    (tables of other applications in the same database do not count)."""
-    ours = {model._meta.table_name for model in m.ALL_MODELS if model is not m.SchemaVersion}
-    return not ours & set(db.get_tables()) and not applied_versions(db)
+    (tables of other applications in the same database do not count, unless they have
+    one of our names)."""
+    named = set(tables_named_like_ours(db)) - {m.SchemaVersion._meta.table_name}
+    return not named and not applied_versions(db) and not tables_of_others(db)
 
 
 def unrecorded_steps(db: Database) -> list[int]:

@@ -192,9 +192,6 @@ def _sql(tmp_path, statement):
         conn.execute(statement)
 
 
-ALL_STEPS = ", ".join(str(v) for v, _, _ in migrations.STEPS)
-
-
 @pytest.mark.parametrize(
     ("statement", "expected"),
     [
@@ -206,7 +203,12 @@ ALL_STEPS = ", ".join(str(v) for v, _, _ in migrations.STEPS)
          "a schema upgrade stopped half way (step 3 not recorded): "
          "run `moodle-offload db upgrade`"),
         ("DELETE FROM schema_version",
-         f"a schema upgrade stopped half way (steps {ALL_STEPS} not recorded)"),
+         "tables named like moodle-offload's exist but none of its schema steps is recorded "
+         "(audit_log, batch, certificate, company, job, opt_out, recipient, schedule, "
+         "schedule_run, schema_version, seen_callback, send_key, suppressed_address, "
+         "sync_state): they may belong to another application: give moodle-offload a "
+         "database of its own (database.url); if they are moodle-offload's, from a first "
+         "`db upgrade` that stopped half way, run `moodle-offload db upgrade` to finish it"),
     ],
     ids=["newer-than-the-code", "step-missing", "tables-without-record"],
 )  # fmt: skip
@@ -219,6 +221,24 @@ def test_check_fails_on_a_schema_newer_than_the_code_or_half_upgraded(
     proc = cli(config, "check", check=False)
     assert proc.returncode == 1
     assert f"FAIL database: {expected}" in proc.stdout
+
+
+def test_check_and_db_upgrade_name_another_applications_table_and_create_nothing(tmp_path):
+    config = write_config(tmp_path)
+    _sql(tmp_path, "CREATE TABLE job (id INTEGER PRIMARY KEY, queue TEXT, payload TEXT)")
+    expected = (
+        "the database holds tables of another application under names moodle-offload uses: "
+        "job (columns payload, queue); give moodle-offload a database of its own (database.url)"
+    )
+    checked = cli(config, "check", check=False)
+    assert checked.returncode == 1 and f"FAIL database: {expected}" in checked.stdout
+    upgraded = cli(config, "db", "upgrade", check=False)
+    assert upgraded.returncode == 1 and upgraded.stderr.strip() == f"Error: {expected}"
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "offload.db") as conn:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    assert tables == [("job",)]
 
 
 def test_check_fails_with_a_fix_when_the_smtp_server_is_unreachable(tmp_path):

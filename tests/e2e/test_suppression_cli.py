@@ -108,3 +108,12 @@ def test_the_csv_preview_counts_who_is_left_out_and_asks_only_for_the_rest(tmp_p
     assert "2 will not be sent: suppressed address (1), unsubscribed from custom (1)" in out
     assert "  2 to send" in out
     assert re.search(r"job [0-9a-f-]{36}: 2 to send in 1 batches, .*, 2 suppressed", out)
+
+
+def test_an_idn_address_bounced_in_xn_form_is_removed_in_unicode_form(tmp_path):
+    config = unsubscribe_config(tmp_path)
+    cli(config, "suppression", "list")  # creates the database
+    bounce(tmp_path, "joe@xn--mller-kva.de")  # the form SES reports: the form we send
+    removed = cli(config, "suppression", "remove", "--email", "joe@müller.de").stdout
+    assert "joe@müller.de: taken off the suppression list" in removed
+    assert "suppressed addresses: 0" in cli(config, "suppression", "list").stdout

@@ -101,7 +101,8 @@ def test_durations_take_seconds_or_units(tmp_path):
          '300, "90s", "5m", "1h", "2d" or "1h30m"'),
         ("sync_interval = 5", "schedules.sync_interval: must be at least 10 seconds (give "),
         ("sync_interval = '5s'", "schedules.sync_interval: must be at least 10 seconds (give "),
-        ("tick_interval = '2h'", "schedules.tick_interval: must be at most 3600 seconds (give "),
+        ("tick_interval = '2h'",
+         "schedules.tick_interval: must be at most 3600 seconds, that is 1h (give "),
         ("tick_interval = 1.5", "schedules.tick_interval: must be a whole number of seconds"),
     ],
     ids=["words", "too-short", "too-short-with-unit", "too-long", "fraction"],
@@ -110,6 +111,71 @@ def test_a_refused_duration_names_the_key_and_the_unit(tmp_path, text, expected)
     with pytest.raises(ConfigError) as err:
         load(write(tmp_path, f"[schedules]\n{text}\n"), {})
     assert expected in str(err.value)
+
+
+def test_every_duration_key_has_an_upper_bound():
+    def bounded(field):
+        items = getattr(field.annotation, "__args__", ())  # tuple[BackoffDelay, ...]
+        metadata = [*field.metadata, *(m for a in items for m in getattr(a, "__metadata__", ()))]
+        metadata += [c for m in metadata for c in getattr(m, "metadata", ())]  # Field(le=...)
+        return any(hasattr(m, "le") or hasattr(m, "lt") for m in metadata)
+
+    durations = [k for k, _ in fields_of(Config) if any(w in k for w in DURATION_WORDS)]
+    assert [k for k, f in fields_of(Config) if k in durations and not bounded(f)] == []
+
+
+FORMS = '(give seconds or a string with a unit: 300, "90s", "5m", "1h", "2d" or "1h30m")'
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[offload.retry]\nbackoff = [60, inf]",
+         f"offload.retry.backoff.1: must be a finite number of seconds {FORMS}"),
+        ("[server]\ndrain_timeout = inf",
+         f"server.drain_timeout: must be a finite number of seconds {FORMS}"),
+        ("[server]\ndrain_timeout = nan",
+         f"server.drain_timeout: must be a finite number of seconds {FORMS}"),
+        (f"[schedules]\nsync_interval = '{'9' * 400}s'",
+         f"schedules.sync_interval: must be a finite number of seconds {FORMS}"),
+        ("[schedules]\nsync_interval = '100000000d'",
+         f"schedules.sync_interval: must be at most 604800 seconds, that is 7d {FORMS}"),
+        ("[offload.retry]\nbackoff = ['8d']",
+         f"offload.retry.backoff.0: must be at most 604800 seconds, that is 7d {FORMS}"),
+        ("[server]\ndrain_timeout = '2h'",
+         f"server.drain_timeout: must be at most 3600 seconds, that is 1h {FORMS}"),
+        ("[security]\ncallback_max_skew = '2d'",
+         f"security.callback_max_skew: must be at most 86400 seconds, that is 1d {FORMS}"),
+        ("[schedules]\nsync_interval = '5M'",
+         "schedules.sync_interval: not a duration: units are lowercase: s (seconds), "
+         'm (minutes), h (hours) or d (days); "M" could be months or minutes: write "m" '
+         "for minutes"),
+        ("[schedules]\nsync_interval = '1H'",
+         "schedules.sync_interval: not a duration: units are lowercase: s (seconds), "
+         "m (minutes), h (hours) or d (days)"),
+        ("[offload.retry]\nbackoff = '5m'",
+         'offload.retry.backoff: give a list of delays, one per retry: backoff = ["30s", "5m"]'),
+        ("[offload.retry]\nbackoff = 60",
+         'offload.retry.backoff: give a list of delays, one per retry: backoff = ["30s", "5m"]'),
+    ],
+    ids=["backoff-inf", "drain-inf", "drain-nan", "overflowing-digits", "100000000d",
+         "backoff-8d", "drain-2h", "skew-2d", "uppercase-M", "uppercase-H", "backoff-scalar",
+         "backoff-number"],
+)  # fmt: skip
+def test_a_duration_must_be_finite_bounded_lowercase_and_backoff_a_list(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, text + "\n"), {})
+    assert str(err.value) == f"{tmp_path / 'config.toml'}: {expected}"
+
+
+def test_a_duration_at_its_limit_is_taken(tmp_path):
+    config = load(write(tmp_path, (
+        "[server]\ndrain_timeout = '1h'\n"
+        "[offload.retry]\nbackoff = ['0.5s', '7d']\n"
+        "[schedules]\nsync_interval = '7d'\n"
+    )), {})  # fmt: skip
+    assert config.server.drain_timeout == 3600 and config.offload.retry.backoff == (0.5, 604_800)
+    assert config.schedules.sync_interval == 604_800
 
 
 def test_minimal_config_gets_safe_defaults(tmp_path):

@@ -107,6 +107,28 @@ def test_what_is_not_an_address_is_refused_with_the_reason(address):
         validate_email(address)
 
 
+@pytest.mark.parametrize(
+    "address", ["ü@x.com", "zoë@bücher.example", "josé.garcía@example.org", '"ü"@x.com']
+)
+def test_non_ascii_before_the_at_is_refused_as_moodle_refuses_it(address):
+    assert not moodle_accepts(address)
+    with pytest.raises(ValueError, match=r"non-ASCII characters before the @ \(\S+\)"):
+        validate_email(address)
+
+
+def test_a_csv_row_with_non_ascii_before_the_at_is_a_problem_an_idn_domain_is_not(tmp_path):
+    path = write(tmp_path, (
+        "userid,email,firstname,lastname\n"
+        "1,zoë@example.org,Zoë,Martin\n"
+        "2,zoe@bücher.example,Zoe,Martin\n"
+    ))  # fmt: skip
+    data = read_csv(path)
+    assert [(r.userid, r.email) for r in data.rows] == [(2, "zoe@xn--bcher-kva.example")]
+    assert [p.line for p in data.problems] == [2]
+    assert "email 'zoë@example.org' is not a valid address: non-ASCII" in data.problems[0].message
+    assert "(ë)" in data.problems[0].message
+
+
 def test_addresses_the_sandboxs_moodle_rule_accepts_are_never_refused():
     samples = ["jane@corp.local", "a.b-c_d@x-y.internal", "x!#$%&'*+/=?^_`{|}~@a.test",
                "1@2.example", "UPPER@CASE.LOCAL"]  # fmt: skip

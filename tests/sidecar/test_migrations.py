@@ -1,7 +1,11 @@
-"""What `check` reads from the schema, on every backend: empty, complete, half upgraded."""
+"""What `check` reads from the schema, on every backend: empty, complete, half upgraded,
+or another application's tables under our names."""
+
+import pytest
 
 from sidecar.db import migrations
 from sidecar.db.models import ALL_MODELS, SchemaVersion
+from sidecar.errors import ConfigError
 
 
 def test_an_empty_database_is_empty_and_has_nothing_half_done(db):
@@ -25,3 +29,29 @@ def test_a_step_missing_below_the_newest_or_tables_without_a_record_are_half_don
     assert migrations.unrecorded_steps(db) == [] and migrations.current_version(db) == (
         migrations.LATEST
     )
+
+
+def test_another_applications_table_named_like_ours_is_named_and_upgrade_creates_nothing(db):
+    db.drop_tables(list(ALL_MODELS), safe=True)
+    db.execute_sql("CREATE TABLE job (id INTEGER PRIMARY KEY, queue TEXT, payload TEXT)")
+    assert migrations.tables_named_like_ours(db) == ["job"]
+    assert migrations.tables_of_others(db) == {"job": ["payload", "queue"]}
+    with pytest.raises(ConfigError) as err:
+        migrations.upgrade(db)
+    assert str(err.value) == (
+        "the database holds tables of another application under names moodle-offload uses: "
+        "job (columns payload, queue); give moodle-offload a database of its own (database.url)"
+    )
+    assert db.get_tables() == ["job"]  # nothing of ours mixed in
+
+
+def test_another_applications_schema_version_table_records_no_step_of_ours(db):
+    db.drop_tables(list(ALL_MODELS), safe=True)
+    db.execute_sql(
+        "CREATE TABLE schema_version (installed_rank INTEGER PRIMARY KEY, version VARCHAR(50))"
+    )
+    db.execute_sql("INSERT INTO schema_version (installed_rank, version) VALUES (1, '1')")
+    assert migrations.applied_versions(db) == set() and not migrations.is_empty(db)
+    assert migrations.tables_of_others(db) == {"schema_version": ["installed_rank"]}
+    with pytest.raises(ConfigError, match=r"schema_version \(columns installed_rank\)"):
+        migrations.upgrade(db)
