@@ -116,6 +116,34 @@ def test_a_reminder_carries_both_headers_and_a_footer_link_naming_no_address(
     assert f'href="{url}"' in html and url in text
 
 
+LONG_PUBLIC = "https://learning-offload.academy-example.org"  # 45 characters
+COURSE = "Sécurité au travail : les fondamentaux pour tous les employés du site de Lyon"
+
+
+def raw_header(msg, name: str) -> str:
+    """The header's value as it travelled: folding and RFC 2047 encoding left in."""
+    (value,) = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
+    return value
+
+
+def test_a_long_link_travels_as_one_plain_header_line_and_the_subject_is_still_encoded(
+    db, clock, tmp_path, smtp_server
+):
+    server = smtp_server()
+    links = unsubscribe.links_for(config(server={"public_url": LONG_PUBLIC}))
+    course = {"fullname": COURSE, "shortname": "S", "url": "https://m.example/course/5"}
+    deliver(clock, tmp_path, server, links, [person(12345)], template_data={"course": course})
+
+    (msg,) = server.accepted
+    url = links.url(12345, "reminders")
+    assert len(f"List-Unsubscribe: <{url}>") > 78  # a line the policy would have folded
+    assert raw_header(msg, "List-Unsubscribe") == f"<{url}>"  # not =?utf-8?q?=3Chttps...
+    assert raw_header(msg, "List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    subject = raw_header(msg, "Subject")
+    assert "=?utf-8?q?S=C3=A9curit=C3=A9?=" in subject and "\r\n " in subject  # still folded
+    assert msg["Subject"] == f"Reminder: {COURSE}"
+
+
 @pytest.mark.parametrize(
     "spec",
     [
