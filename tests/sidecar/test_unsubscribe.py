@@ -144,6 +144,44 @@ def test_a_long_link_travels_as_one_plain_header_line_and_the_subject_is_still_e
     assert msg["Subject"] == f"Reminder: {COURSE}"
 
 
+def test_without_our_links_a_sites_own_link_gets_list_unsubscribe_but_no_one_click(
+    db, clock, tmp_path, smtp_server
+):
+    server = smtp_server()
+    course = {"fullname": "Safety 101", "shortname": "S", "url": "https://m.example/course/5"}
+    own = "https://moodle.example/local/unsub.php?u=1&k=abc"
+    mailto = "mailto:unsubscribe@academy.example?subject=stop"
+    people = [
+        person(1),  # the job's variable
+        jobs.RecipientIn(2, "learner2@example.org", "Ana", "Silva", {"unsubscribe_url": mailto}),
+        jobs.RecipientIn(3, "learner3@example.org", "Ana", "Silva",
+                         {"unsubscribe_url": "javascript:alert(1)"}),
+    ]  # fmt: skip
+    data = {"course": course, "unsubscribe_url": own}
+    deliver(clock, tmp_path, server, None, people, template_data=data)
+
+    got = {m["To"]: m for m in server.accepted}
+    first, second, third = (got[f"learner{u}@example.org"] for u in (1, 2, 3))
+    assert raw_header(first, "List-Unsubscribe") == f"<{own}>"
+    assert raw_header(second, "List-Unsubscribe") == f"<{mailto}>"
+    assert third["List-Unsubscribe"] is None  # not a link a mailbox provider can follow
+    for msg in (first, second, third):
+        assert msg["List-Unsubscribe-Post"] is None  # we cannot promise their one-click POST
+    assert 'href="https://moodle.example/local/unsub.php?u=1&amp;k=abc"' in bodies(first)[0]
+
+
+def test_with_our_links_on_ours_win_over_a_sites_own(db, clock, tmp_path, smtp_server, links):
+    server = smtp_server()
+    course = {"fullname": "Safety 101", "shortname": "S", "url": "https://m.example/course/5"}
+    data = {"course": course, "unsubscribe_url": "https://moodle.example/unsub"}
+    deliver(clock, tmp_path, server, links, [person(1)], template_data=data)
+
+    (msg,) = server.accepted
+    assert raw_header(msg, "List-Unsubscribe") == f"<{links.url(1, 'reminders')}>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "moodle.example/unsub" not in "".join(bodies(msg))
+
+
 @pytest.mark.parametrize(
     "spec",
     [
