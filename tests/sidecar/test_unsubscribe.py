@@ -10,9 +10,11 @@ import requests
 from sidecar import jobs, unsubscribe
 from sidecar.config import Config
 from sidecar.db import migrations
-from sidecar.db.models import AuditLog, OptOut, Recipient, SchemaVersion
+from sidecar.db.models import AuditLog, Job, OptOut, Recipient, SchemaVersion
 from sidecar.delivery import DeliverySettings, LocalDelivery
+from sidecar.errors import Conflict
 from sidecar.render import Renderer
+from sidecar.status import JobStatus
 from sidecar.status import RecipientStatus as R
 from sidecar.web.app import make_app
 from sidecar.web.server import HttpServer
@@ -277,7 +279,7 @@ def test_one_click_post_leaves_the_learner_out_of_later_reminders_but_not_other_
         assert {s for s, _ in status_of(other).values()} == {R.PENDING}
 
 
-def test_retry_leaves_out_a_failed_learner_who_has_since_unsubscribed(
+def test_retry_records_a_failed_learner_who_has_since_unsubscribed_suppressed(
     db, clock, tmp_path, smtp_server, links
 ):
     refuse = ["550 5.2.2 mailbox full"]
@@ -286,10 +288,27 @@ def test_retry_leaves_out_a_failed_learner_who_has_since_unsubscribed(
     unsubscribe.opt_out(1, "reminders", "one-click", clock())
 
     assert jobs.retry_job(job_id, clock()) == 1
-    assert {u: s for u, (s, _) in status_of(job_id).items()} == {
-        1: R.FAILED,
-        2: R.RETRY_PENDING,
+    assert status_of(job_id) == {
+        1: (R.SUPPRESSED, "unsubscribed from reminders"),
+        2: (R.RETRY_PENDING, "550 5.2.2 mailbox full"),
     }
+
+
+def test_retry_with_only_unsubscribed_failures_settles_them_and_the_job(
+    db, clock, tmp_path, smtp_server, links
+):
+    server = smtp_server({"learner1@example.org": ["550 5.2.2 mailbox full"]})
+    job_id = deliver(clock, tmp_path, server, links, [person(1), person(2)])
+    assert Job.get_by_id(job_id).status == JobStatus.PARTIAL_FAILURE
+    unsubscribe.opt_out(1, "reminders", "one-click", clock())
+
+    with pytest.raises(Conflict, match="1 unsubscribed from reminders, now recorded suppressed"):
+        jobs.retry_job(job_id, clock())
+    assert status_of(job_id) == {
+        1: (R.SUPPRESSED, "unsubscribed from reminders"),
+        2: (R.SENT, None),
+    }
+    assert Job.get_by_id(job_id).status == JobStatus.COMPLETED  # nothing failed any more
 
 
 def test_get_shows_one_button_and_changes_nothing_until_it_is_pressed(db, clock, web, links):
