@@ -10,11 +10,11 @@ import requests
 from sidecar import jobs, unsubscribe
 from sidecar.config import Config
 from sidecar.db import migrations
-from sidecar.db.models import AuditLog, Job, OptOut, Recipient, SchemaVersion
+from sidecar.db.models import AuditLog, Batch, Job, OptOut, Recipient, SchemaVersion
 from sidecar.delivery import DeliverySettings, LocalDelivery
 from sidecar.errors import Conflict
 from sidecar.render import Renderer
-from sidecar.status import JobStatus
+from sidecar.status import BatchStatus, JobStatus
 from sidecar.status import RecipientStatus as R
 from sidecar.web.app import make_app
 from sidecar.web.server import HttpServer
@@ -41,14 +41,18 @@ def links():
 
 def deliver(clock, tmp_path, server, links, people, **spec) -> str:
     job_id = queue_job(clock, people, **spec)
+    run_delivery(clock, tmp_path, server, links)
+    return job_id
+
+
+def run_delivery(clock, tmp_path, server, links) -> int:
     settings = DeliverySettings(
         sender="Academy <noreply@academy.example>", certificate_dir=tmp_path / "certs",
         public_url=PUBLIC, unsubscribe=links,
     )  # fmt: skip
-    LocalDelivery(
+    return LocalDelivery(
         settings, open_sender=smtp_opener(server.port), renderer=Renderer(), pdf=None, clock=clock
     ).run_once()
-    return job_id
 
 
 def bodies(msg) -> tuple[str, str]:
@@ -309,6 +313,32 @@ def test_retry_with_only_unsubscribed_failures_settles_them_and_the_job(
         2: (R.SENT, None),
     }
     assert Job.get_by_id(job_id).status == JobStatus.COMPLETED  # nothing failed any more
+
+
+def test_a_learner_who_unsubscribes_while_the_job_waits_gets_none_of_it(
+    db, clock, tmp_path, smtp_server, links
+):
+    server = smtp_server()
+    job_id = queue_job(clock, [person(1), person(2)])
+    everyone = queue_job(clock, [person(3), person(4)])
+    kept = queue_job(clock, [person(3)], type="send_csv", template_id="completion",
+                     actions=jobs.Actions(email=True, certificate=True))  # fmt: skip
+    for uid in (1, 3, 4):
+        unsubscribe.opt_out(uid, "reminders", "one-click", clock())
+    unsubscribe.opt_out(3, "custom", "one-click", clock())
+
+    assert run_delivery(clock, tmp_path, server, links) == 2  # learner 2, and 3's certificate
+    to = sorted(m["To"] for m in server.accepted)
+    assert to == ["learner2@example.org", "learner3@example.org"]
+    assert status_of(job_id) == {1: (R.SUPPRESSED, "unsubscribed from reminders"),
+                                 2: (R.SENT, None)}  # fmt: skip
+    assert Job.get_by_id(job_id).status == JobStatus.COMPLETED
+    # a batch left with nobody closes, and its job completes
+    assert {s for s, _ in status_of(everyone).values()} == {R.SUPPRESSED}
+    assert Job.get_by_id(everyone).status == JobStatus.COMPLETED
+    assert Batch.get(Batch.job == everyone).status == BatchStatus.DONE
+    # a certificate, and the email carrying it, still go
+    assert status_of(kept) == {3: (R.SENT, None)}
 
 
 def test_get_shows_one_button_and_changes_nothing_until_it_is_pressed(db, clock, web, links):
