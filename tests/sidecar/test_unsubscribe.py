@@ -388,6 +388,54 @@ def test_a_forged_altered_or_malformed_token_gets_400_and_changes_nothing(
     assert nothing_recorded()
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        pytest.param(b"List-Unsubscribe=One-Click\r\n", FORM, id="trailing CRLF"),
+        pytest.param(b"  List-Unsubscribe=One-Click \n", f"{FORM}; charset=utf-8",
+                     id="spaces, charset"),
+        pytest.param(None, None, id="multipart/form-data"),
+        pytest.param(b"List-Unsubscribe=One-Click\r\n", "text/plain", id="text/plain"),
+        pytest.param(b"List-Unsubscribe=One-Click", None, id="no Content-Type"),
+    ],
+)  # fmt: skip
+def test_a_one_click_post_is_taken_in_every_form_rfc_8058_allows(
+    db, clock, web, links, body, content_type
+):
+    srv = web()
+    url = f"{srv.url}/unsubscribe/{links.token(4, 'reengagement')}"
+    if body is None:  # what requests sends for a form with a file-like part: multipart
+        resp = requests.post(url, files={"List-Unsubscribe": (None, "One-Click")}, timeout=10)
+        assert resp.request.headers["Content-Type"].startswith("multipart/form-data")
+    else:
+        headers = {"Content-Type": content_type} if content_type else {}
+        resp = requests.post(url, data=body, headers=headers, timeout=10)
+        assert resp.request.headers.get("Content-Type") == content_type
+    assert resp.status_code == 200, resp.text
+    assert [(o.userid, o.kind, o.source) for o in OptOut.select()] == [
+        (4, "reengagement", "one-click")
+    ]
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        pytest.param(b"List-Unsubscribe=One-Click&more=1", None, id="more than the line"),
+        pytest.param(b"List-Unsubscribe=one-click", "text/plain", id="another value"),
+        pytest.param(b'{"List-Unsubscribe": "One-Click"}', "application/json", id="JSON"),
+    ],
+)
+def test_a_post_that_is_not_one_click_changes_nothing(db, clock, web, links, body, content_type):
+    srv = web()
+    url = f"{srv.url}/unsubscribe/{links.token(4, 'reengagement')}"
+    headers = {"Content-Type": content_type} if content_type else {}
+    assert requests.post(url, data=body, headers=headers, timeout=10).status_code == 400
+    assert nothing_recorded()
+
+
 def test_a_post_without_one_click_in_its_body_changes_nothing(db, clock, web, links):
     srv = web()
     url = f"{srv.url}/unsubscribe/{links.token(1, 'reminders')}"
