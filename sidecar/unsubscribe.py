@@ -113,15 +113,13 @@ def links_for(config: Config) -> Links | None:
 
 
 def opt_out(userid: int, kind: str, source: str, now: datetime) -> bool:
-    """Record that `userid` wants no more mail of `kind`; True when it is new. Idempotent:
-    the first time and source are kept."""
+    """Record that `userid` wants no more mail of `kind`; True when it is new. Idempotent,
+    also for two requests at once: the first time and source are kept, audited once."""
     check_kind(kind)
+    row = {"userid": userid, "kind": kind, "source": source[:32], "created_at": now}
     with store.atomic():
-        if OptOut.get_or_none(OptOut.userid == userid, OptOut.kind == kind) is not None:
+        if not store.insert_new(OptOut, row):
             return False
-        store.upsert(
-            OptOut, {"userid": userid, "kind": kind}, {"source": source[:32], "created_at": now}
-        )
         store.audit("unsubscribed", now, userid=userid, kind=kind, source=source)
     log.info("user %s: unsubscribed from %s (%s)", userid, kind, source)
     return True

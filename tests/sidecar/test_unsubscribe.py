@@ -490,6 +490,21 @@ def test_an_opt_out_is_kept_once_and_lifted_by_kind_or_whole(db, clock):
     assert unsubscribe.opted_out([5], None) == set()
 
 
+def test_two_opt_outs_at_once_keep_the_first_source_and_time_and_audit_once(db, clock, monkeypatch):
+    first = clock()
+    assert unsubscribe.opt_out(8, "custom", "page", first)
+    clock.advance(60)
+    # the second request looked before the first committed (possible on PostgreSQL and
+    # MariaDB): whatever it saw then, the row the first wrote stands
+    monkeypatch.setattr(OptOut, "get_or_none", classmethod(lambda cls, *where: None))
+    assert not unsubscribe.opt_out(8, "custom", "one-click", clock())
+
+    assert [(o.userid, o.kind, o.source, o.created_at) for o in OptOut.select()] == [
+        (8, "custom", "page", first)
+    ]
+    assert AuditLog.select().where(AuditLog.event == "unsubscribed").count() == 1
+
+
 def test_migration_5_adds_the_opt_out_list_to_a_version_4_database(db, clock):
     db.drop_tables([OptOut])
     SchemaVersion.delete().where(SchemaVersion.version == 5).execute()
