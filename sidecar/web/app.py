@@ -192,8 +192,14 @@ class OffloadApp:
         POST `List-Unsubscribe=One-Click` (RFC 8058; the button sends the same): records
         the opt-out at once, idempotent. The signed token is the whole authorisation, so
         no login and no CSRF token. A forged or altered token: 400, nothing changes."""
-        if self.unsubscribe is None:
-            raise NotFoundError(f"no such path: {request.path}")
+        if self.unsubscribe is None:  # off: a learner with an old link reads this
+            return _page(
+                "Unsubscribing is handled by the site",
+                "<p>This address does not take unsubscribe requests. To stop these emails, "
+                "use the unsubscribe link in a recent email or contact the site's "
+                "administrator.</p>",
+                404,
+            )
         found = self.unsubscribe.read(token)
         if found is None:
             return _page(
@@ -262,7 +268,8 @@ def make_app(
     unsubscribe: Unsubscriber | None = None,
 ) -> OffloadApp:
     """The WSGI app; `handle_callback` raises CallbackRejected to refuse a callback.
-    Without `unsubscribe`, `/unsubscribe/<token>` answers 404 (the feature is off).
+    Without `unsubscribe`, `/unsubscribe/<token>` answers 404 with a page saying that the
+    site handles unsubscribing (the feature is off).
 
     Raises ValueError for a non-positive `max_body`.
     """

@@ -447,12 +447,20 @@ def test_a_post_without_one_click_in_its_body_changes_nothing(db, clock, web, li
     assert nothing_recorded()
 
 
-def test_with_the_feature_off_the_endpoint_answers_404(db, clock, web, links):
+def test_with_the_feature_off_an_old_link_gets_a_404_page_pointing_at_the_site(
+    db, clock, web, links
+):
     srv = web(on=False)
     url = f"{srv.url}/unsubscribe/{links.token(1, 'reminders')}"
-    assert requests.get(url, timeout=10).status_code == 404
-    assert requests.post(url, data=ONE_CLICK, timeout=10).status_code == 404
+    assert requests.head(url, timeout=10).status_code == 404
+    for resp in (requests.get(url, timeout=10), requests.post(url, data=ONE_CLICK, timeout=10)):
+        assert resp.status_code == 404
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert "handled by the site" in resp.text and "administrator" in resp.text
+        assert '"error"' not in resp.text
     assert nothing_recorded()
+    other = requests.get(f"{srv.url}/nowhere", timeout=10)  # elsewhere: the JSON error
+    assert other.status_code == 404 and other.json()["status"] == 404
 
 
 def test_a_failure_while_recording_answers_500_and_logs_no_token(db, clock, links, caplog):
