@@ -36,6 +36,7 @@ from sidecar.db import store
 from sidecar.db.models import Batch, Job, Recipient
 from sidecar.errors import TemplateError
 from sidecar.status import BatchStatus, JobStatus, RecipientStatus
+from sidecar.unsubscribe import settle_opted_out
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,8 @@ class CloudSubmitter:
 
     def _ready(self, job: Job, batch: Batch) -> list | None:
         """The batch's open recipients, split to the SES quota; [] when none is open (the
-        batch is closed), None when the quota says wait."""
+        batch is closed), None when the quota says wait. Those who unsubscribed from the
+        job's kind of mail meanwhile are recorded suppressed first."""
         # plain rows, not models: a third of the time of loading 50,000 recipients
         todo = list(
             Recipient.select(
@@ -232,6 +234,9 @@ class CloudSubmitter:
             .order_by(Recipient.userid)
             .namedtuples()
         )  # fmt: skip
+        if todo:  # who unsubscribed while the batch waited is suppressed, not sent
+            gone = settle_opted_out(job, batch.id, [r.userid for r in todo], self.clock())
+            todo = [r for r in todo if r.userid not in gone] if gone else todo
         if not todo:
             with store.atomic():
                 store.refresh_progress(job.id, batch.id, self.clock())

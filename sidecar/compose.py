@@ -4,6 +4,7 @@ Local delivery renders here right before sending; cloud submission renders here 
 worker only delivers (docs/job-message.md). Both give a learner the same words and links.
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,10 @@ from sidecar import certificates
 from sidecar.db.models import Job, Recipient
 from sidecar.render import RenderedEmail, Renderer, learner_vars
 from sidecar.unsubscribe import Links, kind_of
+
+#: a site's own unsubscribe link that can go in List-Unsubscribe: http(s) or mailto,
+#: printable ASCII without spaces or angle brackets, well inside a header line
+_SITE_LINK = re.compile(r"(?:https?://|mailto:)[!-;=?-~]{1,900}", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,9 @@ class Composer:
         Mail a learner may opt out of (reminders, re-engagement, CSV) gets the one-click
         unsubscribe headers (RFC 8058) and `unsubscribe_url` for the footer; other mail
         (certificates, account mail) gets neither, whatever the job's variables say.
+        Without our links (off, or not configured), a site's own `unsubscribe_url` (a job
+        variable or CSV column) that is an http(s) or mailto URL goes in List-Unsubscribe,
+        without List-Unsubscribe-Post: we cannot promise that it takes a one-click POST.
         """
         ctx = self.context(job, r)
         if issued is not None:
@@ -75,4 +83,14 @@ class Composer:
         if url:
             headers["List-Unsubscribe"] = f"<{url}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        elif kind is not None and (own := site_link(ctx["unsubscribe_url"])):
+            headers["List-Unsubscribe"] = f"<{own}>"
         return Composed(email, headers, url)
+
+
+def site_link(value: object) -> str | None:
+    """A site's own unsubscribe link when it can go in List-Unsubscribe; None otherwise."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if _SITE_LINK.fullmatch(value) else None

@@ -32,7 +32,7 @@ from sidecar.db.models import Batch, Job, Recipient
 from sidecar.errors import TemplateError
 from sidecar.render import Renderer
 from sidecar.status import BatchStatus, RecipientStatus
-from sidecar.unsubscribe import Links
+from sidecar.unsubscribe import Links, settle_opted_out
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,9 @@ class LocalDelivery:
             .where(Recipient.batch == batch.id, Recipient.status == R.QUEUED)
             .order_by(Recipient.userid)
         )
+        gone = settle_opted_out(job, batch.id, [r.userid for r in todo], now)
+        if gone:  # unsubscribed while the batch waited: suppressed, closed below if empty
+            todo = [r for r in todo if r.userid not in gone]
         log.info("job %s: batch %d: delivering %d recipients", job.id, batch.index, len(todo))
         certs = self._start_certificates(job, todo) if job.actions.get("certificate") else {}
         done = 0

@@ -322,7 +322,9 @@ def queue_local_batches(now: datetime, job_id: str | None = None) -> int:
 def retry_job(job_id: str, now: datetime) -> int:
     """Re-queue the job's failed and permanently failed recipients; returns how many.
 
-    Raises NotFound for an unknown job and Conflict when nothing failed or it was cancelled.
+    A failed learner who has since unsubscribed from the job's kind of mail is recorded
+    `suppressed` instead (committed even when nobody is left to retry). Raises NotFound
+    for an unknown job and Conflict when nothing failed or it was cancelled.
     """
     job = store.get_job(job_id)
     if job.status == JobStatus.CANCELLED:
@@ -341,38 +343,60 @@ def retry_job(job_id: str, now: datetime) -> int:
         blocked = suppressed_among(email for _, _, email, _ in found)
         kind = kind_of(job.type, bool(job.actions.get("certificate")))
         unsubscribed = opted_out((uid for _, _, _, uid in found), kind)
+        gone = [rid for _, rid, _, uid in found if uid in unsubscribed]
+        for start in range(0, len(gone), 900):
+            Recipient.update(
+                status=R.SUPPRESSED, last_error=unsubscribe_reason(kind), updated_at=now
+            ).where(
+                Recipient.id.in_(gone[start : start + 900]), Recipient.status.in_(failed)
+            ).execute()
         rows = [
             (bid, rid)
             for bid, rid, email, uid in found
             if email not in blocked and uid not in unsubscribed
         ]
-        if not rows:
-            why = f" ({len(blocked)} addresses are suppressed)" if blocked else ""
-            why += f" ({len(unsubscribed)} unsubscribed from {kind})" if unsubscribed else ""
-            raise Conflict(f"job {job.id}: no failed recipient to retry{why}")
         ids = [rid for _, rid in rows]
-        for start in range(0, len(ids), 900):
-            Recipient.update(
-                status=R.RETRY_PENDING, attempts=0, next_attempt_at=now, updated_at=now
-            ).where(
-                Recipient.id.in_(ids[start : start + 900]), Recipient.status.in_(failed)
-            ).execute()
-        batch_ids = sorted({bid for bid, _ in rows})
-        Batch.update(status=BatchStatus.QUEUED, lease_until=None, updated_at=now).where(
-            Batch.id.in_(batch_ids), Batch.route == "local"
-        ).execute()
-        # A cloud batch is submitted again in a new round: the worker resends what it has not
-        # sent before, and never what its record says it sent.
-        Batch.update(
-            status=BatchStatus.PENDING, attempts=Batch.attempts + 1, lease_until=None,
-            error=None, updated_at=now,
-        ).where(Batch.id.in_(batch_ids), Batch.route != "local").execute()  # fmt: skip
-        moved = store.move_job(job.id, JobStatus.RETRY_PENDING, now)
-        if not moved and job.status not in (JobStatus.PROCESSING, JobStatus.QUEUED):
-            raise Conflict(f"job {job.id} is {job.status}: it cannot be retried now")
-        store.audit("job_retry", now, job.id, recipients=len(ids))
+        if rows:
+            _requeue(job, rows, failed, now)
+        elif gone and store.move_job(job.id, JobStatus.RETRY_PENDING, now):
+            store.settle(job.id, now)  # its failures were those learners: it may be done
+        if rows or gone:
+            store.audit("job_retry", now, job.id, recipients=len(ids), unsubscribed=len(gone))
+    if gone:
+        log.info(
+            "job %s: %d failed recipients have since unsubscribed from %s: suppressed",
+            job.id, len(gone), kind,
+        )  # fmt: skip
+    if not rows:
+        why = f" ({len(blocked)} addresses are suppressed)" if blocked else ""
+        if gone:
+            why += f" ({len(gone)} unsubscribed from {kind}, now recorded suppressed)"
+        raise Conflict(f"job {job.id}: no failed recipient to retry{why}")
     log.info("job %s: %d failed recipients re-queued", job.id, len(ids))
     return len(ids)
+
+
+def _requeue(job: Job, rows: list[tuple[str, int]], failed: list[str], now: datetime) -> None:
+    """Put the (batch id, recipient id) rows back in their batches; raises Conflict when the
+    job is in no state to be retried (the caller's transaction then rolls back)."""
+    ids = [rid for _, rid in rows]
+    for start in range(0, len(ids), 900):
+        Recipient.update(
+            status=R.RETRY_PENDING, attempts=0, next_attempt_at=now, updated_at=now
+        ).where(Recipient.id.in_(ids[start : start + 900]), Recipient.status.in_(failed)).execute()
+    batch_ids = sorted({bid for bid, _ in rows})
+    Batch.update(status=BatchStatus.QUEUED, lease_until=None, updated_at=now).where(
+        Batch.id.in_(batch_ids), Batch.route == "local"
+    ).execute()
+    # A cloud batch is submitted again in a new round: the worker resends what it has not
+    # sent before, and never what its record says it sent.
+    Batch.update(
+        status=BatchStatus.PENDING, attempts=Batch.attempts + 1, lease_until=None,
+        error=None, updated_at=now,
+    ).where(Batch.id.in_(batch_ids), Batch.route != "local").execute()  # fmt: skip
+    moved = store.move_job(job.id, JobStatus.RETRY_PENDING, now)
+    if not moved and job.status not in (JobStatus.PROCESSING, JobStatus.QUEUED):
+        raise Conflict(f"job {job.id} is {job.status}: it cannot be retried now")
 
 
 def cancel_job(job_id: str, now: datetime) -> int:

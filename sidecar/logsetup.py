@@ -9,10 +9,13 @@ from collections.abc import Iterable
 _SECRETS: set[str] = set()
 # token=..., wstoken=..., password=... in URLs, forms and messages
 _PATTERN = re.compile(r"(?i)\b(wstoken|token|password|passwd|secret)=([^&\s\"']+)")
+# an unsubscribe link's token, in the request paths waitress logs (a client gone, an error)
+_UNSUBSCRIBE_PATH = re.compile(r"(?i)(/unsubscribe/)[^\s/?#\"'<>]+")
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces registered secret values and key=value secrets with *** in each record."""
+    """Replaces registered secret values, key=value secrets and unsubscribe tokens in paths
+    with *** in each record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -29,6 +32,7 @@ def redact(text: str) -> str:
     for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
+    text = _UNSUBSCRIBE_PATH.sub(r"\1***", text)
     return _PATTERN.sub(lambda m: f"{m.group(1)}=***", text)
 
 

@@ -61,18 +61,22 @@ JOB_PREDECESSORS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 # `sent` is the truth of what happened: a late `sent` report is accepted even after a
-# failure was recorded (the worker retried on its own) or after a cancel that came too
-# late to stop a cloud worker, but nothing leaves `sent`.
+# failure was recorded (the worker retried on its own), after a cancel that came too
+# late to stop a cloud worker, or after an opt-out settled a recipient whose earlier
+# round had in fact gone, but nothing leaves `sent`. A learner who unsubscribes while
+# the job is under way is `suppressed` from any open or failed status, before the next
+# attempt.
 RECIPIENT_PREDECESSORS: dict[RecipientStatus, frozenset[RecipientStatus]] = {
     R.PENDING: frozenset(),
     R.QUEUED: frozenset({R.PENDING, R.RETRY_PENDING}),
     R.SENT: frozenset(
         {R.PENDING, R.QUEUED, R.FAILED, R.RETRY_PENDING, R.PERMANENTLY_FAILED, R.CANCELLED}
+        | {R.SUPPRESSED}
     ),
     R.FAILED: frozenset({R.PENDING, R.QUEUED, R.RETRY_PENDING}),
     R.RETRY_PENDING: frozenset({R.QUEUED, R.FAILED, R.PERMANENTLY_FAILED}),
     R.PERMANENTLY_FAILED: frozenset({R.PENDING, R.QUEUED, R.FAILED, R.RETRY_PENDING}),
-    R.SUPPRESSED: frozenset({R.PENDING}),
+    R.SUPPRESSED: frozenset({R.PENDING, R.QUEUED, R.RETRY_PENDING, R.FAILED, R.PERMANENTLY_FAILED}),
     R.SKIPPED_DUPLICATE: frozenset({R.PENDING}),
     R.CANCELLED: frozenset({R.PENDING, R.QUEUED, R.RETRY_PENDING}),
 }

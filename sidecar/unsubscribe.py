@@ -21,7 +21,8 @@ from datetime import datetime
 from providers.signing import derive_key, seal, unseal
 from sidecar.config import Config
 from sidecar.db import store
-from sidecar.db.models import OptOut
+from sidecar.db.models import Job, OptOut, Recipient
+from sidecar.status import RECIPIENT_OPEN, RecipientStatus
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +113,13 @@ def links_for(config: Config) -> Links | None:
 
 
 def opt_out(userid: int, kind: str, source: str, now: datetime) -> bool:
-    """Record that `userid` wants no more mail of `kind`; True when it is new. Idempotent:
-    the first time and source are kept."""
+    """Record that `userid` wants no more mail of `kind`; True when it is new. Idempotent,
+    also for two requests at once: the first time and source are kept, audited once."""
     check_kind(kind)
+    row = {"userid": userid, "kind": kind, "source": source[:32], "created_at": now}
     with store.atomic():
-        if OptOut.get_or_none(OptOut.userid == userid, OptOut.kind == kind) is not None:
+        if not store.insert_new(OptOut, row):
             return False
-        store.upsert(
-            OptOut, {"userid": userid, "kind": kind}, {"source": source[:32], "created_at": now}
-        )
         store.audit("unsubscribed", now, userid=userid, kind=kind, source=source)
     log.info("user %s: unsubscribed from %s (%s)", userid, kind, source)
     return True
@@ -157,6 +156,35 @@ def opted_out(userids: Iterable[int], kind: str | None) -> set[int]:
 def reason(kind: str) -> str:
     """The recipient's last_error when an opt-out keeps them out of a job."""
     return f"unsubscribed from {kind}"
+
+
+def settle_opted_out(job: Job, batch_id: str, userids: Iterable[int], now: datetime) -> set[int]:
+    """Record `suppressed` those of the batch's open recipients (`userids`) who unsubscribed
+    from the job's kind of mail since the job was made; returns their userids.
+
+    Called right before a batch is sent, so a learner who clicked while it waited gets
+    none of it. One lookup (none for a certificate job); the caller then refreshes the
+    batch's progress, which closes it if nobody is left.
+    """
+    kind = kind_of(job.type, bool(job.actions.get("certificate")))
+    gone = sorted(opted_out(userids, kind))
+    if not gone:
+        return set()
+    open_ = [s.value for s in RECIPIENT_OPEN]
+    with store.atomic():
+        for start in range(0, len(gone), 900):
+            Recipient.update(
+                status=RecipientStatus.SUPPRESSED, last_error=reason(kind), next_attempt_at=None,
+                updated_at=now,
+            ).where(
+                Recipient.batch == batch_id, Recipient.userid.in_(gone[start : start + 900]),
+                Recipient.status.in_(open_),
+            ).execute()  # fmt: skip
+    log.info(
+        "job %s: %d recipients unsubscribed from %s before their mail went: suppressed",
+        job.id, len(gone), kind,
+    )  # fmt: skip
+    return set(gone)
 
 
 def listing(userid: int | None = None) -> list[OptOut]:

@@ -90,6 +90,17 @@ def upsert(model, key: dict, values: dict) -> None:
         model.update(**values).where(*where).execute()
 
 
+def insert_new(model, values: dict) -> bool:
+    """Insert the row; False (and no change) when a row with its key is there already,
+    inserted by another process meanwhile included. Call inside atomic()."""
+    try:
+        with database.atomic():  # a savepoint: PostgreSQL aborts the transaction otherwise
+            model.insert(**values).execute()
+    except IntegrityError:
+        return False
+    return True
+
+
 def dbtime(value: datetime | None):
     """A datetime as the driver wants it for raw SQL (SQLite: peewee's text form)."""
     if value is not None and isinstance(db(), SqliteDatabase):

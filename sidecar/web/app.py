@@ -56,6 +56,7 @@ _NOT_FOUND_PAGE = (
 
 #: a one-click POST is `List-Unsubscribe=One-Click` (RFC 8058); anything much longer is not
 _MAX_UNSUBSCRIBE_BODY = 4096
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _PAGE = (
     "<!doctype html><html lang=en><meta charset=utf-8>"
     "<meta name=viewport content='width=device-width,initial-scale=1'>"
@@ -191,8 +192,14 @@ class OffloadApp:
         POST `List-Unsubscribe=One-Click` (RFC 8058; the button sends the same): records
         the opt-out at once, idempotent. The signed token is the whole authorisation, so
         no login and no CSRF token. A forged or altered token: 400, nothing changes."""
-        if self.unsubscribe is None:
-            raise NotFoundError(f"no such path: {request.path}")
+        if self.unsubscribe is None:  # off: a learner with an old link reads this
+            return _page(
+                "Unsubscribing is handled by the site",
+                "<p>This address does not take unsubscribe requests. To stop these emails, "
+                "use the unsubscribe link in a recent email or contact the site's "
+                "administrator.</p>",
+                404,
+            )
         found = self.unsubscribe.read(token)
         if found is None:
             return _page(
@@ -205,19 +212,14 @@ class OffloadApp:
         what = escape(DESCRIPTIONS.get(kind, kind))
         if request.method != "POST":  # GET, or HEAD (werkzeug routes it with GET)
             return _page("Unsubscribe", _UNSUBSCRIBE_FORM.format(what=what), 200)
-        request.max_content_length = _MAX_UNSUBSCRIBE_BODY
-        try:
-            value = request.form.get("List-Unsubscribe")
-        except HTTPException as exc:  # a body over the cap
-            cap = _MAX_UNSUBSCRIBE_BODY
-            raise PayloadTooLarge(f"an unsubscribe request is at most {cap} bytes") from exc
-        if value != "One-Click":
+        fields = _unsubscribe_fields(request)
+        if fields.get("List-Unsubscribe") != "One-Click":
             return _page(
                 "Nothing was changed",
                 "<p>An unsubscribe request carries List-Unsubscribe=One-Click.</p>",
                 400,
             )
-        source = "page" if request.form.get("via") == "page" else "one-click"
+        source = "page" if fields.get("via") == "page" else "one-click"
         self.unsubscribe.record(userid, kind, source)
         return _page(
             "You are unsubscribed",
@@ -225,6 +227,27 @@ class OffloadApp:
             "still reach you.</p>",
             200,
         )
+
+
+def _unsubscribe_fields(request: Request) -> dict[str, str]:
+    """The fields of an unsubscribe POST, names and values stripped of surrounding space.
+
+    RFC 8058 names the body `List-Unsubscribe=One-Click`, sent urlencoded or as
+    multipart/form-data; a body without a Content-Type (or text/plain) counts when it is
+    exactly that line. Raises PayloadTooLarge past _MAX_UNSUBSCRIBE_BODY bytes.
+    """
+    cap = _MAX_UNSUBSCRIBE_BODY
+    if request.mimetype in _FORM_TYPES:
+        request.max_content_length = cap
+        try:
+            return {name.strip(): value.strip() for name, value in request.form.items()}
+        except HTTPException as exc:  # a body over the cap
+            raise PayloadTooLarge(f"an unsubscribe request is at most {cap} bytes") from exc
+    if request.mimetype in ("", "text/plain"):
+        text = read_body(request, cap).decode("utf-8", "replace").strip()
+        name, _, value = text.partition("=")
+        return {name: value} if text == "List-Unsubscribe=One-Click" else {}
+    return {}
 
 
 def _page(title: str, body: str, status: int) -> Response:
@@ -245,7 +268,8 @@ def make_app(
     unsubscribe: Unsubscriber | None = None,
 ) -> OffloadApp:
     """The WSGI app; `handle_callback` raises CallbackRejected to refuse a callback.
-    Without `unsubscribe`, `/unsubscribe/<token>` answers 404 (the feature is off).
+    Without `unsubscribe`, `/unsubscribe/<token>` answers 404 with a page saying that the
+    site handles unsubscribing (the feature is off).
 
     Raises ValueError for a non-positive `max_body`.
     """

@@ -463,6 +463,24 @@ def test_a_recipient_with_an_unsubscribe_link_gets_both_one_click_headers(aws, m
     assert {u.status for u in updates_by_user(aws.callbacks()).values()} == {"sent"}
 
 
+def test_a_long_unsubscribe_link_reaches_ses_as_one_plain_header_line(aws, make_worker):
+    (person,) = recipients(aws, [12345], certificate=False)
+    link = "https://learning-offload.academy-example.org/unsubscribe/12345.reminders.vtBj8csN1l"
+    subject = "Rappel : Sécurité au travail, les fondamentaux pour tous les employés du site"
+    person.update(unsubscribe_url=link, subject=subject)
+    (body,) = bodies(aws, actions={"email": True, "certificate": False}, people=[person])
+
+    assert failures(make_worker().handle(sqs_event(body), LambdaContext())) == []
+
+    (sent,) = aws.emails()
+    msg = email.message_from_string(sent["raw_data"], policy=policy.default)
+    raw = {name.lower(): value for name, value in msg.raw_items()}
+    assert raw["list-unsubscribe"] == f"<{link}>"  # not =?utf-8?q?=3Chttps...
+    assert raw["list-unsubscribe-post"] == "List-Unsubscribe=One-Click"
+    assert "=?utf-8?" in raw["subject"] and "\n " in raw["subject"]  # still encoded, folded
+    assert msg["Subject"] == subject
+
+
 @pytest.mark.parametrize(
     "url", ["javascript:alert(1)", "https://x.example/u\r\nBcc: a@b.example", "https://x/<y>", 7]
 )

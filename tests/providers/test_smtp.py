@@ -194,3 +194,19 @@ def test_rate_limit_spaces_sends_evenly():
     for _ in range(9):
         sender._pace()
     assert sum(slept) == pytest.approx(2.0)  # 9 sends at 4/s: the ninth starts 2 s after the first
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("<https://x.example/u>\r\nBcc: a@b.example", id="line break"),
+        pytest.param("<https://exämple.org/u>", id="not ASCII"),
+        pytest.param(f"<https://x.example/{'u' * 980}>", id="over 998 on its line"),
+    ],
+)
+def test_a_list_unsubscribe_that_cannot_go_as_one_plain_line_is_refused(value):
+    with pytest.raises(ValueError, match="List-Unsubscribe header"):
+        build_message(
+            sender="noreply@academy.example", to="l1@example.org", subject="Hi", html="<p>Hi</p>",
+            text="Hi", message_id="<a@academy.example>", headers={"List-Unsubscribe": value},
+        )  # fmt: skip

@@ -212,6 +212,35 @@ def test_reminders_carry_each_learners_unsubscribe_link_for_the_worker_certifica
         assert "unsubscribe_url" not in people[uid] and "/unsubscribe/" not in people[uid]["html"]
 
 
+def test_learners_who_unsubscribed_while_a_batch_waited_are_suppressed_not_submitted(
+    rt, aws, clock
+):
+    from sidecar import unsubscribe
+
+    job_id = make_job(clock, 60)  # batches of 50 and 10
+    certificate_job = make_job(clock, 2, certificate=True, start=3)
+    for uid in (3, *range(51, 61)):  # one of the first batch, the whole second one
+        unsubscribe.opt_out(uid, "reminders", "one-click", clock())
+
+    assert rt.aws.submitter.run_once() == 2  # the reminder's first batch, the certificates
+    bodies = {b["job_id"]: b for m in receive_all(aws["sqs"], aws["jobs"])
+              if (b := decode_body(m["Body"].encode()))}  # fmt: skip
+    sent = [p["userid"] for p in bodies[job_id]["recipients"]]
+    assert sent == [u for u in range(1, 51) if u != 3]
+    assert [p["userid"] for p in bodies[certificate_job]["recipients"]] == [3, 4]
+    after = {r.userid: r for r in Recipient.select().where(Recipient.job == job_id)}
+    gone = {u for u, r in after.items() if r.status == R.SUPPRESSED}
+    assert gone == {3, *range(51, 61)}
+    assert {after[u].last_error for u in gone} == {"unsubscribed from reminders"}
+    last = Batch.get(Batch.job == job_id, Batch.index == 1)
+    assert last.status == BatchStatus.DONE and not last.message_ids  # closed, never sent
+
+    report(aws, callback(clock, bodies[job_id], sent))
+    while poll_results(rt.aws.reader(aws["results"]), rt.callbacks):
+        pass
+    assert Job.get_by_id(job_id).status == JobStatus.COMPLETED
+
+
 def test_a_batch_resent_after_a_lost_commit_is_dropped_by_a_fifo_queue(
     db_url, aws, tmp_path, clock, db
 ):

@@ -10,9 +10,11 @@ import requests
 from sidecar import jobs, unsubscribe
 from sidecar.config import Config
 from sidecar.db import migrations
-from sidecar.db.models import AuditLog, OptOut, Recipient, SchemaVersion
+from sidecar.db.models import AuditLog, Batch, Job, OptOut, Recipient, SchemaVersion
 from sidecar.delivery import DeliverySettings, LocalDelivery
+from sidecar.errors import Conflict
 from sidecar.render import Renderer
+from sidecar.status import BatchStatus, JobStatus
 from sidecar.status import RecipientStatus as R
 from sidecar.web.app import make_app
 from sidecar.web.server import HttpServer
@@ -39,14 +41,18 @@ def links():
 
 def deliver(clock, tmp_path, server, links, people, **spec) -> str:
     job_id = queue_job(clock, people, **spec)
+    run_delivery(clock, tmp_path, server, links)
+    return job_id
+
+
+def run_delivery(clock, tmp_path, server, links) -> int:
     settings = DeliverySettings(
         sender="Academy <noreply@academy.example>", certificate_dir=tmp_path / "certs",
         public_url=PUBLIC, unsubscribe=links,
     )  # fmt: skip
-    LocalDelivery(
+    return LocalDelivery(
         settings, open_sender=smtp_opener(server.port), renderer=Renderer(), pdf=None, clock=clock
     ).run_once()
-    return job_id
 
 
 def bodies(msg) -> tuple[str, str]:
@@ -114,6 +120,72 @@ def test_a_reminder_carries_both_headers_and_a_footer_link_naming_no_address(
     assert second["List-Unsubscribe"].strip() != header  # each learner their own link
     html, text = bodies(first)
     assert f'href="{url}"' in html and url in text
+
+
+LONG_PUBLIC = "https://learning-offload.academy-example.org"  # 45 characters
+COURSE = "Sécurité au travail : les fondamentaux pour tous les employés du site de Lyon"
+
+
+def raw_header(msg, name: str) -> str:
+    """The header's value as it travelled: folding and RFC 2047 encoding left in."""
+    (value,) = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
+    return value
+
+
+def test_a_long_link_travels_as_one_plain_header_line_and_the_subject_is_still_encoded(
+    db, clock, tmp_path, smtp_server
+):
+    server = smtp_server()
+    links = unsubscribe.links_for(config(server={"public_url": LONG_PUBLIC}))
+    course = {"fullname": COURSE, "shortname": "S", "url": "https://m.example/course/5"}
+    deliver(clock, tmp_path, server, links, [person(12345)], template_data={"course": course})
+
+    (msg,) = server.accepted
+    url = links.url(12345, "reminders")
+    assert len(f"List-Unsubscribe: <{url}>") > 78  # a line the policy would have folded
+    assert raw_header(msg, "List-Unsubscribe") == f"<{url}>"  # not =?utf-8?q?=3Chttps...
+    assert raw_header(msg, "List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    subject = raw_header(msg, "Subject")
+    assert "=?utf-8?q?S=C3=A9curit=C3=A9?=" in subject and "\r\n " in subject  # still folded
+    assert msg["Subject"] == f"Reminder: {COURSE}"
+
+
+def test_without_our_links_a_sites_own_link_gets_list_unsubscribe_but_no_one_click(
+    db, clock, tmp_path, smtp_server
+):
+    server = smtp_server()
+    course = {"fullname": "Safety 101", "shortname": "S", "url": "https://m.example/course/5"}
+    own = "https://moodle.example/local/unsub.php?u=1&k=abc"
+    mailto = "mailto:unsubscribe@academy.example?subject=stop"
+    people = [
+        person(1),  # the job's variable
+        jobs.RecipientIn(2, "learner2@example.org", "Ana", "Silva", {"unsubscribe_url": mailto}),
+        jobs.RecipientIn(3, "learner3@example.org", "Ana", "Silva",
+                         {"unsubscribe_url": "javascript:alert(1)"}),
+    ]  # fmt: skip
+    data = {"course": course, "unsubscribe_url": own}
+    deliver(clock, tmp_path, server, None, people, template_data=data)
+
+    got = {m["To"]: m for m in server.accepted}
+    first, second, third = (got[f"learner{u}@example.org"] for u in (1, 2, 3))
+    assert raw_header(first, "List-Unsubscribe") == f"<{own}>"
+    assert raw_header(second, "List-Unsubscribe") == f"<{mailto}>"
+    assert third["List-Unsubscribe"] is None  # not a link a mailbox provider can follow
+    for msg in (first, second, third):
+        assert msg["List-Unsubscribe-Post"] is None  # we cannot promise their one-click POST
+    assert 'href="https://moodle.example/local/unsub.php?u=1&amp;k=abc"' in bodies(first)[0]
+
+
+def test_with_our_links_on_ours_win_over_a_sites_own(db, clock, tmp_path, smtp_server, links):
+    server = smtp_server()
+    course = {"fullname": "Safety 101", "shortname": "S", "url": "https://m.example/course/5"}
+    data = {"course": course, "unsubscribe_url": "https://moodle.example/unsub"}
+    deliver(clock, tmp_path, server, links, [person(1)], template_data=data)
+
+    (msg,) = server.accepted
+    assert raw_header(msg, "List-Unsubscribe") == f"<{links.url(1, 'reminders')}>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "moodle.example/unsub" not in "".join(bodies(msg))
 
 
 @pytest.mark.parametrize(
@@ -211,7 +283,7 @@ def test_one_click_post_leaves_the_learner_out_of_later_reminders_but_not_other_
         assert {s for s, _ in status_of(other).values()} == {R.PENDING}
 
 
-def test_retry_leaves_out_a_failed_learner_who_has_since_unsubscribed(
+def test_retry_records_a_failed_learner_who_has_since_unsubscribed_suppressed(
     db, clock, tmp_path, smtp_server, links
 ):
     refuse = ["550 5.2.2 mailbox full"]
@@ -220,10 +292,53 @@ def test_retry_leaves_out_a_failed_learner_who_has_since_unsubscribed(
     unsubscribe.opt_out(1, "reminders", "one-click", clock())
 
     assert jobs.retry_job(job_id, clock()) == 1
-    assert {u: s for u, (s, _) in status_of(job_id).items()} == {
-        1: R.FAILED,
-        2: R.RETRY_PENDING,
+    assert status_of(job_id) == {
+        1: (R.SUPPRESSED, "unsubscribed from reminders"),
+        2: (R.RETRY_PENDING, "550 5.2.2 mailbox full"),
     }
+
+
+def test_retry_with_only_unsubscribed_failures_settles_them_and_the_job(
+    db, clock, tmp_path, smtp_server, links
+):
+    server = smtp_server({"learner1@example.org": ["550 5.2.2 mailbox full"]})
+    job_id = deliver(clock, tmp_path, server, links, [person(1), person(2)])
+    assert Job.get_by_id(job_id).status == JobStatus.PARTIAL_FAILURE
+    unsubscribe.opt_out(1, "reminders", "one-click", clock())
+
+    with pytest.raises(Conflict, match="1 unsubscribed from reminders, now recorded suppressed"):
+        jobs.retry_job(job_id, clock())
+    assert status_of(job_id) == {
+        1: (R.SUPPRESSED, "unsubscribed from reminders"),
+        2: (R.SENT, None),
+    }
+    assert Job.get_by_id(job_id).status == JobStatus.COMPLETED  # nothing failed any more
+
+
+def test_a_learner_who_unsubscribes_while_the_job_waits_gets_none_of_it(
+    db, clock, tmp_path, smtp_server, links
+):
+    server = smtp_server()
+    job_id = queue_job(clock, [person(1), person(2)])
+    everyone = queue_job(clock, [person(3), person(4)])
+    kept = queue_job(clock, [person(3)], type="send_csv", template_id="completion",
+                     actions=jobs.Actions(email=True, certificate=True))  # fmt: skip
+    for uid in (1, 3, 4):
+        unsubscribe.opt_out(uid, "reminders", "one-click", clock())
+    unsubscribe.opt_out(3, "custom", "one-click", clock())
+
+    assert run_delivery(clock, tmp_path, server, links) == 2  # learner 2, and 3's certificate
+    to = sorted(m["To"] for m in server.accepted)
+    assert to == ["learner2@example.org", "learner3@example.org"]
+    assert status_of(job_id) == {1: (R.SUPPRESSED, "unsubscribed from reminders"),
+                                 2: (R.SENT, None)}  # fmt: skip
+    assert Job.get_by_id(job_id).status == JobStatus.COMPLETED
+    # a batch left with nobody closes, and its job completes
+    assert {s for s, _ in status_of(everyone).values()} == {R.SUPPRESSED}
+    assert Job.get_by_id(everyone).status == JobStatus.COMPLETED
+    assert Batch.get(Batch.job == everyone).status == BatchStatus.DONE
+    # a certificate, and the email carrying it, still go
+    assert status_of(kept) == {3: (R.SENT, None)}
 
 
 def test_get_shows_one_button_and_changes_nothing_until_it_is_pressed(db, clock, web, links):
@@ -273,6 +388,54 @@ def test_a_forged_altered_or_malformed_token_gets_400_and_changes_nothing(
     assert nothing_recorded()
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        pytest.param(b"List-Unsubscribe=One-Click\r\n", FORM, id="trailing CRLF"),
+        pytest.param(b"  List-Unsubscribe=One-Click \n", f"{FORM}; charset=utf-8",
+                     id="spaces, charset"),
+        pytest.param(None, None, id="multipart/form-data"),
+        pytest.param(b"List-Unsubscribe=One-Click\r\n", "text/plain", id="text/plain"),
+        pytest.param(b"List-Unsubscribe=One-Click", None, id="no Content-Type"),
+    ],
+)  # fmt: skip
+def test_a_one_click_post_is_taken_in_every_form_rfc_8058_allows(
+    db, clock, web, links, body, content_type
+):
+    srv = web()
+    url = f"{srv.url}/unsubscribe/{links.token(4, 'reengagement')}"
+    if body is None:  # what requests sends for a form with a file-like part: multipart
+        resp = requests.post(url, files={"List-Unsubscribe": (None, "One-Click")}, timeout=10)
+        assert resp.request.headers["Content-Type"].startswith("multipart/form-data")
+    else:
+        headers = {"Content-Type": content_type} if content_type else {}
+        resp = requests.post(url, data=body, headers=headers, timeout=10)
+        assert resp.request.headers.get("Content-Type") == content_type
+    assert resp.status_code == 200, resp.text
+    assert [(o.userid, o.kind, o.source) for o in OptOut.select()] == [
+        (4, "reengagement", "one-click")
+    ]
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        pytest.param(b"List-Unsubscribe=One-Click&more=1", None, id="more than the line"),
+        pytest.param(b"List-Unsubscribe=one-click", "text/plain", id="another value"),
+        pytest.param(b'{"List-Unsubscribe": "One-Click"}', "application/json", id="JSON"),
+    ],
+)
+def test_a_post_that_is_not_one_click_changes_nothing(db, clock, web, links, body, content_type):
+    srv = web()
+    url = f"{srv.url}/unsubscribe/{links.token(4, 'reengagement')}"
+    headers = {"Content-Type": content_type} if content_type else {}
+    assert requests.post(url, data=body, headers=headers, timeout=10).status_code == 400
+    assert nothing_recorded()
+
+
 def test_a_post_without_one_click_in_its_body_changes_nothing(db, clock, web, links):
     srv = web()
     url = f"{srv.url}/unsubscribe/{links.token(1, 'reminders')}"
@@ -284,12 +447,20 @@ def test_a_post_without_one_click_in_its_body_changes_nothing(db, clock, web, li
     assert nothing_recorded()
 
 
-def test_with_the_feature_off_the_endpoint_answers_404(db, clock, web, links):
+def test_with_the_feature_off_an_old_link_gets_a_404_page_pointing_at_the_site(
+    db, clock, web, links
+):
     srv = web(on=False)
     url = f"{srv.url}/unsubscribe/{links.token(1, 'reminders')}"
-    assert requests.get(url, timeout=10).status_code == 404
-    assert requests.post(url, data=ONE_CLICK, timeout=10).status_code == 404
+    assert requests.head(url, timeout=10).status_code == 404
+    for resp in (requests.get(url, timeout=10), requests.post(url, data=ONE_CLICK, timeout=10)):
+        assert resp.status_code == 404
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert "handled by the site" in resp.text and "administrator" in resp.text
+        assert '"error"' not in resp.text
     assert nothing_recorded()
+    other = requests.get(f"{srv.url}/nowhere", timeout=10)  # elsewhere: the JSON error
+    assert other.status_code == 404 and other.json()["status"] == 404
 
 
 def test_a_failure_while_recording_answers_500_and_logs_no_token(db, clock, links, caplog):
@@ -325,6 +496,21 @@ def test_an_opt_out_is_kept_once_and_lifted_by_kind_or_whole(db, clock):
     assert unsubscribe.opted_out([5], "custom") == set()
     assert unsubscribe.remove(5, None, clock()) == 1 and unsubscribe.listing() == []
     assert unsubscribe.opted_out([5], None) == set()
+
+
+def test_two_opt_outs_at_once_keep_the_first_source_and_time_and_audit_once(db, clock, monkeypatch):
+    first = clock()
+    assert unsubscribe.opt_out(8, "custom", "page", first)
+    clock.advance(60)
+    # the second request looked before the first committed (possible on PostgreSQL and
+    # MariaDB): whatever it saw then, the row the first wrote stands
+    monkeypatch.setattr(OptOut, "get_or_none", classmethod(lambda cls, *where: None))
+    assert not unsubscribe.opt_out(8, "custom", "one-click", clock())
+
+    assert [(o.userid, o.kind, o.source, o.created_at) for o in OptOut.select()] == [
+        (8, "custom", "page", first)
+    ]
+    assert AuditLog.select().where(AuditLog.event == "unsubscribed").count() == 1
 
 
 def test_migration_5_adds_the_opt_out_list_to_a_version_4_database(db, clock):

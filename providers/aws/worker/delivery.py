@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 ATTACHMENT_NAME = "certificate.pdf"
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
-_RAW_POLICY = policy.SMTP.clone(cte_type="7bit")  # non-ASCII bodies go base64, not 8bit
+# non-ASCII bodies go base64, not 8bit; List-Unsubscribe stays one line (providers.email)
+_RAW_POLICY = policy.SMTP.clone(cte_type="7bit", refold_source="none")
 
 
 class Backoff(Exception):
