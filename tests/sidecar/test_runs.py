@@ -1,6 +1,7 @@
 """Schedules fire on time and exactly once, against the Moodle sandbox over HTTP, on a clock
 the test moves (no sleeps), on SQLite, PostgreSQL and MariaDB."""
 
+import math
 import threading
 from datetime import datetime, timedelta
 
@@ -37,9 +38,10 @@ def schedule(site, **over) -> dict:
 def make_runtime(db_url, tmp_path, site):
     made = []
 
-    def make(clock, *, offload=None, aws=None, **schedules_over):
+    def make(clock, *, offload=None, aws=None, moodle=None, **schedules_over):
         config = Config.model_validate({
-            "moodle": {"url": site.server_url, "token": site.token, "retry_attempts": 1},
+            "moodle": {"url": site.server_url, "token": site.token, "retry_attempts": 1,
+                       **(moodle or {})},
             "database": {"url": db_url},
             "schedules": {"timezone": "Europe/London", **schedules_over},
             "offload": offload or {},
@@ -478,6 +480,25 @@ def test_the_dry_run_recipients_are_exactly_the_emails_the_run_delivers(
     recorded = ScheduleRun.get(ScheduleRun.id == run_id_of(run))
     assert recorded.counts["left_out"] == left_out and recorded.counts["learners"] == learners
     assert run_counts(recorded).startswith(f"{learners} learners: {dry.recipients} recipients")
+
+
+def test_a_run_under_a_low_max_input_vars_reads_the_accounts_in_requests_that_fit(
+    site, make_runtime
+):
+    # PHP drops the variables past max_input_vars: every request must stay under it.
+    site.max_input_vars = 30
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0),
+                      moodle={"max_input_vars": 30})  # fmt: skip
+    clock.now = START.replace(hour=9, minute=1)
+    site.reset_counts()
+    [run] = runs.Runner(rt).tick()
+    learners = len(site.enrolments[site.main_course_id])
+    assert run.status == "done", run.error
+    assert run.recipients > 26  # more than one request of 30 - 4 user ids
+    assert site.requests_by_function["core_user_get_users_by_field"] == math.ceil(
+        run.recipients / 26
+    )
+    assert run.counts["learners"] == learners
 
 
 def run_id_of(outcome) -> int:
