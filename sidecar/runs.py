@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 from peewee import IntegrityError
 
 from moodle_ws import functions, iomad
+from moodle_ws.accounts import Accounts
 from moodle_ws.client import RequestTally
 from moodle_ws.errors import MoodleError, MoodleUnavailable
 from schedules.model import ActionType, Audience, Schedule
@@ -67,6 +69,19 @@ class RunOutcome:
         return f"{head}: {self.status}: {accounting(self.counts)}{route}"
 
 
+ACCOUNT_REFUSED = "account_refused"
+
+#: What a run could not check, by key: (what an admin reads, what to do about it). A
+#: recipient counted here may be mailed where Moodle itself would not mail them.
+WARNINGS = {
+    ACCOUNT_REFUSED: (
+        "account lookup refused by Moodle",
+        "their profiles fail Moodle's own checks (country, city, address...): the user ids "
+        "are in the log",
+    ),
+}
+
+
 def accounting(counts: dict) -> str:
     """A run's counts as an admin reads them: every learner, recipient or left out by reason.
 
@@ -89,7 +104,22 @@ def accounting(counts: dict) -> str:
         text += "; certificates withheld: " + ", ".join(
             f"{label(r)} {n}" for r, n in withheld.items()
         )
+    warnings = counts.get("warnings") or {}
+    if warnings:
+        text += "; warnings: " + ", ".join(
+            f"{WARNINGS[w][0]} {n} ({WARNINGS[w][1]})" if w in WARNINGS else f"{w} {n}"
+            for w, n in warnings.items()
+        )
     return text
+
+
+def _warnings(sel: Selection, looked: Accounts) -> dict[str, int]:
+    """The run's warnings: recipients whose account could not be checked, by why."""
+    found: Counter[str] = Counter()
+    for learner in sel.recipients:
+        if learner.userid in looked.refused:
+            found[ACCOUNT_REFUSED] += 1
+    return {w: found[w] for w in WARNINGS if found[w]}
 
 
 _INCARNATION = uuid.uuid4().hex[:8]
@@ -312,7 +342,8 @@ class Runner:
 
             # The account is the last reason: only the first selection's recipients are asked.
             first = select()
-            sel = select(accounts(client, [lr.userid for lr in first.recipients], tally))
+            looked = accounts(client, [lr.userid for lr in first.recipients], tally)
+            sel = select(looked.users)
         finally:
             client.close()
         route = self._route(schedule, sel)
@@ -324,6 +355,9 @@ class Runner:
             "completion_method": pulled.completions.method,
             "certificates_rendered": route.certificates,
         }  # fmt: skip
+        warnings = _warnings(sel, looked)
+        if warnings:
+            counts["warnings"] = warnings
         sample = self._sample(schedule, pulled, sel, m.url)
         return RunOutcome(schedule, due_at, "dry_run", sel.total, counts, route, sample=sample,
                           pulled=pulled, selection=sel)  # fmt: skip

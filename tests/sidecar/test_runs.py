@@ -501,6 +501,34 @@ def test_a_run_under_a_low_max_input_vars_reads_the_accounts_in_requests_that_fi
     assert run.counts["learners"] == learners
 
 
+def test_learners_whose_profiles_moodle_cannot_return_are_mailed_named_and_counted(
+    site, make_runtime, caplog
+):
+    # Moodle checks its answer: one bad profile turns a whole request into invalidresponse.
+    bad = sorted(set(site.enrolments[site.main_course_id]) - completed_in(site))[3:6]
+    site.users[bad[0]].country = "U.K."
+    site.users[bad[1]].city = "<b>Leeds</b>"
+    site.users[bad[2]].email += " "
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
+    clock.now = START.replace(hour=9, minute=1)
+    [run] = runs.Runner(rt).tick()
+    assert run.status == "done", run.error
+    assert run.counts["warnings"] == {"account_refused": 3}
+    assert "; warnings: account lookup refused by Moodle 3 (" in run.summary
+    assert set(bad[:2]) <= recipients_of(ScheduleRun.get())  # their state is unknown: mailed
+    for userid in bad:
+        assert f"user {userid}: Moodle cannot return the account" in caplog.text
+
+
+def test_any_other_moodle_error_of_the_account_lookup_still_fails_the_run(site, make_runtime):
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
+    site.remove_function("core_user_get_users_by_field")
+    clock.now = START.replace(hour=9, minute=1)
+    [run] = runs.Runner(rt).tick()
+    assert run.status == "failed" and "core_user_get_users_by_field" in run.error
+    assert Job.select().count() == 0
+
+
 def run_id_of(outcome) -> int:
     return Job.get(Job.id == outcome.jobs[0]).run_id
 
