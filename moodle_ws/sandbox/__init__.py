@@ -23,6 +23,7 @@ Knobs (attributes, flip them on a live site): `protocol_enabled`, `webservices_e
 `max_input_vars`, `iomad_installed`, `companion_installed`, `set_companion_prefix()`,
 `add_function()` / `remove_function()`, `capabilities`, `expire_token()`,
 `token_user.suspended` (and deleted, confirmed, auth), `password_expired_users`,
+`hiddenuserfields`,
 `legacy_exception_names`, `https`, `update_users_warnings`, `password_policy`,
 `iomad_unallocate_broken`, `iomad_user_companies_broken`, `latency`,
 `latency_by_function`, `fail_next()`. Counters: `request_count`, `requests_by_function`,

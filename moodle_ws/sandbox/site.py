@@ -67,6 +67,7 @@ DEFAULT_TOKEN_CAPABILITIES = frozenset(
         "moodle/site:viewuseridentity",
         "moodle/user:viewdetails",
         "moodle/user:viewhiddendetails",
+        "moodle/course:viewhiddenuserfields",
         "moodle/user:viewalldetails",
         "moodle/course:useremail",
         "moodle/user:update",
@@ -127,6 +128,9 @@ class Site:
         self.iomad_unallocate_broken = True  # the stored IOMAD code calls delete_record()
         self.iomad_user_companies_broken = False  # the $comany typo of some IOMAD builds
         self.password_expired_users: set[int] = set()  # auth password expiry reached
+        # $CFG->hiddenuserfields: profile fields left out of user details for a token user
+        # without moodle/user:viewhiddendetails, e.g. {"suspended", "lastaccess"}
+        self.hiddenuserfields: set[str] = set()
         self.db_family = "pgsql"  # names the DB class in PHP errors
         self.latency = 0.0  # seconds added to every request
         self.latency_by_function: dict[str, float] = {}

@@ -3,8 +3,10 @@
 Shared by get_enrolled_users (with a course, optional field list) and get_users /
 get_users_by_field (no course, every default field). Visibility rules follow user/lib.php
 for a token user who is not a site admin: address and phones need admin, username and
-the departmental fields need moodle/user:viewalldetails, email needs identity or
-moodle/course:useremail.
+the departmental fields and auth need moodle/user:viewalldetails, email needs identity or
+moodle/course:useremail; the fields named in $CFG->hiddenuserfields (`Site.hiddenuserfields`:
+description, country, city, suspended, firstaccess, lastaccess, mycourses) need
+moodle/user:viewhiddendetails (moodle/course:viewhiddenuserfields with a course) or admin.
 """
 
 from typing import Any
@@ -76,6 +78,14 @@ class Viewer:
         self.alldetails = has("moodle/user:viewalldetails")
         self.email = has("moodle/course:useremail") or has("moodle/site:viewuseridentity")
         self.hidden = has("moodle/user:viewhiddendetails")
+        self.course_hidden = has("moodle/course:viewhiddenuserfields")
+
+    def hidden_fields(self, course: Course | None) -> frozenset[str]:
+        """$CFG->hiddenuserfields, unless the token user may see hidden fields: in a
+        course by moodle/course:viewhiddenuserfields, else by moodle/user:viewhiddendetails."""
+        if self.course_hidden if course is not None else self.hidden:
+            return frozenset()
+        return frozenset(self.call.site.hiddenuserfields)
 
 
 def _initials(user: User) -> str:
@@ -125,18 +135,21 @@ def user_details(
         for name in ("address", "phone1", "phone2"):
             if getattr(user, name) and name in fields:
                 d[name] = getattr(user, name)
-    if "description" in fields:
+    hidden = viewer.hidden_fields(course)  # empty for an admin, who holds every capability
+    if "description" in fields and "description" not in hidden:
         d["description"], d["descriptionformat"] = call.format_text(
             user.description, user.descriptionformat
         )
-    for name in ("country", "city", "timezone"):
-        if name in fields and getattr(user, name):
+    for name in ("country", "city"):
+        if name in fields and getattr(user, name) and name not in hidden:
             d[name] = getattr(user, name)
-    if "suspended" in fields:
+    if "timezone" in fields and user.timezone:
+        d["timezone"] = user.timezone
+    if "suspended" in fields and "suspended" not in hidden:
         d["suspended"] = bool(user.suspended)
-    if "firstaccess" in fields:
+    if "firstaccess" in fields and "firstaccess" not in hidden:
         d["firstaccess"] = user.firstaccess or 0
-    if "lastaccess" in fields:
+    if "lastaccess" in fields and "lastaccess" not in hidden:
         d["lastaccess"] = user.lastaccess or 0
     if "lastcourseaccess" in fields:
         d["lastcourseaccess"] = enrolment.lastaccess if enrolment else 0
@@ -153,7 +166,7 @@ def user_details(
             d["department"] = user.department
     if course is not None:
         _course_fields(call, d, user, fields, course, enrolment)
-    if "enrolledcourses" in fields:
+    if "enrolledcourses" in fields and "mycourses" not in hidden:
         mine = _enrolled_courses(call, user.id)
         if mine:
             d["enrolledcourses"] = mine
