@@ -110,6 +110,19 @@ def test_hiddenuserfields_hide_suspended_and_access_unless_the_token_may_see_hid
     assert all("lastaccess" not in r and "country" not in r for r in rows)
 
 
+def test_without_viewdetails_only_course_contacts_and_the_token_user_are_returned(m):
+    site = m.site
+    learner, teacher = site.learner_ids[0], site.teacher_ids[0]
+    wanted = [learner, teacher, site.token_user_id]
+    site.capabilities.discard("moodle/user:viewdetails")
+    found = m.call("core_user_get_users_by_field", field="id", values=wanted)
+    contacts = {u for e in site.enrolments.values() for u, en in e.items() if en.roleid == 3}
+    assert [u["id"] for u in found] == sorted(
+        u for u in wanted if u in contacts or u == site.token_user_id
+    )
+    assert learner not in [u["id"] for u in found]
+
+
 def test_auth_needs_viewalldetails(m):
     uid = m.site.learner_ids[0]
     [seen] = m.call("core_user_get_users_by_field", field="id", values=[uid])

@@ -13,7 +13,7 @@ from typing import Any
 
 from moodle_ws.sandbox.context import SITEID, Call
 from moodle_ws.sandbox.exceptions import MoodleException
-from moodle_ws.sandbox.model import ROLES, Course, Enrolment, User
+from moodle_ws.sandbox.model import EDITINGTEACHER, ROLES, Course, Enrolment, User
 from moodle_ws.sandbox.phpvalue import clean_param
 
 DEFAULT_FIELDS = (
@@ -77,6 +77,7 @@ class Viewer:
         self.fullnames = has("moodle/site:viewfullnames")
         self.alldetails = has("moodle/user:viewalldetails")
         self.email = has("moodle/course:useremail") or has("moodle/site:viewuseridentity")
+        self.details = has("moodle/user:viewdetails")
         self.hidden = has("moodle/user:viewhiddendetails")
         self.course_hidden = has("moodle/course:viewhiddenuserfields")
 
@@ -98,10 +99,14 @@ def user_details(
     fields: frozenset[str] = _DEFAULT_SET,
     course: Course | None = None,
     enrolment: Enrolment | None = None,
-) -> dict[str, Any]:
-    """The details array for `user` (keys in any order: the cleaner orders them)."""
+) -> dict[str, Any] | None:
+    """The details array for `user` (keys in any order: the cleaner orders them), or None
+    when the token user may not see the user's details at all (no moodle/user:viewdetails,
+    and the user is neither the token user nor a course contact): the caller leaves them out."""
     call = viewer.call
     current = user.id == call.user.id
+    if not (current or viewer.details or _is_course_contact(call, user.id)):
+        return None
     d: dict[str, Any] = {"id": user.id}
     if "username" in fields and (current or viewer.alldetails):
         d["username"] = user.username
@@ -181,6 +186,14 @@ def user_details(
     if "theme" in d:
         d["theme"] = clean_param(d["theme"], "theme")
     return d
+
+
+def _is_course_contact(call: Call, userid: int) -> bool:
+    """has_coursecontact_role(): an editing teacher somewhere ($CFG->coursecontact's default)."""
+    return any(
+        (e := enrolled.get(userid)) is not None and e.roleid == EDITINGTEACHER
+        for enrolled in call.site.enrolments.values()
+    )
 
 
 def _course_fields(
