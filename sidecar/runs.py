@@ -70,6 +70,9 @@ class RunOutcome:
 
 
 ACCOUNT_REFUSED = "account_refused"
+ACCOUNT_HIDDEN = "account_hidden"
+SUSPENDED_HIDDEN = "suspended_hidden"
+AUTH_HIDDEN = "auth_hidden"
 
 #: What a run could not check, by key: (what an admin reads, what to do about it). A
 #: recipient counted here may be mailed where Moodle itself would not mail them.
@@ -79,6 +82,12 @@ WARNINGS = {
         "their profiles fail Moodle's own checks (country, city, address...): the user ids "
         "are in the log",
     ),
+    ACCOUNT_HIDDEN: ("account not visible", "give the token's user moodle/user:viewdetails"),
+    SUSPENDED_HIDDEN: (
+        "account suspension not visible",
+        "give the token's user moodle/user:viewhiddendetails: hiddenuserfields hides it",
+    ),
+    AUTH_HIDDEN: ("nologin not visible", "give the token's user moodle/user:viewalldetails"),
 }
 
 
@@ -117,8 +126,15 @@ def _warnings(sel: Selection, looked: Accounts) -> dict[str, int]:
     """The run's warnings: recipients whose account could not be checked, by why."""
     found: Counter[str] = Counter()
     for learner in sel.recipients:
+        account = looked.users.get(learner.userid)
         if learner.userid in looked.refused:
             found[ACCOUNT_REFUSED] += 1
+        elif account is None:
+            found[ACCOUNT_HIDDEN] += 1  # Moodle leaves out a user the token may not see
+        else:
+            # Moodle leaves the field out rather than say what it hides
+            found[SUSPENDED_HIDDEN] += account.suspended is None
+            found[AUTH_HIDDEN] += account.auth is None
     return {w: found[w] for w in WARNINGS if found[w]}
 
 

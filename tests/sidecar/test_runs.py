@@ -529,6 +529,51 @@ def test_any_other_moodle_error_of_the_account_lookup_still_fails_the_run(site, 
     assert Job.select().count() == 0
 
 
+@pytest.mark.parametrize(
+    "capability, hiddenuserfields, warning, unseen",
+    [
+        ("moodle/user:viewalldetails", set(), "auth_hidden", "nologin"),
+        ("moodle/user:viewhiddendetails", {"suspended"}, "suspended_hidden", "account"),
+    ],
+)
+def test_a_run_that_cannot_see_account_states_warns_with_the_capability_to_give(
+    site, make_runtime, capability, hiddenuserfields, warning, unseen
+):
+    from sidecar.schedulelist import find_schedule, run_counts
+
+    planted = _make_unmailable(site)
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
+    site.hiddenuserfields = hiddenuserfields
+    site.capabilities.discard(capability)
+    runner = runs.Runner(rt)
+    dry = runner.prepare(runs._schedule(find_schedule(1)), clock())
+    # Moodle leaves the field out: the account is mailed, and the run says why
+    assert planted[f"{unseen}_open"] in {lr.userid for lr in dry.selection.recipients}
+    assert dry.counts["warnings"] == {warning: dry.recipients}
+    assert f"({runs.WARNINGS[warning][1]})" in dry.summary and capability in dry.summary
+    clock.advance(60)
+    runner.fire_now(find_schedule(1))
+    assert capability in run_counts(ScheduleRun.get(ScheduleRun.manual == True))  # noqa: E712
+
+
+def test_a_recipient_moodle_leaves_out_of_the_account_answer_is_a_warning():
+    # e.g. moodle/user:viewdetails given in the course's category, not at system level:
+    # the enrolled users are readable, their accounts are not
+    from moodle_ws.accounts import Accounts
+    from moodle_ws.types import User
+    from schedules.selection import Learner, Selection
+
+    seen = User(1, None, "A", "B", "A B", "a@x.test", False, True, "manual", "en", None, 0, 0)
+    sel = Selection((Learner(1, "a@x.test", "A", "B"), Learner(2, "b@x.test", "C", "D"),
+                     Learner(3, "c@x.test", "E", "F")), (), {}, 3, 3)  # fmt: skip
+    looked = Accounts({1: seen}, {3: "core_user_get_users_by_field: invalidresponse: ..."})
+    warnings = runs._warnings(sel, looked)
+    assert warnings == {"account_refused": 1, "account_hidden": 1}
+    assert "account not visible 1 (give the token's user moodle/user:viewdetails)" in (
+        runs.accounting({"learners": 3, "recipients": 3, "warnings": warnings})
+    )
+
+
 def run_id_of(outcome) -> int:
     return Job.get(Job.id == outcome.jobs[0]).run_id
 
