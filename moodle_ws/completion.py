@@ -176,12 +176,13 @@ def suspended_participants(
     *,
     page_size: int,
     tally: RequestTally,
-) -> frozenset[int]:
+) -> frozenset[int] | None:
     """Participants whose enrolment is not active (`onlysuspended`, ids only), by id.
 
     `active` are the ids `active_participants` gave: they are never in the answer, and a
     site before 3.11, which ignores the option and lists everyone, gives exactly the others.
-    Without moodle/course:enrolreview nothing can be told apart: empty, with a warning.
+    Without moodle/course:enrolreview nothing can be told apart: None, with a warning (and
+    `active_participants`, for want of the same capability, gave every participant).
     """
     try:
         users = functions.enrolled_users(
@@ -191,7 +192,7 @@ def suspended_participants(
         ids = {u.id for u in users}
     except MissingCapability as exc:
         log.warning("course %d: %s; suspended enrolments cannot be counted", courseid, exc)
-        return frozenset()
+        return None
     return frozenset(ids - set(active))
 
 

@@ -142,6 +142,8 @@ class PulledCourse:
     completions: CourseCompletions
     requests: int  # HTTP requests Moodle served for this pull
     suspended_enrolments: frozenset[int] = frozenset()  # the other participants, by id
+    # False without moodle/course:enrolreview: `learners` then holds every participant
+    enrolments_visible: bool = True
 
 
 def pull_course(
@@ -171,12 +173,14 @@ def pull_course(
         client, courseid, [u.id for u in users], page_size=page_size, tally=tally
     )
     requests += 1 + tally.count
+    visible = suspended is not None
+    suspended = suspended or frozenset()
     log.info(
         "course %d: %d participants (%d more with a suspended enrolment), %d completed, "
         "%d Moodle requests (%s)",
         courseid, len(users), len(suspended), len(result.completed), requests, result.method,
     )  # fmt: skip
-    return PulledCourse(course, users, result, requests, suspended)
+    return PulledCourse(course, users, result, requests, suspended, visible)
 
 
 def accounts(client: MoodleClient, userids: Iterable[int], tally: RequestTally) -> Accounts:

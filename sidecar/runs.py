@@ -73,6 +73,7 @@ ACCOUNT_REFUSED = "account_refused"
 ACCOUNT_HIDDEN = "account_hidden"
 SUSPENDED_HIDDEN = "suspended_hidden"
 AUTH_HIDDEN = "auth_hidden"
+ENROLMENTS_HIDDEN = "enrolments_hidden"
 
 #: What a run could not check, by key: (what an admin reads, what to do about it). A
 #: recipient counted here may be mailed where Moodle itself would not mail them.
@@ -88,6 +89,10 @@ WARNINGS = {
         "give the token's user moodle/user:viewhiddendetails: hiddenuserfields hides it",
     ),
     AUTH_HIDDEN: ("nologin not visible", "give the token's user moodle/user:viewalldetails"),
+    ENROLMENTS_HIDDEN: (
+        "suspended enrolments not visible",
+        "give the token's user moodle/course:enrolreview",
+    ),
 }
 
 
@@ -122,9 +127,11 @@ def accounting(counts: dict) -> str:
     return text
 
 
-def _warnings(sel: Selection, looked: Accounts) -> dict[str, int]:
-    """The run's warnings: recipients whose account could not be checked, by why."""
+def _warnings(sel: Selection, looked: Accounts, enrolments_visible: bool = True) -> dict[str, int]:
+    """The run's warnings: recipients whose account or enrolment could not be checked, by why."""
     found: Counter[str] = Counter()
+    if not enrolments_visible:
+        found[ENROLMENTS_HIDDEN] = sel.total  # any of them may have a suspended enrolment
     for learner in sel.recipients:
         account = looked.users.get(learner.userid)
         if learner.userid in looked.refused:
@@ -371,7 +378,7 @@ class Runner:
             "completion_method": pulled.completions.method,
             "certificates_rendered": route.certificates,
         }  # fmt: skip
-        warnings = _warnings(sel, looked)
+        warnings = _warnings(sel, looked, pulled.enrolments_visible)
         if warnings:
             counts["warnings"] = warnings
         sample = self._sample(schedule, pulled, sel, m.url)

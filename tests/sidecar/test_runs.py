@@ -556,6 +556,23 @@ def test_a_run_that_cannot_see_account_states_warns_with_the_capability_to_give(
     assert capability in run_counts(ScheduleRun.get(ScheduleRun.manual == True))  # noqa: E712
 
 
+def test_without_enrolreview_the_dry_run_warns_that_suspended_enrolments_are_not_visible(
+    site, make_runtime
+):
+    from sidecar.schedulelist import find_schedule
+
+    planted = _make_unmailable(site)
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
+    site.capabilities.discard("moodle/course:enrolreview")
+    dry = runs.Runner(rt).prepare(runs._schedule(find_schedule(1)), clock())
+    # Moodle lists the suspended enrolment as a participant: mailed, and the run says so
+    assert planted["enrolment_open"] in {lr.userid for lr in dry.selection.recipients}
+    assert "enrolment_suspended" not in dry.counts["left_out"]
+    assert dry.counts["warnings"] == {"enrolments_hidden": dry.recipients}
+    assert "suspended enrolments not visible" in dry.summary
+    assert "moodle/course:enrolreview" in dry.summary
+
+
 def test_a_recipient_moodle_leaves_out_of_the_account_answer_is_a_warning():
     # e.g. moodle/user:viewdetails given in the course's category, not at system level:
     # the enrolled users are readable, their accounts are not
