@@ -520,6 +520,26 @@ def test_learners_whose_profiles_moodle_cannot_return_are_mailed_named_and_count
         assert f"user {userid}: Moodle cannot return the account" in caplog.text
 
 
+def test_an_address_with_spaces_around_it_is_counted_and_mailed_trimmed(
+    site, make_runtime, tmp_path
+):
+    import mailbox
+
+    uid = sorted(set(site.enrolments[site.main_course_id]) - completed_in(site))[3]
+    address = site.users[uid].email
+    site.users[uid].email = f" {address}\t"
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
+    clock.now = START.replace(hour=9, minute=1)
+    [run] = runs.Runner(rt).tick()
+    assert run.status == "done", run.error
+    assert uid in recipients_of(ScheduleRun.get())
+    for job_id in run.jobs:
+        deliver_job(rt, job_id, show_progress=False)
+    delivered = list(mailbox.Maildir(tmp_path / "mail", create=False))
+    assert len(delivered) == run.recipients
+    assert any(m["To"].endswith(f"<{address}>") for m in delivered)
+
+
 def test_any_other_moodle_error_of_the_account_lookup_still_fails_the_run(site, make_runtime):
     clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
     site.remove_function("core_user_get_users_by_field")
