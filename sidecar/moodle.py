@@ -183,7 +183,9 @@ def pull_course(
     return PulledCourse(course, users, result, requests, suspended, visible)
 
 
-def accounts(client: MoodleClient, userids: Iterable[int], tally: RequestTally) -> Accounts:
+def accounts(
+    client: MoodleClient, userids: Iterable[int], tally: RequestTally | None = None
+) -> Accounts:
     """The Moodle accounts of `userids` (suspended, auth), by id.
 
     `core_enrol_get_enrolled_users` does not give them (Moodle strips both fields from its

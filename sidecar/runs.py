@@ -22,7 +22,6 @@ from peewee import IntegrityError
 
 from moodle_ws import functions, iomad
 from moodle_ws.accounts import Accounts
-from moodle_ws.client import RequestTally
 from moodle_ws.errors import MoodleError, MoodleUnavailable
 from schedules.model import ActionType, Audience, Schedule
 from schedules.selection import Learner, Selection, label, select_recipients
@@ -99,16 +98,17 @@ WARNINGS = {
 def accounting(counts: dict) -> str:
     """A run's counts as an admin reads them: every learner, recipient or left out by reason.
 
-    "500 learners: 312 recipients (312 email, 0 certificate); left out: completed 150,
-    suspended account 20". A run recorded before learners were counted shows its recipients.
+    "500 learners: 312 recipients (312 emails); left out: completed 150, suspended account
+    20". Each recipient gets one email, which carries their certificate when they get one:
+    "10 recipients (10 emails, 10 with a certificate)". A run recorded before learners were
+    counted shows its recipients.
     """
     recipients = counts.get("recipients")
     if recipients is None or "learners" not in counts:
         return f"{recipients or 0} recipients"
-    text = (
-        f"{counts['learners']} learners: {recipients} recipients "
-        f"({counts.get('email', 0)} email, {counts.get('certificate', 0)} certificate)"
-    )
+    certificates = counts.get("certificate", 0)
+    text = f"{counts['learners']} learners: {recipients} recipients ({_plural(recipients, 'email')}"
+    text += f", {certificates} with a certificate)" if certificates else ")"
     left_out = counts.get("left_out") or {}
     text += "; left out: " + (
         ", ".join(f"{label(r)} {n}" for r, n in left_out.items()) if left_out else "nobody"
@@ -125,6 +125,10 @@ def accounting(counts: dict) -> str:
             for w, n in warnings.items()
         )
     return text
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _warnings(sel: Selection, looked: Accounts, enrolments_visible: bool = True) -> dict[str, int]:
@@ -340,7 +344,6 @@ class Runner:
         config, m = self.config, self.config.moodle
         issued = set() if reissue else _issued(schedule.courseid)
         now_epoch = int(aware(self.rt.clock()).timestamp())
-        tally = RequestTally()
         client = open_client(config)
         try:
             site = functions.site_info(client)
@@ -365,7 +368,7 @@ class Runner:
 
             # The account is the last reason: only the first selection's recipients are asked.
             first = select()
-            looked = accounts(client, [lr.userid for lr in first.recipients], tally)
+            looked = accounts(client, [lr.userid for lr in first.recipients])
             sel = select(looked.users)
         finally:
             client.close()
@@ -374,7 +377,7 @@ class Runner:
             "learners": sel.learners, "recipients": sel.total, "left_out": dict(sel.left_out),
             "withheld": dict(sel.withheld), "audience": sel.audience_size,
             "email": len(sel.email), "certificate": len(sel.certificate),
-            "moodle_requests": pulled.requests + tally.count,
+            "moodle_requests": client.tally.count,  # every request of the run, retries too
             "completion_method": pulled.completions.method,
             "certificates_rendered": route.certificates,
         }  # fmt: skip

@@ -593,6 +593,27 @@ def test_without_enrolreview_the_dry_run_warns_that_suspended_enrolments_are_not
     assert "moodle/course:enrolreview" in dry.summary
 
 
+@pytest.mark.parametrize("action, audience, wording", [
+    ("email", "enrolled", "{n} recipients ({n} emails);"),
+    ("certificate", "completed", "{n} recipients ({n} emails, {n} with a certificate);"),
+])  # fmt: skip
+def test_the_dry_run_says_every_recipient_gets_an_email_and_counts_every_moodle_request(
+    site, make_runtime, action, audience, wording
+):
+    from sidecar.schedulelist import find_schedule
+
+    row = schedule(site, action_type=action, audience=audience, suppress_course_completion=0,
+                   companyid=min(site.companies))  # fmt: skip
+    clock, rt = start(site, make_runtime, row)
+    site.reset_counts()
+    dry = runs.Runner(rt).prepare(runs._schedule(find_schedule(1)), clock())
+    assert dry.recipients > 0
+    assert wording.format(n=dry.recipients) in dry.summary
+    assert dry.counts["moodle_requests"] == site.request_count
+    assert site.requests_by_function["core_webservice_get_site_info"] == 1
+    assert any(f.startswith("block_iomad") for f in site.requests_by_function)
+
+
 def test_a_recipient_moodle_leaves_out_of_the_account_answer_is_a_warning():
     # e.g. moodle/user:viewdetails given in the course's category, not at system level:
     # the enrolled users are readable, their accounts are not
