@@ -18,6 +18,7 @@ from moodle_ws import companion, functions
 from moodle_ws.client import BATCH_FUNCTION, MoodleClient, RequestTally
 from moodle_ws.errors import MissingCapability, MoodleAPIError, NotEnrolled
 from moodle_ws.types import (
+    AccountState,
     ActivitiesCompletion,
     CourseCompletions,
     CourseCompletionStatus,
@@ -64,9 +65,11 @@ def course_completions(
     tally = RequestTally()
     if not course and not activities:
         return CourseCompletions(courseid, {}, {}, "none", 0)
+    unmailable = None
     if method == "companion":
         answer = companion.get_course_completions(client, courseid, prefix, tally=tally)
         result = _from_bulk(courseid, answer, set(userids), activities)
+        unmailable = _unmailable(answer)
     elif method in ("batch", "per_user"):
         result = _from_per_user(
             client, courseid, userids, activities, method == "batch", tally, course=course
@@ -78,7 +81,20 @@ def course_completions(
         "course %d: completion of %d users by %s in %d Moodle requests (%d completed)",
         courseid, len(userids), method, tally.count, len(completed),
     )  # fmt: skip
-    return CourseCompletions(courseid, completed, states, method, tally.count, frozenset(untracked))
+    return CourseCompletions(
+        courseid, completed, states, method, tally.count, frozenset(untracked), unmailable
+    )
+
+
+def _unmailable(answer) -> dict[int, AccountState] | None:
+    """The companion's optional `unmailable` rows by user id; None from a plugin without it."""
+    rows = answer.get("unmailable")
+    if rows is None:
+        return None
+    return {
+        int(r["userid"]): AccountState(bool(int(r.get("suspended") or 0)), str(r.get("auth") or ""))
+        for r in rows
+    }
 
 
 def _from_bulk(courseid, answer, wanted: set[int], activities: bool):

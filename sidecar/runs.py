@@ -131,12 +131,16 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _warnings(sel: Selection, looked: Accounts, enrolments_visible: bool = True) -> dict[str, int]:
-    """The run's warnings: recipients whose account or enrolment could not be checked, by why."""
+def _warnings(
+    sel: Selection, looked: Accounts | None, enrolments_visible: bool = True
+) -> dict[str, int]:
+    """The run's warnings: recipients whose account or enrolment could not be checked, by why.
+
+    `looked` None: the accounts came from the companion, which sees every one."""
     found: Counter[str] = Counter()
     if not enrolments_visible:
         found[ENROLMENTS_HIDDEN] = sel.total  # any of them may have a suspended enrolment
-    for learner in sel.recipients:
+    for learner in sel.recipients if looked is not None else ():
         account = looked.users.get(learner.userid)
         if learner.userid in looked.refused:
             found[ACCOUNT_REFUSED] += 1
@@ -366,10 +370,15 @@ class Runner:
                     excluded=excluded, accounts=known_accounts, unsubscribed=unsubscribed,
                 )  # fmt: skip
 
-            # The account is the last reason: only the first selection's recipients are asked.
+            # The account is the last reason: only the first selection's recipients are asked,
+            # unless the companion's completion answer already said whom Moodle never mails.
             first = select()
-            looked = accounts(client, [lr.userid for lr in first.recipients])
-            sel = select(looked.users)
+            looked: Accounts | None = None
+            known = pulled.completions.unmailable
+            if known is None:
+                looked = accounts(client, [lr.userid for lr in first.recipients])
+                known = looked.users
+            sel = select(known)
         finally:
             client.close()
         route = self._route(schedule, sel)

@@ -614,6 +614,25 @@ def test_the_dry_run_says_every_recipient_gets_an_email_and_counts_every_moodle_
     assert any(f.startswith("block_iomad") for f in site.requests_by_function)
 
 
+@pytest.mark.parametrize("unmailable, lookups", [(True, 0), (False, 1)])
+def test_with_the_companion_s_unmailable_list_the_run_asks_moodle_for_no_account(
+    site, make_runtime, unmailable, lookups
+):
+    from sidecar.schedulelist import find_schedule
+
+    planted = _make_unmailable(site)
+    site.companion_unmailable = unmailable  # False: a companion plugin without the field
+    clock, rt = start(site, make_runtime, schedule(site))  # stopped by course completion
+    site.reset_counts()
+    dry = runs.Runner(rt).prepare(runs._schedule(find_schedule(1)), clock())
+    assert dry.counts["completion_method"] == "companion"
+    assert site.requests_by_function["core_user_get_users_by_field"] == lookups
+    assert dry.counts["left_out"]["account_suspended"] == 1  # the open one; done: completed
+    assert dry.counts["left_out"]["nologin"] == 1
+    assert planted["account_open"] not in {lr.userid for lr in dry.selection.recipients}
+    assert "warnings" not in dry.counts
+
+
 def test_a_recipient_moodle_leaves_out_of_the_account_answer_is_a_warning():
     # e.g. moodle/user:viewdetails given in the course's category, not at system level:
     # the enrolled users are readable, their accounts are not
