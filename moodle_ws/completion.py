@@ -18,6 +18,7 @@ from moodle_ws import companion, functions
 from moodle_ws.client import BATCH_FUNCTION, MoodleClient, RequestTally
 from moodle_ws.errors import MissingCapability, MoodleAPIError, NotEnrolled
 from moodle_ws.types import (
+    AccountState,
     ActivitiesCompletion,
     CourseCompletions,
     CourseCompletionStatus,
@@ -64,9 +65,11 @@ def course_completions(
     tally = RequestTally()
     if not course and not activities:
         return CourseCompletions(courseid, {}, {}, "none", 0)
+    unmailable = None
     if method == "companion":
         answer = companion.get_course_completions(client, courseid, prefix, tally=tally)
         result = _from_bulk(courseid, answer, set(userids), activities)
+        unmailable = _unmailable(answer)
     elif method in ("batch", "per_user"):
         result = _from_per_user(
             client, courseid, userids, activities, method == "batch", tally, course=course
@@ -78,7 +81,20 @@ def course_completions(
         "course %d: completion of %d users by %s in %d Moodle requests (%d completed)",
         courseid, len(userids), method, tally.count, len(completed),
     )  # fmt: skip
-    return CourseCompletions(courseid, completed, states, method, tally.count, frozenset(untracked))
+    return CourseCompletions(
+        courseid, completed, states, method, tally.count, frozenset(untracked), unmailable
+    )
+
+
+def _unmailable(answer) -> dict[int, AccountState] | None:
+    """The companion's optional `unmailable` rows by user id; None from a plugin without it."""
+    rows = answer.get("unmailable")
+    if rows is None:
+        return None
+    return {
+        int(r["userid"]): AccountState(bool(int(r.get("suspended") or 0)), str(r.get("auth") or ""))
+        for r in rows
+    }
 
 
 def _from_bulk(courseid, answer, wanted: set[int], activities: bool):
@@ -176,12 +192,13 @@ def suspended_participants(
     *,
     page_size: int,
     tally: RequestTally,
-) -> frozenset[int]:
+) -> frozenset[int] | None:
     """Participants whose enrolment is not active (`onlysuspended`, ids only), by id.
 
     `active` are the ids `active_participants` gave: they are never in the answer, and a
     site before 3.11, which ignores the option and lists everyone, gives exactly the others.
-    Without moodle/course:enrolreview nothing can be told apart: empty, with a warning.
+    Without moodle/course:enrolreview nothing can be told apart: None, with a warning (and
+    `active_participants`, for want of the same capability, gave every participant).
     """
     try:
         users = functions.enrolled_users(
@@ -191,7 +208,7 @@ def suspended_participants(
         ids = {u.id for u in users}
     except MissingCapability as exc:
         log.warning("course %d: %s; suspended enrolments cannot be counted", courseid, exc)
-        return frozenset()
+        return None
     return frozenset(ids - set(active))
 
 

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 LEARNER_FIELDS = ("id", "firstname", "lastname", "email", "lastaccess", "lastcourseaccess")
 COURSE_FIELDS = ("id", "ids", "shortname", "idnumber", "category", "sectionid", "")
 USER_FIELDS = ("id", "idnumber", "username", "email")
+USERS_PER_REQUEST = 500
 TEXT_FORMATS = {"moodle": 0, "html": 1, "plain": 2, "markdown": 4}
 
 
@@ -141,16 +142,18 @@ def users_by_field(
     field: str,
     values: Iterable[str | int],
     *,
-    chunk: int = 500,
+    chunk: int | None = None,
     tally: RequestTally | None = None,
 ) -> list[User]:
     """Users whose `field` (id, idnumber, username, email) is one of `values`, by id.
 
     Moodle silently leaves out users it does not find or whose field the token user may
-    not see; callers map the answer back by field.
+    not see; callers map the answer back by field. One request per `chunk` values (default
+    `users_chunk(client)`).
     """
     if field not in USER_FIELDS:
         raise ValueError(f"users_by_field: field must be one of {USER_FIELDS}, not {field!r}")
+    chunk = chunk or users_chunk(client)
     values = list(values)
     users: list[User] = []
     for i in range(0, len(values), chunk):
@@ -162,6 +165,13 @@ def users_by_field(
         )
         users.extend(User.from_json(r) for r in rows)
     return sorted(users, key=lambda u: u.id)
+
+
+def users_chunk(client: MoodleClient) -> int:
+    """Values per `users_by_field` request: at most 500 (each user's profile is ~750 bytes
+    of answer), and within PHP's max_input_vars: the three ws* variables, `field`, one
+    variable per value."""
+    return max(1, min(USERS_PER_REQUEST, client.settings.max_input_vars - 4))
 
 
 def update_users(client: MoodleClient, updates: Sequence[Mapping[str, Any]]) -> list[Warning]:

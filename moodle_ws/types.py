@@ -232,6 +232,14 @@ class ActivitiesCompletion:
 
 
 @dataclass(frozen=True)
+class AccountState:
+    """Whether Moodle mails an account: what `email_to_user()` looks at."""
+
+    suspended: bool
+    auth: str
+
+
+@dataclass(frozen=True)
 class CourseCompletions:
     """Completion of a whole course: who completed it, and each activity's state per user.
 
@@ -246,6 +254,9 @@ class CourseCompletions:
     method: str
     requests: int
     untracked: frozenset[int] = field(default_factory=frozenset)
+    # From the companion's optional `unmailable`: the course's participants whose account
+    # is suspended or nologin, every other one being mailable. None: not given.
+    unmailable: Mapping[int, AccountState] | None = None
 
     def is_completed(self, userid: int) -> bool:
         return userid in self.completed

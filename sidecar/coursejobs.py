@@ -45,10 +45,12 @@ def create_course_job(
     for u in pulled.learners:
         if u.id not in wanted:
             continue
-        if not u.email:
+        # Stripped as the selection and the ledger's lists read it: one rule for an address.
+        email = (u.email or "").strip()
+        if not email:
             no_email += 1
             continue
-        recipients.append(jobs.RecipientIn(u.id, u.email, u.firstname or "", u.lastname or ""))
+        recipients.append(jobs.RecipientIn(u.id, email, u.firstname or "", u.lastname or ""))
     spec = jobs.JobSpec(
         type=type,
         template_id=template_id,

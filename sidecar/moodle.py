@@ -9,9 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from moodle_ws import companion, completion, functions
+from moodle_ws.accounts import Accounts, accounts_by_id
 from moodle_ws.client import ClientSettings, MoodleClient, RequestTally
 from moodle_ws.errors import MoodleError
-from moodle_ws.types import Course, CourseCompletions, EnrolledUser, SiteInfo, User
+from moodle_ws.types import Course, CourseCompletions, EnrolledUser, SiteInfo
 from sidecar.config import Config, MoodleConfig
 from sidecar.errors import ConfigError
 
@@ -141,6 +142,8 @@ class PulledCourse:
     completions: CourseCompletions
     requests: int  # HTTP requests Moodle served for this pull
     suspended_enrolments: frozenset[int] = frozenset()  # the other participants, by id
+    # False without moodle/course:enrolreview: `learners` then holds every participant
+    enrolments_visible: bool = True
 
 
 def pull_course(
@@ -170,24 +173,34 @@ def pull_course(
         client, courseid, [u.id for u in users], page_size=page_size, tally=tally
     )
     requests += 1 + tally.count
+    visible = suspended is not None
+    suspended = suspended or frozenset()
     log.info(
         "course %d: %d participants (%d more with a suspended enrolment), %d completed, "
         "%d Moodle requests (%s)",
         courseid, len(users), len(suspended), len(result.completed), requests, result.method,
     )  # fmt: skip
-    return PulledCourse(course, users, result, requests, suspended)
+    return PulledCourse(course, users, result, requests, suspended, visible)
 
 
-def accounts(client: MoodleClient, userids: Iterable[int], tally: RequestTally) -> dict[int, User]:
-    """The Moodle accounts of `userids` (suspended, auth), by id; one request per 500.
+def accounts(
+    client: MoodleClient, userids: Iterable[int], tally: RequestTally | None = None
+) -> Accounts:
+    """The Moodle accounts of `userids` (suspended, auth), by id.
 
     `core_enrol_get_enrolled_users` does not give them (Moodle strips both fields from its
-    answer). A user the token's user may not see is missing from the answer.
+    answer). A user the token's user may not see is missing from the answer; a user whose
+    profile Moodle cannot return (it fails Moodle's own checks) is in `refused` and logged:
+    neither fails the run, both are mailed, as Moodle's answer does not say otherwise.
     """
-    ids = sorted(set(userids))
-    if not ids:
-        return {}
-    return {u.id: u for u in functions.users_by_field(client, "id", ids, tally=tally)}
+    found = accounts_by_id(client, userids, tally=tally)
+    for userid, error in found.refused.items():
+        log.warning(
+            "user %d: Moodle cannot return the account, so whether it is suspended or "
+            "nologin is unknown and it is mailed; fix the user's profile in Moodle: %s",
+            userid, error,
+        )  # fmt: skip
+    return found
 
 
 def course_vars(course: Course, wwwroot: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -20,7 +21,7 @@ from zoneinfo import ZoneInfo
 from peewee import IntegrityError
 
 from moodle_ws import functions, iomad
-from moodle_ws.client import RequestTally
+from moodle_ws.accounts import Accounts
 from moodle_ws.errors import MoodleError, MoodleUnavailable
 from schedules.model import ActionType, Audience, Schedule
 from schedules.selection import Learner, Selection, label, select_recipients
@@ -67,19 +68,47 @@ class RunOutcome:
         return f"{head}: {self.status}: {accounting(self.counts)}{route}"
 
 
+ACCOUNT_REFUSED = "account_refused"
+ACCOUNT_HIDDEN = "account_hidden"
+SUSPENDED_HIDDEN = "suspended_hidden"
+AUTH_HIDDEN = "auth_hidden"
+ENROLMENTS_HIDDEN = "enrolments_hidden"
+
+#: What a run could not check, by key: (what an admin reads, what to do about it). A
+#: recipient counted here may be mailed where Moodle itself would not mail them.
+WARNINGS = {
+    ACCOUNT_REFUSED: (
+        "account lookup refused by Moodle",
+        "their profiles fail Moodle's own checks (country, city, address...): the user ids "
+        "are in the log",
+    ),
+    ACCOUNT_HIDDEN: ("account not visible", "give the token's user moodle/user:viewdetails"),
+    SUSPENDED_HIDDEN: (
+        "account suspension not visible",
+        "give the token's user moodle/user:viewhiddendetails: hiddenuserfields hides it",
+    ),
+    AUTH_HIDDEN: ("nologin not visible", "give the token's user moodle/user:viewalldetails"),
+    ENROLMENTS_HIDDEN: (
+        "suspended enrolments not visible",
+        "give the token's user moodle/course:enrolreview",
+    ),
+}
+
+
 def accounting(counts: dict) -> str:
     """A run's counts as an admin reads them: every learner, recipient or left out by reason.
 
-    "500 learners: 312 recipients (312 email, 0 certificate); left out: completed 150,
-    suspended account 20". A run recorded before learners were counted shows its recipients.
+    "500 learners: 312 recipients (312 emails); left out: completed 150, suspended account
+    20". Each recipient gets one email, which carries their certificate when they get one:
+    "10 recipients (10 emails, 10 with a certificate)". A run recorded before learners were
+    counted shows its recipients.
     """
     recipients = counts.get("recipients")
     if recipients is None or "learners" not in counts:
         return f"{recipients or 0} recipients"
-    text = (
-        f"{counts['learners']} learners: {recipients} recipients "
-        f"({counts.get('email', 0)} email, {counts.get('certificate', 0)} certificate)"
-    )
+    certificates = counts.get("certificate", 0)
+    text = f"{counts['learners']} learners: {recipients} recipients ({_plural(recipients, 'email')}"
+    text += f", {certificates} with a certificate)" if certificates else ")"
     left_out = counts.get("left_out") or {}
     text += "; left out: " + (
         ", ".join(f"{label(r)} {n}" for r, n in left_out.items()) if left_out else "nobody"
@@ -89,7 +118,39 @@ def accounting(counts: dict) -> str:
         text += "; certificates withheld: " + ", ".join(
             f"{label(r)} {n}" for r, n in withheld.items()
         )
+    warnings = counts.get("warnings") or {}
+    if warnings:
+        text += "; warnings: " + ", ".join(
+            f"{WARNINGS[w][0]} {n} ({WARNINGS[w][1]})" if w in WARNINGS else f"{w} {n}"
+            for w, n in warnings.items()
+        )
     return text
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _warnings(
+    sel: Selection, looked: Accounts | None, enrolments_visible: bool = True
+) -> dict[str, int]:
+    """The run's warnings: recipients whose account or enrolment could not be checked, by why.
+
+    `looked` None: the accounts came from the companion, which sees every one."""
+    found: Counter[str] = Counter()
+    if not enrolments_visible:
+        found[ENROLMENTS_HIDDEN] = sel.total  # any of them may have a suspended enrolment
+    for learner in sel.recipients if looked is not None else ():
+        account = looked.users.get(learner.userid)
+        if learner.userid in looked.refused:
+            found[ACCOUNT_REFUSED] += 1
+        elif account is None:
+            found[ACCOUNT_HIDDEN] += 1  # Moodle leaves out a user the token may not see
+        else:
+            # Moodle leaves the field out rather than say what it hides
+            found[SUSPENDED_HIDDEN] += account.suspended is None
+            found[AUTH_HIDDEN] += account.auth is None
+    return {w: found[w] for w in WARNINGS if found[w]}
 
 
 _INCARNATION = uuid.uuid4().hex[:8]
@@ -287,7 +348,6 @@ class Runner:
         config, m = self.config, self.config.moodle
         issued = set() if reissue else _issued(schedule.courseid)
         now_epoch = int(aware(self.rt.clock()).timestamp())
-        tally = RequestTally()
         client = open_client(config)
         try:
             site = functions.site_info(client)
@@ -310,9 +370,15 @@ class Runner:
                     excluded=excluded, accounts=known_accounts, unsubscribed=unsubscribed,
                 )  # fmt: skip
 
-            # The account is the last reason: only the first selection's recipients are asked.
+            # The account is the last reason: only the first selection's recipients are asked,
+            # unless the companion's completion answer already said whom Moodle never mails.
             first = select()
-            sel = select(accounts(client, [lr.userid for lr in first.recipients], tally))
+            looked: Accounts | None = None
+            known = pulled.completions.unmailable
+            if known is None:
+                looked = accounts(client, [lr.userid for lr in first.recipients])
+                known = looked.users
+            sel = select(known)
         finally:
             client.close()
         route = self._route(schedule, sel)
@@ -320,10 +386,13 @@ class Runner:
             "learners": sel.learners, "recipients": sel.total, "left_out": dict(sel.left_out),
             "withheld": dict(sel.withheld), "audience": sel.audience_size,
             "email": len(sel.email), "certificate": len(sel.certificate),
-            "moodle_requests": pulled.requests + tally.count,
+            "moodle_requests": client.tally.count,  # every request of the run, retries too
             "completion_method": pulled.completions.method,
             "certificates_rendered": route.certificates,
         }  # fmt: skip
+        warnings = _warnings(sel, looked, pulled.enrolments_visible)
+        if warnings:
+            counts["warnings"] = warnings
         sample = self._sample(schedule, pulled, sel, m.url)
         return RunOutcome(schedule, due_at, "dry_run", sel.total, counts, route, sample=sample,
                           pulled=pulled, selection=sel)  # fmt: skip

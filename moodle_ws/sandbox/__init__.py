@@ -20,13 +20,16 @@ token.php, `main_course_id`, `course_completion_disabled_id`, `course_no_criteri
 
 Knobs (attributes, flip them on a live site): `protocol_enabled`, `webservices_enabled`,
 `maintenance`, `debug` (False / True / "developer"), `messaging`, `completion_enabled`,
-`max_input_vars`, `iomad_installed`, `companion_installed`, `set_companion_prefix()`,
+`max_input_vars`, `iomad_installed`, `companion_installed`, `companion_unmailable`,
+`set_companion_prefix()`,
 `add_function()` / `remove_function()`, `capabilities`, `expire_token()`,
 `token_user.suspended` (and deleted, confirmed, auth), `password_expired_users`,
+`hiddenuserfields`,
 `legacy_exception_names`, `https`, `update_users_warnings`, `password_policy`,
 `iomad_unallocate_broken`, `iomad_user_companies_broken`, `latency`,
 `latency_by_function`, `fail_next()`. Counters: `request_count`, `requests_by_function`,
-`inner_requests_by_function`, `reset_counts()`.
+`inner_requests_by_function`, `bytes_served`, `bytes_by_function` (response bodies),
+`reset_counts()`.
 """
 
 from moodle_ws.sandbox.app import SandboxApp

@@ -71,6 +71,12 @@ class SandboxApp:
         self.site = site
 
     def __call__(self, environ: dict, start_response: Any):
+        function: list[str | None] = [None]
+        body = self._serve(environ, start_response, function)
+        self.site.count_bytes(function[0], sum(len(b) for b in body))
+        return body
+
+    def _serve(self, environ: dict, start_response: Any, named: list):
         path = environ.get("PATH_INFO", "")
         if path not in (REST_PATH, TOKEN_PATH):
             if path in ("", "/"):
@@ -85,6 +91,7 @@ class SandboxApp:
         get, post = read_request(environ, site.max_input_vars)
         function = _function_name(get, post) if path == REST_PATH else TOKEN_PATH.lstrip("/")
         site.count_request(function if path == REST_PATH else None)
+        named[0] = function if path == REST_PATH else None
         delay = site.latency_by_function.get(function or "", site.latency)
         if delay:
             time.sleep(delay)

@@ -67,6 +67,7 @@ DEFAULT_TOKEN_CAPABILITIES = frozenset(
         "moodle/site:viewuseridentity",
         "moodle/user:viewdetails",
         "moodle/user:viewhiddendetails",
+        "moodle/course:viewhiddenuserfields",
         "moodle/user:viewalldetails",
         "moodle/course:useremail",
         "moodle/user:update",
@@ -119,6 +120,8 @@ class Site:
         self.iomad_installed = True
         self.companion_installed = True
         self.companion_prefix = "local_manireports"
+        # get_course_completions answers `unmailable` (False: an older plugin without it)
+        self.companion_unmailable = True
         self.legacy_exception_names = False  # True: Moodle <= 4.4 class names
         self.https = False  # token.php hands out privatetoken only on https sites
         self.update_users_warnings = True  # False: Moodle < 4.0 (returns null, aborts)
@@ -127,6 +130,9 @@ class Site:
         self.iomad_unallocate_broken = True  # the stored IOMAD code calls delete_record()
         self.iomad_user_companies_broken = False  # the $comany typo of some IOMAD builds
         self.password_expired_users: set[int] = set()  # auth password expiry reached
+        # $CFG->hiddenuserfields: profile fields left out of user details for a token user
+        # without moodle/user:viewhiddendetails, e.g. {"suspended", "lastaccess"}
+        self.hiddenuserfields: set[str] = set()
         self.db_family = "pgsql"  # names the DB class in PHP errors
         self.latency = 0.0  # seconds added to every request
         self.latency_by_function: dict[str, float] = {}
@@ -180,6 +186,8 @@ class Site:
         self._count_lock = threading.Lock()
         self.request_count = 0
         self.requests_by_function: Counter = Counter()
+        self.bytes_served = 0  # response bodies, every request
+        self.bytes_by_function: Counter = Counter()
         self.inner_requests_by_function: Counter = Counter()
         self._faults: dict[str, list[int | str]] = {}
         self.version = 0  # bumped when enrolments or user names change
@@ -342,6 +350,13 @@ class Site:
             if function:
                 self.requests_by_function[function] += 1
 
+    def count_bytes(self, function: str | None, n: int) -> None:
+        """Count `n` bytes of response body (to `function`'s request, if any)."""
+        with self._count_lock:
+            self.bytes_served += n
+            if function:
+                self.bytes_by_function[function] += n
+
     def count_inner(self, function: str) -> None:
         """Count one inner call of a tool_mobile batch."""
         with self._count_lock:
@@ -352,6 +367,8 @@ class Site:
         with self._count_lock:
             self.request_count = 0
             self.requests_by_function.clear()
+            self.bytes_served = 0
+            self.bytes_by_function.clear()
             self.inner_requests_by_function.clear()
 
     def fail_next(self, function: str, n: int = 1, status: int | str = 503) -> None:

@@ -257,3 +257,20 @@ def test_the_dry_run_counts_every_learner_and_its_recipients_are_the_run_s_email
     shown = cli(config, "jobs", "show", job_id).stdout
     assert f": {learners} learners: {recipients} recipients" in shown
     assert "suppressed address 1" in shown and "invalid address 1" in shown
+
+
+def test_the_dry_run_list_and_job_show_the_capability_a_run_lacked(tmp_path, moodle):
+    site = moodle.site
+    site.schedules[:] = [schedule(site, suppress_course_completion=0)]
+    config = config_for(tmp_path, moodle.url, site.token)
+    cli(config, "schedules", "sync")
+    site.capabilities.discard("moodle/user:viewalldetails")  # Moodle then leaves out `auth`
+    warning = "nologin not visible"
+    dry = cli(config, "schedules", "run", "1", "--dry-run").stdout
+    assert warning in dry and "give the token's user moodle/user:viewalldetails" in dry
+    assert "Moodle: " in dry
+    ran = cli(config, "schedules", "run", "1").stdout
+    assert warning in ran
+    assert warning in cli(config, "schedules", "list").stdout
+    job_id = next(x.split()[1].rstrip(":") for x in ran.splitlines() if x.startswith("job "))
+    assert "moodle/user:viewalldetails" in cli(config, "jobs", "show", job_id).stdout

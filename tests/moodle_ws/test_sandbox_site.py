@@ -149,6 +149,17 @@ def test_requests_are_counted_per_function_and_reset(m):
     assert site.request_count == 0 and not site.requests_by_function
 
 
+def test_response_bytes_are_counted_per_function_and_reset(m):
+    site = m.site
+    site.reset_counts()
+    info = m.post("core_webservice_get_site_info")
+    m.post(None)
+    assert site.bytes_by_function == {"core_webservice_get_site_info": len(info.content)}
+    assert site.bytes_served > len(info.content)
+    site.reset_counts()
+    assert site.bytes_served == 0 and not site.bytes_by_function
+
+
 # --- fault injection and latency ---------------------------------------------------------
 
 

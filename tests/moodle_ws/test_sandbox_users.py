@@ -89,6 +89,49 @@ def test_users_by_field_sorted_by_id_unknown_values_missing(m):
     assert [u["id"] for u in emails] == [a]
 
 
+def test_hiddenuserfields_hide_suspended_and_access_unless_the_token_may_see_hidden_details(m):
+    # user_get_user_details(): $CFG->hiddenuserfields applies without viewhiddendetails
+    site, uid = m.site, m.site.learner_ids[0]
+    site.users[uid].country, site.users[uid].city = "GB", "Leeds"
+    site.hiddenuserfields = {"suspended", "lastaccess", "country"}
+    [seen] = m.call("core_user_get_users_by_field", field="id", values=[uid])
+    assert {"suspended", "lastaccess", "country", "city"} <= set(seen)
+    site.capabilities.discard("moodle/user:viewhiddendetails")
+    [hidden] = m.call("core_user_get_users_by_field", field="id", values=[uid])
+    assert not {"suspended", "lastaccess", "country"} & set(hidden)
+    assert hidden["city"] == "Leeds" and "firstaccess" in hidden
+    # in a course the capability is moodle/course:viewhiddenuserfields
+    options = [{"name": "userfields", "value": "id,lastaccess,country"}]
+    cid = next(c for c, e in site.enrolments.items() if uid in e and c != 1)
+    rows = m.call("core_enrol_get_enrolled_users", courseid=cid, options=options)
+    assert all("lastaccess" in r for r in rows)
+    site.capabilities.discard("moodle/course:viewhiddenuserfields")
+    rows = m.call("core_enrol_get_enrolled_users", courseid=cid, options=options)
+    assert all("lastaccess" not in r and "country" not in r for r in rows)
+
+
+def test_without_viewdetails_only_course_contacts_and_the_token_user_are_returned(m):
+    site = m.site
+    learner, teacher = site.learner_ids[0], site.teacher_ids[0]
+    wanted = [learner, teacher, site.token_user_id]
+    site.capabilities.discard("moodle/user:viewdetails")
+    found = m.call("core_user_get_users_by_field", field="id", values=wanted)
+    contacts = {u for e in site.enrolments.values() for u, en in e.items() if en.roleid == 3}
+    assert [u["id"] for u in found] == sorted(
+        u for u in wanted if u in contacts or u == site.token_user_id
+    )
+    assert learner not in [u["id"] for u in found]
+
+
+def test_auth_needs_viewalldetails(m):
+    uid = m.site.learner_ids[0]
+    [seen] = m.call("core_user_get_users_by_field", field="id", values=[uid])
+    assert seen["auth"] == "manual"
+    m.site.capabilities.discard("moodle/user:viewalldetails")
+    [hidden] = m.call("core_user_get_users_by_field", field="id", values=[uid])
+    assert "auth" not in hidden and hidden["suspended"] is False
+
+
 def test_users_by_field_errors(m):
     m.site.debug = True
     body = m.error("core_user_get_users_by_field", field="firstname", values=["x"])

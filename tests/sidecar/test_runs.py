@@ -1,6 +1,7 @@
 """Schedules fire on time and exactly once, against the Moodle sandbox over HTTP, on a clock
 the test moves (no sleeps), on SQLite, PostgreSQL and MariaDB."""
 
+import math
 import threading
 from datetime import datetime, timedelta
 
@@ -37,9 +38,10 @@ def schedule(site, **over) -> dict:
 def make_runtime(db_url, tmp_path, site):
     made = []
 
-    def make(clock, *, offload=None, aws=None, **schedules_over):
+    def make(clock, *, offload=None, aws=None, moodle=None, **schedules_over):
         config = Config.model_validate({
-            "moodle": {"url": site.server_url, "token": site.token, "retry_attempts": 1},
+            "moodle": {"url": site.server_url, "token": site.token, "retry_attempts": 1,
+                       **(moodle or {})},
             "database": {"url": db_url},
             "schedules": {"timezone": "Europe/London", **schedules_over},
             "offload": offload or {},
@@ -478,6 +480,175 @@ def test_the_dry_run_recipients_are_exactly_the_emails_the_run_delivers(
     recorded = ScheduleRun.get(ScheduleRun.id == run_id_of(run))
     assert recorded.counts["left_out"] == left_out and recorded.counts["learners"] == learners
     assert run_counts(recorded).startswith(f"{learners} learners: {dry.recipients} recipients")
+
+
+def test_a_run_under_a_low_max_input_vars_reads_the_accounts_in_requests_that_fit(
+    site, make_runtime
+):
+    # PHP drops the variables past max_input_vars: every request must stay under it.
+    site.max_input_vars = 30
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0),
+                      moodle={"max_input_vars": 30})  # fmt: skip
+    clock.now = START.replace(hour=9, minute=1)
+    site.reset_counts()
+    [run] = runs.Runner(rt).tick()
+    learners = len(site.enrolments[site.main_course_id])
+    assert run.status == "done", run.error
+    assert run.recipients > 26  # more than one request of 30 - 4 user ids
+    assert site.requests_by_function["core_user_get_users_by_field"] == math.ceil(
+        run.recipients / 26
+    )
+    assert run.counts["learners"] == learners
+
+
+def test_learners_whose_profiles_moodle_cannot_return_are_mailed_named_and_counted(
+    site, make_runtime, caplog
+):
+    # Moodle checks its answer: one bad profile turns a whole request into invalidresponse.
+    bad = sorted(set(site.enrolments[site.main_course_id]) - completed_in(site))[3:6]
+    site.users[bad[0]].country = "U.K."
+    site.users[bad[1]].city = "<b>Leeds</b>"
+    site.users[bad[2]].email += " "
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
+    clock.now = START.replace(hour=9, minute=1)
+    [run] = runs.Runner(rt).tick()
+    assert run.status == "done", run.error
+    assert run.counts["warnings"] == {"account_refused": 3}
+    assert "; warnings: account lookup refused by Moodle 3 (" in run.summary
+    assert set(bad[:2]) <= recipients_of(ScheduleRun.get())  # their state is unknown: mailed
+    for userid in bad:
+        assert f"user {userid}: Moodle cannot return the account" in caplog.text
+
+
+def test_an_address_with_spaces_around_it_is_counted_and_mailed_trimmed(
+    site, make_runtime, tmp_path
+):
+    import mailbox
+
+    uid = sorted(set(site.enrolments[site.main_course_id]) - completed_in(site))[3]
+    address = site.users[uid].email
+    site.users[uid].email = f" {address}\t"
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
+    clock.now = START.replace(hour=9, minute=1)
+    [run] = runs.Runner(rt).tick()
+    assert run.status == "done", run.error
+    assert uid in recipients_of(ScheduleRun.get())
+    for job_id in run.jobs:
+        deliver_job(rt, job_id, show_progress=False)
+    delivered = list(mailbox.Maildir(tmp_path / "mail", create=False))
+    assert len(delivered) == run.recipients
+    assert address in {m["To"].rsplit("<", 1)[-1].rstrip(">") for m in delivered}
+
+
+def test_any_other_moodle_error_of_the_account_lookup_still_fails_the_run(site, make_runtime):
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
+    site.remove_function("core_user_get_users_by_field")
+    clock.now = START.replace(hour=9, minute=1)
+    [run] = runs.Runner(rt).tick()
+    assert run.status == "failed" and "core_user_get_users_by_field" in run.error
+    assert Job.select().count() == 0
+
+
+@pytest.mark.parametrize(
+    "capability, hiddenuserfields, warning, unseen",
+    [
+        ("moodle/user:viewalldetails", set(), "auth_hidden", "nologin"),
+        ("moodle/user:viewhiddendetails", {"suspended"}, "suspended_hidden", "account"),
+    ],
+)
+def test_a_run_that_cannot_see_account_states_warns_with_the_capability_to_give(
+    site, make_runtime, capability, hiddenuserfields, warning, unseen
+):
+    from sidecar.schedulelist import find_schedule, run_counts
+
+    planted = _make_unmailable(site)
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
+    site.hiddenuserfields = hiddenuserfields
+    site.capabilities.discard(capability)
+    runner = runs.Runner(rt)
+    dry = runner.prepare(runs._schedule(find_schedule(1)), clock())
+    # Moodle leaves the field out: the account is mailed, and the run says why
+    assert planted[f"{unseen}_open"] in {lr.userid for lr in dry.selection.recipients}
+    assert dry.counts["warnings"] == {warning: dry.recipients}
+    assert f"({runs.WARNINGS[warning][1]})" in dry.summary and capability in dry.summary
+    clock.advance(60)
+    runner.fire_now(find_schedule(1))
+    assert capability in run_counts(ScheduleRun.get(ScheduleRun.manual == True))  # noqa: E712
+
+
+def test_without_enrolreview_the_dry_run_warns_that_suspended_enrolments_are_not_visible(
+    site, make_runtime
+):
+    from sidecar.schedulelist import find_schedule
+
+    planted = _make_unmailable(site)
+    clock, rt = start(site, make_runtime, schedule(site, suppress_course_completion=0))
+    site.capabilities.discard("moodle/course:enrolreview")
+    dry = runs.Runner(rt).prepare(runs._schedule(find_schedule(1)), clock())
+    # Moodle lists the suspended enrolment as a participant: mailed, and the run says so
+    assert planted["enrolment_open"] in {lr.userid for lr in dry.selection.recipients}
+    assert "enrolment_suspended" not in dry.counts["left_out"]
+    assert dry.counts["warnings"] == {"enrolments_hidden": dry.recipients}
+    assert "suspended enrolments not visible" in dry.summary
+    assert "moodle/course:enrolreview" in dry.summary
+
+
+@pytest.mark.parametrize("action, audience, wording", [
+    ("email", "enrolled", "{n} recipients ({n} emails);"),
+    ("certificate", "completed", "{n} recipients ({n} emails, {n} with a certificate);"),
+])  # fmt: skip
+def test_the_dry_run_says_every_recipient_gets_an_email_and_counts_every_moodle_request(
+    site, make_runtime, action, audience, wording
+):
+    from sidecar.schedulelist import find_schedule
+
+    row = schedule(site, action_type=action, audience=audience, suppress_course_completion=0,
+                   companyid=min(site.companies))  # fmt: skip
+    clock, rt = start(site, make_runtime, row)
+    site.reset_counts()
+    dry = runs.Runner(rt).prepare(runs._schedule(find_schedule(1)), clock())
+    assert dry.recipients > 0
+    assert wording.format(n=dry.recipients) in dry.summary
+    assert dry.counts["moodle_requests"] == site.request_count
+    assert site.requests_by_function["core_webservice_get_site_info"] == 1
+    assert any(f.startswith("block_iomad") for f in site.requests_by_function)
+
+
+@pytest.mark.parametrize("unmailable, lookups", [(True, 0), (False, 1)])
+def test_with_the_companion_s_unmailable_list_the_run_asks_moodle_for_no_account(
+    site, make_runtime, unmailable, lookups
+):
+    from sidecar.schedulelist import find_schedule
+
+    planted = _make_unmailable(site)
+    site.companion_unmailable = unmailable  # False: a companion plugin without the field
+    clock, rt = start(site, make_runtime, schedule(site))  # stopped by course completion
+    site.reset_counts()
+    dry = runs.Runner(rt).prepare(runs._schedule(find_schedule(1)), clock())
+    assert dry.counts["completion_method"] == "companion"
+    assert site.requests_by_function["core_user_get_users_by_field"] == lookups
+    assert dry.counts["left_out"]["account_suspended"] == 1  # the open one; done: completed
+    assert dry.counts["left_out"]["nologin"] == 1
+    assert planted["account_open"] not in {lr.userid for lr in dry.selection.recipients}
+    assert "warnings" not in dry.counts
+
+
+def test_a_recipient_moodle_leaves_out_of_the_account_answer_is_a_warning():
+    # e.g. moodle/user:viewdetails given in the course's category, not at system level:
+    # the enrolled users are readable, their accounts are not
+    from moodle_ws.accounts import Accounts
+    from moodle_ws.types import User
+    from schedules.selection import Learner, Selection
+
+    seen = User(1, None, "A", "B", "A B", "a@x.test", False, True, "manual", "en", None, 0, 0)
+    sel = Selection((Learner(1, "a@x.test", "A", "B"), Learner(2, "b@x.test", "C", "D"),
+                     Learner(3, "c@x.test", "E", "F")), (), {}, 3, 3)  # fmt: skip
+    looked = Accounts({1: seen}, {3: "core_user_get_users_by_field: invalidresponse: ..."})
+    warnings = runs._warnings(sel, looked)
+    assert warnings == {"account_refused": 1, "account_hidden": 1}
+    assert "account not visible 1 (give the token's user moodle/user:viewdetails)" in (
+        runs.accounting({"learners": 3, "recipients": 3, "warnings": warnings})
+    )
 
 
 def run_id_of(outcome) -> int:

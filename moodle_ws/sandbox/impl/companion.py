@@ -45,7 +45,16 @@ def get_course_completions(call: Call, courseid: int) -> dict[str, Any]:
             for uid, (state, when) in sorted(rows.items())
             if state > 0
         )
-    return {"completions": completions, "cmcompletions": cmcompletions}
+    answer: dict[str, Any] = {"completions": completions, "cmcompletions": cmcompletions}
+    if site.companion_unmailable:
+        # Read from the user table, as email_to_user() reads it: no capability hides it.
+        users = site.users
+        answer["unmailable"] = [
+            {"userid": uid, "suspended": int(bool(users[uid].suspended)), "auth": users[uid].auth}
+            for uid in sorted(site.enrolments.get(course.id, {}))
+            if not users[uid].deleted and (users[uid].suspended or users[uid].auth == "nologin")
+        ]
+    return answer
 
 
 def record_certificate(call: Call, userid: int, courseid: int, url: str, jobid: str) -> dict:

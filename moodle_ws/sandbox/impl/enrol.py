@@ -87,7 +87,10 @@ def get_enrolled_users(call: Call, courseid: int, options: list[dict]) -> list[d
     wanted = check_fields(fields)
     viewer = Viewer(call)
     users = site.users
-    return [user_details(viewer, users[uid], wanted, course, enrolled[uid]) for uid in ids]
+    # A user whose details the token user may not see is dropped after the paging, as
+    # Moodle does: the page comes out short.
+    details = (user_details(viewer, users[uid], wanted, course, enrolled[uid]) for uid in ids)
+    return [d for d in details if d is not None]
 
 
 def _filter(call, course, enrolled, withcapability, groupid, onlyactive, onlysuspended, my_groups):

@@ -3,15 +3,17 @@
 Shared by get_enrolled_users (with a course, optional field list) and get_users /
 get_users_by_field (no course, every default field). Visibility rules follow user/lib.php
 for a token user who is not a site admin: address and phones need admin, username and
-the departmental fields need moodle/user:viewalldetails, email needs identity or
-moodle/course:useremail.
+the departmental fields and auth need moodle/user:viewalldetails, email needs identity or
+moodle/course:useremail; the fields named in $CFG->hiddenuserfields (`Site.hiddenuserfields`:
+description, country, city, suspended, firstaccess, lastaccess, mycourses) need
+moodle/user:viewhiddendetails (moodle/course:viewhiddenuserfields with a course) or admin.
 """
 
 from typing import Any
 
 from moodle_ws.sandbox.context import SITEID, Call
 from moodle_ws.sandbox.exceptions import MoodleException
-from moodle_ws.sandbox.model import ROLES, Course, Enrolment, User
+from moodle_ws.sandbox.model import EDITINGTEACHER, ROLES, Course, Enrolment, User
 from moodle_ws.sandbox.phpvalue import clean_param
 
 DEFAULT_FIELDS = (
@@ -75,7 +77,16 @@ class Viewer:
         self.fullnames = has("moodle/site:viewfullnames")
         self.alldetails = has("moodle/user:viewalldetails")
         self.email = has("moodle/course:useremail") or has("moodle/site:viewuseridentity")
+        self.details = has("moodle/user:viewdetails")
         self.hidden = has("moodle/user:viewhiddendetails")
+        self.course_hidden = has("moodle/course:viewhiddenuserfields")
+
+    def hidden_fields(self, course: Course | None) -> frozenset[str]:
+        """$CFG->hiddenuserfields, unless the token user may see hidden fields: in a
+        course by moodle/course:viewhiddenuserfields, else by moodle/user:viewhiddendetails."""
+        if self.course_hidden if course is not None else self.hidden:
+            return frozenset()
+        return frozenset(self.call.site.hiddenuserfields)
 
 
 def _initials(user: User) -> str:
@@ -88,10 +99,14 @@ def user_details(
     fields: frozenset[str] = _DEFAULT_SET,
     course: Course | None = None,
     enrolment: Enrolment | None = None,
-) -> dict[str, Any]:
-    """The details array for `user` (keys in any order: the cleaner orders them)."""
+) -> dict[str, Any] | None:
+    """The details array for `user` (keys in any order: the cleaner orders them), or None
+    when the token user may not see the user's details at all (no moodle/user:viewdetails,
+    and the user is neither the token user nor a course contact): the caller leaves them out."""
     call = viewer.call
     current = user.id == call.user.id
+    if not (current or viewer.details or _is_course_contact(call, user.id)):
+        return None
     d: dict[str, Any] = {"id": user.id}
     if "username" in fields and (current or viewer.alldetails):
         d["username"] = user.username
@@ -125,18 +140,21 @@ def user_details(
         for name in ("address", "phone1", "phone2"):
             if getattr(user, name) and name in fields:
                 d[name] = getattr(user, name)
-    if "description" in fields:
+    hidden = viewer.hidden_fields(course)  # empty for an admin, who holds every capability
+    if "description" in fields and "description" not in hidden:
         d["description"], d["descriptionformat"] = call.format_text(
             user.description, user.descriptionformat
         )
-    for name in ("country", "city", "timezone"):
-        if name in fields and getattr(user, name):
+    for name in ("country", "city"):
+        if name in fields and getattr(user, name) and name not in hidden:
             d[name] = getattr(user, name)
-    if "suspended" in fields:
+    if "timezone" in fields and user.timezone:
+        d["timezone"] = user.timezone
+    if "suspended" in fields and "suspended" not in hidden:
         d["suspended"] = bool(user.suspended)
-    if "firstaccess" in fields:
+    if "firstaccess" in fields and "firstaccess" not in hidden:
         d["firstaccess"] = user.firstaccess or 0
-    if "lastaccess" in fields:
+    if "lastaccess" in fields and "lastaccess" not in hidden:
         d["lastaccess"] = user.lastaccess or 0
     if "lastcourseaccess" in fields:
         d["lastcourseaccess"] = enrolment.lastaccess if enrolment else 0
@@ -153,7 +171,7 @@ def user_details(
             d["department"] = user.department
     if course is not None:
         _course_fields(call, d, user, fields, course, enrolment)
-    if "enrolledcourses" in fields:
+    if "enrolledcourses" in fields and "mycourses" not in hidden:
         mine = _enrolled_courses(call, user.id)
         if mine:
             d["enrolledcourses"] = mine
@@ -168,6 +186,14 @@ def user_details(
     if "theme" in d:
         d["theme"] = clean_param(d["theme"], "theme")
     return d
+
+
+def _is_course_contact(call: Call, userid: int) -> bool:
+    """has_coursecontact_role(): an editing teacher somewhere ($CFG->coursecontact's default)."""
+    return any(
+        (e := enrolled.get(userid)) is not None and e.roleid == EDITINGTEACHER
+        for enrolled in call.site.enrolments.values()
+    )
 
 
 def _course_fields(

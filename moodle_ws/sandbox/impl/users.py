@@ -77,7 +77,7 @@ def get_users(call: Call, criteria: list[dict]) -> dict[str, Any]:
             continue
         details = user_details(viewer, user)
         # Returned only if every searched field is visible (and non-empty) to the caller.
-        if all(details.get(k) for k in searched):
+        if details is not None and all(details.get(k) for k in searched):
             users.append(details)
     return {"users": users, "warnings": warnings}
 
@@ -111,6 +111,6 @@ def get_users_by_field(call: Call, field: str, values: list) -> list[dict]:
     out = []
     for user in sorted(found, key=lambda u: u.id):
         details = user_details(viewer, user)
-        if details.get(field):
+        if details is not None and details.get(field):
             out.append(details)
     return out
