@@ -80,8 +80,11 @@ def enrolled_users(
 ) -> Iterator[EnrolledUser]:
     """Every participant of a course, paged with limitfrom/limitnumber, each user once.
 
-    A page shorter than `page_size` is the last. Enrolments that change between pages can
-    shift the offsets, so users are de-duplicated by id.
+    Paging stops at a page that brings no user not seen yet (an empty page, as a rule). A
+    short page is not the last: Moodle pages before it leaves out the users the token's user
+    may not see, so a page can be short in the middle of the course. That costs one request
+    more than stopping at a short page, and loses nobody. Enrolments that change between
+    pages can shift the offsets, so users are de-duplicated by id.
     """
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
@@ -92,11 +95,13 @@ def enrolled_users(
             client, courseid, limitfrom=start, limitnumber=page_size, fields=fields,
             only_active=only_active, only_suspended=only_suspended, tally=tally,
         )  # fmt: skip
+        new = 0
         for user in page:
             if user.id not in seen:
                 seen.add(user.id)
+                new += 1
                 yield user
-        if len(page) < page_size:
+        if not new:
             return
         start += page_size
 

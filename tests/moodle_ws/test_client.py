@@ -406,3 +406,34 @@ def test_a_batch_of_reads_is_retried_on_5xx(client, mocked):
     mocked.post(REST, status=503)
     mocked.post(REST, json={"responses": [{"error": False, "data": "[]"}]})
     assert client.call_batch([("core_enrol_get_enrolled_users", {"courseid": 7})]) == [[]]
+
+
+# --- paging --------------------------------------------------------------------------------
+
+
+def test_a_short_page_in_the_middle_of_a_course_does_not_end_the_participants(client, mocked):
+    # Moodle pages first and then leaves out the users the token's user may not see, so
+    # the first page of 3 can come back with 2 while more participants follow.
+    from moodle_ws.functions import enrolled_users
+
+    pages = {0: [1, 3], 3: [4, 5, 6], 6: [7], 9: []}
+
+    def answer(request):
+        form = dict(parse_qsl(request.body))
+        names = {v: k.replace("[name]", "[value]") for k, v in form.items() if k.endswith("[name]")}
+        ids = pages[int(form[names["limitfrom"]])]
+        return 200, {}, json.dumps([{"id": i, "fullname": f"U{i}"} for i in ids])
+
+    mocked.add_callback(responses.POST, REST, callback=answer)
+    users = list(enrolled_users(client, 7, page_size=3))
+    assert [u.id for u in users] == [1, 3, 4, 5, 6, 7]
+    assert len(mocked.calls) == 4  # the empty page says the course has no more
+
+
+def test_a_moodle_that_ignores_limitfrom_is_read_once(client, mocked):
+    from moodle_ws.functions import enrolled_users
+
+    everyone = json.dumps([{"id": i, "fullname": f"U{i}"} for i in (1, 2)])
+    mocked.add(responses.POST, REST, body=everyone)
+    assert [u.id for u in enrolled_users(client, 7, page_size=2)] == [1, 2]
+    assert len(mocked.calls) == 2
