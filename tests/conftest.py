@@ -8,6 +8,7 @@ import pytest
 from sidecar.db import migrations
 from sidecar.db.connect import open_database
 from sidecar.db.models import ALL_MODELS
+from tests.browser import browser, open_page, page, pytest_runtest_makereport  # noqa: F401
 from tests.motoserver import AWS_ENV, AWS_UNSET, moto_process
 
 DB_ENV = {
