@@ -180,7 +180,8 @@ class Daemon:
             if getattr(new, name) != getattr(self.config, name)
         ]
         # the cloud threads keep the queues and clients they started with
-        needs_restart = {"database", "server", "providers", "unsubscribe"} & set(changed)
+        restart = {"database", "server", "providers", "unsubscribe", "dashboard"}
+        needs_restart = restart & set(changed)
         if needs_restart:
             log.warning(
                 "SIGHUP: %s changed: restart the service to apply", ", ".join(sorted(needs_restart))
