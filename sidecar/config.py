@@ -307,6 +307,22 @@ class UnsubscribeConfig(Section):
     enabled: bool = True
 
 
+class DashboardConfig(Section):
+    enabled: bool = False
+    moodle_service: str = "moodle_mobile_app"
+    idle_timeout: Seconds = Field(1800, ge=60, le=604_800)
+    absolute_timeout: Seconds = Field(43_200, ge=300, le=2_592_000)
+    login_max_failures: int = Field(5, ge=1, le=1000)
+    login_window: Seconds = Field(900, ge=60, le=86_400)
+
+    @field_validator("moodle_service")
+    @classmethod
+    def _shortname(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+            raise ValueError("must be an external service's shortname, e.g. moodle_mobile_app")
+        return v
+
+
 class Config(Section):
     moodle: MoodleConfig | None = None
     database: DatabaseConfig = DatabaseConfig()
@@ -318,6 +334,7 @@ class Config(Section):
     schedules: SchedulesConfig = SchedulesConfig()
     templates: TemplatesConfig = TemplatesConfig()
     unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
     @model_validator(mode="after")
     def _cloud_needs(self):
@@ -331,6 +348,14 @@ class Config(Section):
                 raise ValueError(
                     "security.callback_secrets: at least one secret is required for cloud offload"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _dashboard_needs(self):
+        if self.dashboard.enabled and self.security.encryption_key is None:
+            raise ValueError(
+                "dashboard.enabled: needs security.encryption_key (it signs the sign-in cookies)"
+            )
         return self
 
     def secret_values(self) -> list[str]:

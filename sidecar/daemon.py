@@ -66,6 +66,7 @@ class Daemon:
             certificate=self._certificate,
             verify_page=self._verify_page,
             unsubscribe=self._unsubscribe_service(),
+            dashboard=self._dashboard(),
         )
         self.http = HttpServer(app, self.config.server.host, self.config.server.port)
         self.http.start()
@@ -92,6 +93,13 @@ class Daemon:
             log.warning("unsubscribe links are not sent: %s", why)
         links = self.runtime.unsubscribe_links
         return unsubscribe.UnsubscribeService(links, self.runtime.clock) if links else None
+
+    def _dashboard(self):
+        if not self.config.dashboard.enabled:
+            return None
+        from sidecar.web.dashboard import Dashboard
+
+        return Dashboard(self.config, self.runtime.clock)
 
     def _start_schedules(self) -> None:
         from sidecar.scheduler import Ticker, schedules_usable
@@ -180,7 +188,8 @@ class Daemon:
             if getattr(new, name) != getattr(self.config, name)
         ]
         # the cloud threads keep the queues and clients they started with
-        needs_restart = {"database", "server", "providers", "unsubscribe"} & set(changed)
+        restart = {"database", "server", "providers", "unsubscribe", "dashboard"}
+        needs_restart = restart & set(changed)
         if needs_restart:
             log.warning(
                 "SIGHUP: %s changed: restart the service to apply", ", ".join(sorted(needs_restart))

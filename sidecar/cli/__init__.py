@@ -87,4 +87,11 @@ def is_interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-from sidecar.cli import commands, jobs, schedules, send, suppression  # noqa: E402,F401  (registers them)
+from sidecar.cli import (  # noqa: E402,F401  (registers them)
+    access,
+    commands,
+    jobs,
+    schedules,
+    send,
+    suppression,
+)

@@ -53,6 +53,10 @@ def _step_5_opt_outs(db: Database) -> None:
     db.create_tables([m.OptOut], safe=True)
 
 
+def _step_6_dashboard_access(db: Database) -> None:
+    db.create_tables([m.AdminAccount, m.ApiToken, m.WebSession, m.LoginFailure], safe=True)
+
+
 def _add_column(db: Database, table: str, name: str, field) -> None:
     if name not in {c.name for c in db.get_columns(table)}:
         migrate(SchemaMigrator.from_database(db).add_column(table, name, field))
@@ -64,6 +68,7 @@ STEPS: list[tuple[int, str, Callable[[Database], None]]] = [
     (3, "cloud batches (message ids, errors) and the suppression list", _step_3_cloud),
     (4, "bounces that a late sent report cannot undo", _step_4_bounces),
     (5, "unsubscribes by learner and kind of mail", _step_5_opt_outs),
+    (6, "dashboard accounts, API tokens, sessions and sign-in failures", _step_6_dashboard_access),
 ]
 
 LATEST = STEPS[-1][0]

@@ -204,6 +204,50 @@ class AuditLog(BaseModel):
     detail = TextField(default="")
 
 
+class AdminAccount(BaseModel):
+    """A local dashboard account (`moodle-offload admin add`): for sites without token.php."""
+
+    name = CharField(64, primary_key=True)
+    password_hash = CharField(255)  # sidecar.passwords: scrypt, parameters and salt inside
+    created_at = DateTimeField()
+    updated_at = DateTimeField()
+
+
+class ApiToken(BaseModel):
+    """A bearer token for programs; only its SHA-256 is kept (the token is shown once)."""
+
+    name = CharField(64, primary_key=True)
+    token_hash = CharField(64, unique=True)
+    company_id = BigIntegerField(null=True)  # None: every company
+    read_only = BooleanField(default=False)
+    created_at = DateTimeField()
+    last_used_at = DateTimeField(null=True)
+
+
+class WebSession(BaseModel):
+    """A signed-in dashboard user; the cookie carries the id, this row only its SHA-256."""
+
+    id_hash = CharField(64, primary_key=True)
+    name = CharField(255)
+    source = CharField(16)  # local | moodle
+    is_admin = BooleanField()
+    companies = JSONText(default=list)
+    read_only = BooleanField(default=False)
+    csrf = CharField(64)
+    address = CharField(64, default="")
+    created_at = DateTimeField()
+    seen_at = DateTimeField(index=True)
+
+
+class LoginFailure(BaseModel):
+    """One failed sign-in, kept for the length of the rate-limit window."""
+
+    id = BigAutoField()
+    at = DateTimeField(index=True)
+    address = CharField(64, index=True)
+    username = CharField(191, index=True)
+
+
 class ScheduleRecord(BaseModel):
     """The last good copy of one schedule, from Moodle or the schedules file."""
 
@@ -274,4 +318,8 @@ ALL_MODELS = (
     ScheduleRecord,
     ScheduleRun,
     SyncState,
+    AdminAccount,
+    ApiToken,
+    WebSession,
+    LoginFailure,
 )

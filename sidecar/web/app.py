@@ -1,5 +1,5 @@
 """The HTTP app served by `run` (docs/http.md): callback, health, certificates, verify,
-unsubscribe.
+unsubscribe, and (with `[dashboard] enabled`) sign-in and the JSON API.
 
 A plain Werkzeug WSGI app. Every error is JSON `{"error", "status"}` rendered by
 `sidecar.web.errors.render`, except the human-facing pages (`/verify/<code>`,
@@ -18,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from sidecar.callbacks import CallbackRejected
 from sidecar.unsubscribe import DESCRIPTIONS
+from sidecar.web.dashboard import Dashboard
 from sidecar.web.errors import (
     BadRequest,
     HTTPError,
@@ -42,6 +43,11 @@ ROUTES = Map(
         Rule("/certificates/<code>", methods=["GET"], endpoint="certificate"),
         Rule("/verify/<code>", methods=["GET"], endpoint="verify"),
         Rule("/unsubscribe/<token>", methods=["GET", "POST"], endpoint="unsubscribe"),
+        Rule("/", methods=["GET"], endpoint="home"),
+        Rule("/login", methods=["GET"], endpoint="login_form"),
+        Rule("/login", methods=["POST"], endpoint="login"),
+        Rule("/logout", methods=["POST"], endpoint="logout"),
+        Rule("/api/v1/whoami", methods=["GET"], endpoint="whoami"),
     ],
     strict_slashes=False,
     merge_slashes=False,
@@ -118,7 +124,9 @@ class OffloadApp:
         certificate: Callable[[str], Response | None] | None,
         verify_page: Callable[[str], str | None] | None,
         unsubscribe: Unsubscriber | None = None,
+        dashboard: Dashboard | None = None,
     ):
+        self.dashboard = dashboard
         self.handle_callback = handle_callback
         self.health = health
         self.max_body = max_body
@@ -186,6 +194,26 @@ class OffloadApp:
                 mimetype="text/html",
             )
         return Response(page, status=200, mimetype="text/html")
+
+    def _dashboard(self) -> Dashboard:
+        if self.dashboard is None:
+            raise NotFoundError("the dashboard is off: set [dashboard] enabled = true")
+        return self.dashboard
+
+    def on_home(self, request: Request) -> Response:
+        return self._dashboard().home(request)
+
+    def on_login_form(self, request: Request) -> Response:
+        return self._dashboard().login_form(request)
+
+    def on_login(self, request: Request) -> Response:
+        return self._dashboard().login(request)
+
+    def on_logout(self, request: Request) -> Response:
+        return self._dashboard().logout(request)
+
+    def on_whoami(self, request: Request) -> Response:
+        return self._dashboard().whoami(request)
 
     def on_unsubscribe(self, request: Request, token: str) -> Response:
         """GET: a page with one button (changes nothing: mail scanners follow links).
@@ -266,13 +294,17 @@ def make_app(
     certificate: Callable[[str], Response | None] | None = None,
     verify_page: Callable[[str], str | None] | None = None,
     unsubscribe: Unsubscriber | None = None,
+    dashboard: Dashboard | None = None,
 ) -> OffloadApp:
     """The WSGI app; `handle_callback` raises CallbackRejected to refuse a callback.
     Without `unsubscribe`, `/unsubscribe/<token>` answers 404 with a page saying that the
-    site handles unsubscribing (the feature is off).
+    site handles unsubscribing (the feature is off). Without `dashboard`, the sign-in
+    pages and `/api/v1/...` answer 404.
 
     Raises ValueError for a non-positive `max_body`.
     """
     if max_body <= 0:
         raise ValueError(f"max_body must be positive, got {max_body}")
-    return OffloadApp(handle_callback, health, max_body, certificate, verify_page, unsubscribe)
+    return OffloadApp(
+        handle_callback, health, max_body, certificate, verify_page, unsubscribe, dashboard
+    )

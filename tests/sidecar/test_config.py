@@ -213,6 +213,18 @@ def test_cloud_offload_requires_its_section_and_a_callback_secret(tmp_path):
         load(write(tmp_path, "[offload]\nenabled = true\nprovider = 'aws'\n"), {})
 
 
+def test_dashboard_needs_the_encryption_key_and_a_service_shortname(tmp_path):
+    with pytest.raises(ConfigError, match="dashboard.enabled: needs security.encryption_key"):
+        load(write(tmp_path, "[dashboard]\nenabled = true\n"), {})
+    with pytest.raises(ConfigError, match="dashboard.moodle_service: must be an external"):
+        load(write(tmp_path, "[dashboard]\nmoodle_service = 'a b'\n"), {})
+    key = Fernet.generate_key().decode()
+    text = f"[security]\nencryption_key = '{key}'\n[dashboard]\nenabled = true\n"
+    dashboard = load(write(tmp_path, text), {}).dashboard
+    assert (dashboard.idle_timeout, dashboard.absolute_timeout) == (1800, 43200)
+    assert (dashboard.login_max_failures, dashboard.login_window) == (5, 900)
+
+
 def test_secrets_from_env_file_and_credentials_directory(tmp_path):
     creds = tmp_path / "creds"
     creds.mkdir()
