@@ -313,18 +313,29 @@ class Daemon:
     def _verify_page(self, code: str) -> str | None:
         from html import escape
 
-        from sidecar.db.models import Certificate, Recipient
+        from sidecar.db.models import Certificate, Job, Recipient
 
         cert = Certificate.get_or_none(Certificate.code == code.strip().upper())
         if cert is None:
             return None
         r = Recipient.get_or_none(Recipient.job == cert.job_id, Recipient.userid == cert.userid)
         name = f"{r.firstname} {r.lastname}".strip() if r else f"user {cert.userid}"
+        job = Job.get_or_none(Job.id == cert.job_id)
+        course = ((job.template_data or {}).get("course") or {}) if job else {}
+        course_name = course.get("fullname") if isinstance(course, dict) else None
+        if not course_name and cert.courseid:
+            course_name = f"course {cert.courseid}"
         state = "revoked" if cert.revoked_at else "valid"
+        colour = "#b91c1c" if cert.revoked_at else "#15803d"
         return (
-            "<!doctype html><meta charset=utf-8><title>Certificate verification</title>"
-            f"<h1>Certificate {escape(cert.code)}: {state}</h1>"
+            "<!doctype html><html lang=en><meta charset=utf-8>"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            "<title>Certificate verification</title>"
+            "<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;"
+            "padding:0 1rem;color:#1f2937;line-height:1.5}h1{font-size:1.4rem}"
+            f".state{{color:{colour};font-weight:bold}}</style>"
+            f'<h1>Certificate {escape(cert.code)}: <span class="state">{state}</span></h1>'
             f"<p>Issued to {escape(name)} on {cert.issued_at:%Y-%m-%d}"
-            + (f" for course {cert.courseid}" if cert.courseid else "")
+            + (f" for {escape(course_name)}" if course_name else "")
             + ".</p>"
         )
