@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from moodle_ws.client import MoodleClient
 from moodle_ws.encoding import criteria
-from moodle_ws.types import Company, CompanyUser, Department, License
+from moodle_ws.types import Company, CompanyUser, Department, License, UserCompany
 
 PREFIX = "block_iomad_company_admin_"
 
@@ -56,6 +56,22 @@ def company_users(client: MoodleClient, companyid: int) -> list[CompanyUser]:
     users = department_users(client, [d.id for d in departments(client, companyid)])
     unique = {u.id: u for u in users}
     return [unique[k] for k in sorted(unique)]
+
+
+def user_companies(client: MoodleClient, userid: int) -> list[UserCompany]:
+    """The companies user `userid` belongs to, in one request, whatever their role there
+    (the answer has no managertype). Needs block/iomad_company_admin:company_view_all;
+    some IOMAD builds answer a PHP Error for any user with a company (a typo in the
+    stored code): that comes back as a MoodleAPIError."""
+    answer = client.call(PREFIX + "get_user_companies", {"userid": int(userid)})
+    return [
+        UserCompany(
+            int(c["id"]),
+            str(c["name"]),
+            tuple((int(d["id"]), str(d["name"])) for d in c.get("departments") or ()),
+        )
+        for c in answer.get("companies") or ()
+    ]
 
 
 def _license(d) -> License:

@@ -319,6 +319,17 @@ class Department:
 
 
 @dataclass(frozen=True)
+class UserCompany:
+    """A company a user belongs to (block_iomad_company_admin_get_user_companies), with the
+    departments they are in. Says nothing of their role there: IOMAD's web services never
+    return managertype."""
+
+    id: int
+    name: str
+    departments: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class CompanyUser:
     id: int
     firstname: str

@@ -314,6 +314,18 @@ class DashboardConfig(Section):
     absolute_timeout: Seconds = Field(43_200, ge=300, le=2_592_000)
     login_max_failures: int = Field(5, ge=1, le=1000)
     login_window: Seconds = Field(900, ge=60, le=86_400)
+    # Moodle usernames let in as IOMAD company managers (their companies come from IOMAD)
+    company_managers: tuple[str, ...] = ()
+
+    @field_validator("company_managers")
+    @classmethod
+    def _usernames(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,100}", name):
+                raise ValueError(f"{name!r} is not a Moodle username (letters, digits and _ . @ -)")
+            out.append(name.lower())  # Moodle stores usernames in lower case
+        return tuple(out)
 
     @field_validator("moodle_service")
     @classmethod

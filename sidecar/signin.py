@@ -1,20 +1,39 @@
 """Checking a sign-in: local accounts first, then Moodle's login/token.php.
 
 For Moodle, the username and password go to `login/token.php` for `dashboard.
-moodle_service`; the token it answers asks `core_webservice_get_site_info` whether the
-user is a site administrator, and is then dropped (never stored, logged or reused).
-Nothing of the password is kept. Only site administrators are let in for now: IOMAD
-company managers need the per-company pages of a later release (their companies would
-come from `block_iomad_company_admin_get_user_companies`, then fill
-`Principal.companies`).
+moodle_service`; the token it answers asks `core_webservice_get_site_info` who the user
+is (userid, username, userissiteadmin), and is then dropped (never stored, logged or
+reused). Nothing of the password is kept.
+
+- A site administrator sees everything.
+- An IOMAD company manager sees only their companies. IOMAD knows who manages what from
+  its table company_users (managertype 1 company manager, 2 department manager), but none
+  of its web-service functions returns managertype: get_department_users answers id,
+  names, email, companyid and departmentid; get_user_companies answers the user's
+  companies and departments; get_companies and get_departments know nothing of users
+  (read in iomad/iomad: blocks/iomad_company_admin/externallib.php and db/services.php).
+  Their roles (companymanager, departmentmanager) are assigned in IOMAD's company context,
+  which no core function lists either. So the daemon cannot learn from Moodle alone who is
+  a manager, and it does not guess: being in a company also holds for every learner.
+  The site's administrator names them, `dashboard.company_managers` (Moodle usernames),
+  and IOMAD says which companies: one `block_iomad_company_admin_get_user_companies`
+  call with the daemon's own token for the signed-in userid. That is one request per
+  sign-in, whatever the number of companies (the other way, get_departments then
+  get_department_users over every department, reads every company's users: 2 requests
+  and the whole site's membership, or 1 + 2 x companies for a per-company walk, 1,001 on a
+  500-company site). A manager of a parent company is also in its child companies (IOMAD
+  adds them there), so they see those too, as IOMAD shows them. A department manager
+  named there sees their whole company: the dashboard's unit is the company.
+- Anyone else is refused (403); a named manager who belongs to no company too.
 """
 
 import logging
 from dataclasses import dataclass, replace
 
+from moodle_ws import iomad
 from moodle_ws.client import ClientSettings, MoodleClient
 from moodle_ws.errors import LoginError, MoodleError, MoodleUnavailable
-from sidecar import access
+from sidecar import access, moodle
 from sidecar.access import Principal
 from sidecar.config import Config
 
@@ -23,8 +42,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Outcome:
-    """`principal` on success; otherwise `status` (401 wrong credentials, 403 not an
-    administrator, 503 Moodle unreachable) and what the form says."""
+    """`principal` on success; otherwise `status` (401 wrong credentials, 403 neither a site
+    administrator nor a company manager, 503 Moodle unreachable) and what the form says."""
 
     principal: Principal | None = None
     status: int = 401
@@ -34,12 +53,23 @@ class Outcome:
 WRONG = Outcome()
 NOT_ADMIN = Outcome(
     status=403,
-    message="This Moodle account is not a site administrator, so it cannot use this dashboard.",
+    message="This Moodle account is not a site administrator nor a company manager named in "
+    "the daemon's [dashboard] company_managers, so it cannot use this dashboard.",
+)
+NO_COMPANY = Outcome(
+    status=403,
+    message="This Moodle account is named as a company manager but belongs to no IOMAD "
+    "company, so there is nothing for it to see.",
 )
 UNREACHABLE = Outcome(
     status=503,
     message="Moodle cannot be reached to check the password. Try again in a moment, "
     "or sign in with a local account.",
+)
+NO_COMPANIES_ANSWER = Outcome(
+    status=503,
+    message="Moodle could not say which companies this account manages. Try again in a "
+    "moment; if it persists, the daemon's log says why.",
 )
 
 
@@ -79,7 +109,33 @@ def _moodle(config: Config, username: str, password: str, service: str) -> Outco
         return UNREACHABLE
     finally:
         client.close()
-    if not isinstance(info, dict) or info.get("userissiteadmin") is not True:
+    if not isinstance(info, dict):
         return NOT_ADMIN
     name = str(info.get("username") or username)
-    return Outcome(Principal(name, "session", True, source="moodle"))
+    if info.get("userissiteadmin") is True:
+        return Outcome(Principal(name, "session", True, source="moodle"))
+    if name.lower() not in config.dashboard.company_managers:
+        return NOT_ADMIN
+    return _manager(config, name, info.get("userid"))
+
+
+def _manager(config: Config, name: str, userid) -> Outcome:
+    """A named company manager: their companies, asked with the daemon's own token."""
+    if not isinstance(userid, int) or userid <= 0:
+        return NOT_ADMIN
+    # one try, as for the password: someone waits at the form, a retry is theirs to make
+    client = MoodleClient(replace(moodle.client_settings(config.moodle), attempts=1))
+    try:
+        found = iomad.user_companies(client, userid)
+    except MoodleUnavailable as exc:
+        log.warning("dashboard sign-in: Moodle unreachable: %s", exc)
+        return UNREACHABLE
+    except MoodleError as exc:
+        log.warning("dashboard sign-in of company manager %s: no companies: %s", name, exc)
+        return NO_COMPANIES_ANSWER
+    finally:
+        client.close()
+    companies = tuple(sorted({c.id for c in found}))
+    if not companies:
+        return NO_COMPANY
+    return Outcome(Principal(name, "session", False, companies=companies, source="moodle"))

@@ -1,5 +1,13 @@
 """The IOMAD and companion part of the seeded site: companies, departments, licences,
-tracks, schedules and cloud settings (called by seed.generate_site)."""
+tracks, schedules and cloud settings (called by seed.generate_site).
+
+Besides the learners, each company gets its managers as IOMAD stores them, rows of
+company_users with a managertype (1 company manager, 2 department manager): user 4
+`companymanager` manages the first company from its top department, user 5 `deptmanager`
+manages a child department of the last one. They are added after the licences, so seats
+go to learners only. No IOMAD web-service function returns managertype (the answers of
+get_department_users and get_user_companies carry none), so the sandbox keeps it in its
+tables and never in an answer."""
 
 import random
 
@@ -10,6 +18,7 @@ from moodle_ws.sandbox.model import (
     License,
     LicenseAllocation,
     Track,
+    User,
 )
 from moodle_ws.sandbox.names import COMPANY_NAMES, DEPARTMENT_NAMES
 from moodle_ws.sandbox.site import Site
@@ -22,6 +31,7 @@ def build(site: Site, spec, rng: random.Random, now: int) -> None:
     _companies(site, spec, rng)
     _licenses(site, rng, now)
     _tracks(site)
+    _managers(site, now)
     _companion(site, spec, rng, now)
 
 
@@ -68,6 +78,41 @@ def _companies(site: Site, spec, rng: random.Random) -> None:
         user = site.users[uid]
         user.institution = site.companies[cid].name
         user.department = site.departments[site.company_users[-1].departmentid].name
+
+
+COMPANY_MANAGER = (4, "companymanager", "Manager-pass1!", "Carla", "Compton")
+DEPARTMENT_MANAGER = (5, "deptmanager", "Manager-pass1!", "Dev", "Patel")
+
+
+def _managers(site: Site, now: int) -> None:
+    """A company manager (managertype 1) of the first company, in its top department, and a
+    department manager (managertype 2) of a child department of the last company."""
+    if not site.companies:
+        return
+    first, last = min(site.companies), max(site.companies)
+    deps = sorted(site.departments.values(), key=lambda d: d.id)
+    top = next(d for d in deps if d.company == first and d.parent == 0)
+    child = next(d for d in deps if d.company == last and d.parent != 0)
+    for (uid, username, password, firstname, lastname), dep, kind in (
+        (COMPANY_MANAGER, top, 1),
+        (DEPARTMENT_MANAGER, child, 2),
+    ):
+        site.add_user(
+            User(
+                uid,
+                username,
+                password,
+                firstname,
+                lastname,
+                f"{username}@example.com",
+                timecreated=now - 200 * DAY,
+                firstaccess=now - 199 * DAY,
+                lastaccess=now - DAY,
+                department=dep.name,
+                institution=site.companies[dep.company].name,
+            )
+        )
+        site.company_users.append(CompanyUser(uid, dep.company, dep.id, managertype=kind))
 
 
 def _licenses(site: Site, rng: random.Random, now: int) -> None:

@@ -171,6 +171,7 @@ class Dashboard:
             message=message,
             csrf=value,
             moodle=bool(self.config.moodle and self.config.dashboard.moodle_service),
+            managers=bool(self.config.dashboard.company_managers),
         )
         self._set_cookie(resp, LOGIN_COOKIE, self.sessions.sign(value, "login"))
         return resp

@@ -109,6 +109,8 @@ CASES = [
     ("companies", lambda c: iomad.companies(c), {"companies": []}),
     ("departments", lambda c: iomad.departments(c, 2), {"departments": []}),
     ("department_users", lambda c: iomad.department_users(c, [1, 2]), {"users": []}),
+    ("user_companies", lambda c: iomad.user_companies(c, 4),
+     {"companies": [{"id": 4, "name": "C", "departments": [{"id": 9, "name": "C"}]}]}),
     ("licenses", lambda c: iomad.licenses(c, 2), {"licenses": [LICENSE]}),
     ("license_detail", lambda c: iomad.license_detail(c, 3), {"license": LICENSE, "courses": []}),
     ("batch", lambda c: c.call_batch([(completion.COURSE_FN, {"courseid": 7, "userid": 5})]),

@@ -19,6 +19,10 @@ from tests.moodle_ws.test_sandbox import make_moodle
 PASSWORD = "correct horse battery"
 MOODLE_ADMIN = ("admin", "Admin-pass1!")
 MOODLE_MANAGER = ("manager", "password")  # a Moodle user who is not a site administrator
+# the sandbox's IOMAD company manager (managertype 1) of the first company, 4, and its
+# department manager (managertype 2) of a department of the last company, 5
+COMPANY_MANAGER = ("companymanager", "Manager-pass1!")
+DEPARTMENT_MANAGER = ("deptmanager", "Manager-pass1!")
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +272,120 @@ def test_moodle_user_who_is_not_a_site_admin_is_refused(serve, moodle):
     assert events("login_refused") and browser.cookies.get(COOKIE) is None
 
 
+def managers_config(moodle, *names):
+    return make_config(moodle, company_managers=list(names))
+
+
+def test_site_admin_sees_every_company_even_when_managers_are_named(serve, moodle):
+    srv, browser = serve(managers_config(moodle, "companymanager")), requests.Session()
+    assert sign_in(srv, browser, *MOODLE_ADMIN).status_code == 303
+    who = browser.get(f"{srv.url}/api/v1/whoami", timeout=10).json()
+    assert who == {"name": "admin", "kind": "session", "source": "moodle", "is_admin": True,
+                   "companies": [], "read_only": False}  # fmt: skip
+
+
+def test_company_manager_signs_in_and_sees_exactly_their_company(serve, moodle, caplog):
+    caplog.set_level(logging.DEBUG)
+    assert sorted(moodle.site.companies) == [4, 5]
+    srv, browser = serve(managers_config(moodle, "CompanyManager")), requests.Session()
+    moodle.site.reset_counts()
+    resp = sign_in(srv, browser, *COMPANY_MANAGER)
+    assert resp.status_code == 303, resp.text
+    # token.php, the user's site info, then one IOMAD call with the daemon's token
+    assert moodle.site.request_count == 3
+    assert moodle.site.requests_by_function == {
+        "core_webservice_get_site_info": 1,
+        "block_iomad_company_admin_get_user_companies": 1,
+    }
+    who = browser.get(f"{srv.url}/api/v1/whoami", timeout=10).json()
+    assert who == {"name": "companymanager", "kind": "session", "source": "moodle",
+                   "is_admin": False, "companies": [4], "read_only": False}  # fmt: skip
+    home = browser.get(f"{srv.url}/", timeout=10)
+    assert "Signed in as <strong>companymanager</strong>" in home.text
+    ((_, login),) = events("login")
+    assert '"name": "companymanager"' in login and '"source": "moodle"' in login
+    # the user's own token (made now, or by an earlier test: Moodle reuses it), dropped
+    issued = [t.token for t in moodle.site.tokens.values() if t.userid == 4]
+    assert issued
+    stored = " ".join(
+        [*(a.detail for a in AuditLog.select()), *(str(s.__data__) for s in WebSession.select())]
+    )
+    for secret in [COMPANY_MANAGER[1], moodle.site.token, *issued]:
+        assert secret not in caplog.text and secret not in stored
+
+
+def test_a_learner_of_a_company_is_refused_with_no_session(serve, moodle):
+    site = moodle.site
+    row = next(cu for cu in site.company_users if cu.managertype == 0)
+    learner = site.users[row.userid]
+    srv, browser = serve(managers_config(moodle, "companymanager")), requests.Session()
+    resp = sign_in(srv, browser, learner.username, learner.password)
+    assert resp.status_code == 403
+    assert "not a site administrator nor a company manager" in resp.text
+    assert browser.cookies.get(COOKIE) is None and WebSession.select().count() == 0
+    assert browser.get(f"{srv.url}/api/v1/whoami", timeout=10).status_code == 401
+    ((_, refused),) = events("login_refused")
+    assert f'"username": "{learner.username}"' in refused and not events("login")
+
+
+def test_a_manager_not_named_in_the_config_is_refused(serve, moodle):
+    """IOMAD's web services do not say who manages what: only the named ones get in (a
+    department manager too, unless named)."""
+    srv = serve(managers_config(moodle, "companymanager"))
+    resp = sign_in(srv, requests.Session(), *DEPARTMENT_MANAGER)
+    assert resp.status_code == 403 and WebSession.select().count() == 0
+    srv = serve(make_config(moodle))
+    assert sign_in(srv, requests.Session(), *COMPANY_MANAGER).status_code == 403
+
+
+def test_a_named_manager_in_no_company_is_refused(serve, moodle):
+    srv, browser = serve(managers_config(moodle, "manager")), requests.Session()
+    resp = sign_in(srv, browser, *MOODLE_MANAGER)  # the token user: in no IOMAD company
+    assert resp.status_code == 403 and "belongs to no IOMAD company" in resp.text
+    assert browser.cookies.get(COOKIE) is None and events("login_refused")
+
+
+def test_company_manager_with_a_wrong_password_is_a_plain_failure(serve, moodle, caplog):
+    caplog.set_level(logging.DEBUG)
+    srv = serve(managers_config(moodle, "companymanager"))
+    wrong = "Manager-pass1?"
+    moodle.site.reset_counts()
+    resp = sign_in(srv, requests.Session(), "companymanager", wrong)
+    assert resp.status_code == 401 and "Wrong username or password." in resp.text
+    assert moodle.site.request_count == 1  # token.php only: IOMAD is not asked
+    assert events("login_failed") and wrong not in caplog.text
+
+
+def test_iomad_failing_to_name_the_companies_is_503_and_the_log_says_why(serve, moodle, caplog):
+    srv = serve(managers_config(moodle, "companymanager"))
+    moodle.site.iomad_user_companies_broken = True  # the $comany typo of some IOMAD builds
+    try:
+        resp = sign_in(srv, requests.Session(), *COMPANY_MANAGER)
+    finally:
+        moodle.site.iomad_user_companies_broken = False
+    assert resp.status_code == 503 and "could not say which companies" in resp.text
+    assert "companymanager: no companies: block_iomad_company_admin_get_user_companies" in (
+        caplog.text
+    )
+    assert WebSession.select().count() == 0 and COMPANY_MANAGER[1] not in caplog.text
+
+
+def test_moodle_down_while_checking_a_manager_is_503(serve, moodle):
+    srv = serve(managers_config(moodle, "companymanager"))
+    moodle.site.fail_next("block_iomad_company_admin_get_user_companies", status="reset")
+    try:
+        resp = sign_in(srv, requests.Session(), *COMPANY_MANAGER)
+    finally:
+        moodle.site.clear_faults()
+    assert resp.status_code == 503 and "cannot be reached" in resp.text
+    assert WebSession.select().count() == 0
+
+
+def test_company_managers_must_be_moodle_usernames():
+    with pytest.raises(ValueError, match="not a Moodle username"):
+        make_config(company_managers=["carla compton"])
+
+
 def test_wrong_moodle_password_is_a_plain_failure(serve, moodle):
     srv = serve(make_config(moodle))
     resp = sign_in(srv, requests.Session(), "admin", "Admin-pass1?")
@@ -323,3 +441,38 @@ def test_the_daemon_serves_sign_in_when_the_dashboard_is_enabled(tmp_path):
         assert browser.get(f"{daemon.http.url}/api/v1/whoami", timeout=10).json()["name"] == "ops"
     finally:
         daemon.shutdown()
+
+
+def test_company_manager_signs_in_through_the_form_in_a_browser(serve, moodle, page):
+    """Headless Chromium (tests/browser.py) fills /login as a person would: the cookie it
+    gets is HttpOnly, so only the browser's own requests show who it is."""
+    srv = serve(managers_config(moodle, "companymanager"))
+    page.goto(f"{srv.url}/login")
+    assert "IOMAD company managers" in page.locator("main, body").first.inner_text()
+    page.get_by_label("Username").fill(COMPANY_MANAGER[0])
+    page.get_by_label("Password").fill(COMPANY_MANAGER[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{srv.url}/")
+    assert "Signed in as companymanager" in page.locator("body").inner_text()
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads the session
+    who = page.context.request.get(f"{srv.url}/api/v1/whoami")
+    assert who.status == 200
+    assert who.json() == {"name": "companymanager", "kind": "session", "source": "moodle",
+                          "is_admin": False, "companies": [4], "read_only": False}  # fmt: skip
+
+
+def test_a_learner_is_turned_away_at_the_form_in_a_browser(serve, moodle, open_page):
+    site = moodle.site
+    learner = site.users[next(cu.userid for cu in site.company_users if cu.managertype == 0)]
+    srv = serve(managers_config(moodle, "companymanager"))
+    page = open_page()
+    page.goto(f"{srv.url}/login")
+    page.get_by_label("Username").fill(learner.username)
+    page.get_by_label("Password").fill(learner.password)
+    with page.expect_response(f"{srv.url}/login") as answer:
+        page.get_by_role("button", name="Sign in").click()
+    assert answer.value.status == 403
+    assert "not a site administrator nor a company manager" in (
+        page.get_by_role("alert").inner_text()
+    )
+    assert page.context.request.get(f"{srv.url}/api/v1/whoami").status == 401
