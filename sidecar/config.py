@@ -314,6 +314,9 @@ class DashboardConfig(Section):
     absolute_timeout: Seconds = Field(43_200, ge=300, le=2_592_000)
     login_max_failures: int = Field(5, ge=1, le=1000)
     login_window: Seconds = Field(900, ge=60, le=86_400)
+    health_interval: Seconds = Field(30, ge=1, le=3600)
+    health_timeout: FractionalSeconds = Field(5.0, gt=0, le=60)
+    stuck_after: Seconds = Field(3600, ge=60, le=604_800)
 
     @field_validator("moodle_service")
     @classmethod
