@@ -327,6 +327,10 @@ class DashboardConfig(Section):
             out.append(name.lower())  # Moodle stores usernames in lower case
         return tuple(out)
 
+    health_interval: Seconds = Field(30, ge=1, le=3600)
+    health_timeout: FractionalSeconds = Field(5.0, gt=0, le=60)
+    stuck_after: Seconds = Field(3600, ge=60, le=604_800)
+
     @field_validator("moodle_service")
     @classmethod
     def _shortname(cls, v: str) -> str:

@@ -27,6 +27,13 @@ class SendQuota:
         return self.max_24h < 0
 
     @property
+    def used_share(self) -> float | None:
+        """SentLast24Hours as a share of Max24HourSend (None: no daily limit)."""
+        if self.unlimited:
+            return None
+        return self.sent_24h / self.max_24h if self.max_24h > 0 else 1.0
+
+    @property
     def plan_day(self) -> int | None:
         """The most the sidecar plans in any 24 h: 95% of the daily quota (None: no limit)."""
         return None if self.unlimited else int(self.max_24h * QUOTA_SHARE)

@@ -20,6 +20,19 @@ SIGNATURE_ATTRIBUTE = "signature"
 
 
 @dataclass(frozen=True)
+class QueueDepth:
+    """SQS's approximate counts of one queue (they lag by up to a minute)."""
+
+    waiting: int  # ApproximateNumberOfMessages: ready to be received
+    in_flight: int  # ApproximateNumberOfMessagesNotVisible: received, not yet deleted
+    delayed: int  # ApproximateNumberOfMessagesDelayed
+
+    @property
+    def total(self) -> int:
+        return self.waiting + self.in_flight + self.delayed
+
+
+@dataclass(frozen=True)
 class Received:
     message_id: str
     receipt: str
@@ -79,6 +92,21 @@ class QueueReader:
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"SQS GetQueueAttributes on {self.url}") from None
         return resp.get("Attributes", {})
+
+    def depth(self) -> QueueDepth:
+        """How many messages wait, are in flight and are delayed; raises ProviderError."""
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        try:
+            resp = self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"SQS GetQueueAttributes on {self.url}") from None
+        attrs = resp.get("Attributes", {})
+        waiting, in_flight, delayed = (int(attrs.get(n, 0)) for n in names)
+        return QueueDepth(waiting, in_flight, delayed)
 
 
 def _received(m: dict[str, Any]) -> Received:
