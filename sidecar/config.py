@@ -316,6 +316,9 @@ class DashboardConfig(Section):
     login_window: Seconds = Field(900, ge=60, le=86_400)
     # Moodle usernames let in as IOMAD company managers (their companies come from IOMAD)
     company_managers: tuple[str, ...] = ()
+    health_interval: Seconds = Field(30, ge=1, le=3600)
+    health_timeout: FractionalSeconds = Field(5.0, gt=0, le=60)
+    stuck_after: Seconds = Field(3600, ge=60, le=604_800)
 
     @field_validator("company_managers")
     @classmethod
@@ -326,10 +329,6 @@ class DashboardConfig(Section):
                 raise ValueError(f"{name!r} is not a Moodle username (letters, digits and _ . @ -)")
             out.append(name.lower())  # Moodle stores usernames in lower case
         return tuple(out)
-
-    health_interval: Seconds = Field(30, ge=1, le=3600)
-    health_timeout: FractionalSeconds = Field(5.0, gt=0, le=60)
-    stuck_after: Seconds = Field(3600, ge=60, le=604_800)
 
     @field_validator("moodle_service")
     @classmethod
