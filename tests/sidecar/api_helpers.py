@@ -70,10 +70,11 @@ class Api:
         return Caller(self.url)
 
 
-def serve_api(serve_app, clock, config=None, runtime=None) -> Api:
+def serve_api(serve_app, clock, config=None, runtime=None, **app) -> Api:
+    """The app with the dashboard (and so the API) on; `app`: more of make_app's arguments."""
     dashboard = Dashboard(config or make_config(), clock, runtime)
     srv = serve_app(handle_callback=lambda raw, sig: {}, health=lambda: (True, {}),
-                    dashboard=dashboard)  # fmt: skip
+                    dashboard=dashboard, **app)  # fmt: skip
     return Api(srv, dashboard, clock)
 
 
