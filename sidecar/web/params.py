@@ -45,7 +45,7 @@ def decode_cursor(args: MultiDict, kind: str, types: tuple[type, ...]) -> tuple 
         raise bad
     key = tuple(value[1:])
     for part, typ in zip(key, types, strict=True):
-        if type(part) is not typ:
+        if type(part) is not typ or (typ is int and not -(2**63) <= part < 2**63):
             raise bad
     if types and types[0] is str:  # every string-led key starts with a time
         try:

@@ -1,8 +1,10 @@
 """The JSON API's jobs and recipients over real HTTP on every database backend: what each
 endpoint answers, who may call it, its errors and its pagination."""
 
+import base64
 import csv
 import io
+import json
 import re
 from datetime import timedelta
 
@@ -94,6 +96,10 @@ def test_a_bad_filter_is_400_naming_it(api, query, named):
     assert resp.json()["error"].startswith(f"{named}: "), resp.json()
 
 
+def cursor_of(value) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
 def test_a_bad_cursor_is_400(api, clock):
     job = make_job(clock, 3)
     for _ in range(3):
@@ -103,7 +109,9 @@ def test_a_bad_cursor_is_400(api, clock):
     assert jobs_cursor
     for path, cursor in [("/jobs", "not a cursor"), ("/jobs", jobs_cursor[:-3]),
                          ("/jobs", "W10"), (f"/jobs/{job}/recipients", jobs_cursor),
-                         ("/certificates", jobs_cursor), ("/jobs", "A" * 600)]:  # fmt: skip
+                         ("/certificates", jobs_cursor), ("/jobs", "A" * 600),
+                         (f"/jobs/{job}/recipients", cursor_of(["recipients", 2**70])),
+                         (f"/jobs/{job}/recipients", cursor_of(["recipients", "1"]))]:  # fmt: skip
         resp = admin.get(path, cursor=cursor)
         assert resp.status_code == 400 and resp.json()["error"].startswith("cursor: "), cursor
 
