@@ -68,7 +68,10 @@ def iso(value: datetime | None) -> str | None:
 
 @dataclass(frozen=True)
 class JobFilter:
-    status: str | None = None
+    """Empty fields filter nothing; `statuses`: any of them (running now: pending, queued,
+    processing, retry_pending)."""
+
+    statuses: tuple[str, ...] = ()
     type: str | None = None
     course: int | None = None
     company: int | None = None
@@ -114,8 +117,10 @@ def list_jobs(scope: Scope, f: JobFilter, after: tuple | None, limit: int) -> Pa
     query = Job.select()
     if scope.companies is not None:
         query = query.where(Job.tenant_id.in_(sorted(scope.companies) or [-1]))
-    for column, value in ((Job.status, f.status), (Job.type, f.type),
-                          (Job.courseid, f.course), (Job.tenant_id, f.company)):  # fmt: skip
+    if f.statuses:
+        query = query.where(Job.status.in_(list(f.statuses)))
+    for column, value in ((Job.type, f.type), (Job.courseid, f.course),
+                          (Job.tenant_id, f.company)):  # fmt: skip
         if value is not None:
             query = query.where(column == value)
     if f.since is not None:

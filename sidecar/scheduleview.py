@@ -11,10 +11,11 @@ from zoneinfo import ZoneInfo
 
 from schedules.model import MalformedSchedule, Schedule
 from schedules.timing import next_due
+from sidecar.db import store
 from sidecar.db.models import ScheduleRecord, ScheduleRun
 from sidecar.errors import NotFound
 from sidecar.ledgerview import Page, Scope, _page, iso
-from sidecar.runs import accounting, aware, naive
+from sidecar.runs import Runner, RunOutcome, accounting, aware, naive
 from sidecar.schedulelist import find_schedule, run_counts
 
 
@@ -158,3 +159,20 @@ def outcome_json(record: ScheduleRecord, outcome) -> dict:
         "jobs": outcome.jobs,
         "error": outcome.error,
     }
+
+
+def dry_run(runtime, record: ScheduleRecord, *, reissue: bool = False) -> RunOutcome:
+    """`schedules run ID --dry-run`: what a run would do now; sends and records nothing.
+    Raises what Runner.prepare raises (MoodleUnavailable, MoodleError, SidecarError)."""
+    return Runner(runtime).prepare(_schedule(record), runtime.clock(), reissue=reissue)
+
+
+def run_now(runtime, record: ScheduleRecord, **by) -> RunOutcome:
+    """`schedules run ID`: a recorded run at this second, its jobs queued for the daemon,
+    and an audit line `schedule_run_now` naming who asked (`by`, never a secret). Raises
+    SidecarError when a run at this second exists already."""
+    outcome = Runner(runtime).fire_now(record)
+    store.audit("schedule_run_now", runtime.clock(), None, schedule=record.remote_id,
+                schedule_source=record.source, status=outcome.status, jobs=outcome.jobs,
+                **by)  # fmt: skip
+    return outcome

@@ -22,7 +22,6 @@ from moodle_ws.errors import MoodleError, MoodleUnavailable
 from sidecar import certificates, ledgerview, scheduleview
 from sidecar import jobs as ledger
 from sidecar.access import Principal
-from sidecar.db import store
 from sidecar.errors import ConfigError, Conflict, NotFound, SidecarError
 from sidecar.ledgerview import CertificateFilter, JobFilter, Scope
 from sidecar.status import JobStatus, RecipientStatus
@@ -106,7 +105,7 @@ class Api:
         a = request.args
         params.known(a, _PAGE | {"status", "type", "course", "company", "since", "until"})
         f = JobFilter(
-            status=params.choice_of(a, "status", {s.value for s in JobStatus}),
+            statuses=tuple(params.choices_of(a, "status", {s.value for s in JobStatus})),
             type=params.text_of(a, "type", 32),
             course=params.int_of(a, "course"),
             company=params.int_of(a, "company"),
@@ -184,35 +183,26 @@ class Api:
         after = params.decode_cursor(request.args, "runs", (str, int))
         return _page(scheduleview.list_runs(record, after, params.limit_of(request.args)), "runs")
 
-    def _runner(self):
+    def _runtime(self):
         if self.runtime is None:
             raise ServiceUnavailable("dry runs and runs need the daemon (moodle-offload run)")
         if self.config.moodle is None:
             raise ServiceUnavailable("[moodle] is not configured: schedules cannot run")
-        from sidecar.runs import Runner
-
-        return Runner(self.runtime)
+        return self.runtime
 
     def on_dry_run(self, request, principal, scope: Scope, schedule_id: str) -> Response:
         record = self._schedule(request, scope, schedule_id, {"reissue"})
         reissue = params.choice_of(request.args, "reissue", {"true", "false"}) == "true"
-        runner = self._runner()
+        runtime = self._runtime()
         with _moodle_errors():
-            outcome = runner.prepare(
-                scheduleview._schedule(record), self.dashboard.clock(), reissue=reissue
-            )
+            outcome = scheduleview.dry_run(runtime, record, reissue=reissue)
         return _json(scheduleview.preview_json(record, outcome))
 
     def on_run(self, request, principal, scope: Scope, schedule_id: str) -> Response:
         record = self._schedule(request, scope, schedule_id)
-        runner = self._runner()
+        runtime = self._runtime()
         with _moodle_errors():
-            outcome = runner.fire_now(record)
-        store.audit(
-            "schedule_run_now", self.dashboard.clock(), None, schedule=record.remote_id,
-            schedule_source=record.source, status=outcome.status, jobs=outcome.jobs,
-            **self._by(principal),
-        )  # fmt: skip
+            outcome = scheduleview.run_now(runtime, record, **self._by(principal))
         return _json(scheduleview.outcome_json(record, outcome))
 
     # --- certificates ----------------------------------------------------------------------

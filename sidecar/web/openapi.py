@@ -79,7 +79,7 @@ DOCUMENT: dict = {
                 params=[
                     _query(
                         "status",
-                        "Job status.",
+                        "Job status; repeat or comma-separate for several.",
                         {
                             "enum": [
                                 "pending",

@@ -65,6 +65,8 @@ def test_jobs_list_shows_counts_and_filters_by_status_type_course_company_and_da
     assert first["progress"] == {"recipients": 3, "done": 3, "open": 0, "sent": 2, "failed": 1}
     for query, expected in [
         ({"status": "partial_failure"}, [a]), ({"type": "send_reminder"}, [b]),
+        ({"status": "pending,queued,processing,retry_pending"}, [b]),
+        ({"status": ["completed", "partial_failure"]}, [a]),
         ({"course": "10"}, [a]), ({"company": "3"}, [b]),
         ({"since": (clock() - timedelta(minutes=1)).isoformat()}, [b]),
         ({"until": (clock() - timedelta(minutes=1)).isoformat() + "Z"}, [a]),
