@@ -117,3 +117,23 @@ def lookup(code: str) -> Certificate | None:
     if cert is None or cert.revoked_at is not None:
         return None
     return cert
+
+
+def revoke(code: str, now: datetime, **by) -> bool:
+    """Mark the certificate revoked: `/verify/{code}` then says so and `/certificates/{code}`
+    answers 404. False (and no change) when it was revoked already. `by` (who did it, never
+    a secret) goes into the audit line."""
+    code = code.strip().upper()
+    with store.atomic():
+        n = (
+            Certificate.update(revoked_at=now)
+            .where(Certificate.code == code, Certificate.revoked_at.is_null())
+            .execute()
+        )
+        if n:
+            cert = Certificate.get(Certificate.code == code)
+            store.audit("certificate_revoked", now, cert.job_id, code=code,
+                        userid=cert.userid, **by)  # fmt: skip
+    if n:
+        log.info("certificate %s revoked", code)
+    return bool(n)

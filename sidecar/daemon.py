@@ -99,7 +99,7 @@ class Daemon:
             return None
         from sidecar.web.dashboard import Dashboard
 
-        return Dashboard(self.config, self.runtime.clock)
+        return Dashboard(self.config, self.runtime.clock, self.runtime)
 
     def _start_schedules(self) -> None:
         from sidecar.scheduler import Ticker, schedules_usable

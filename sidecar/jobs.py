@@ -319,8 +319,9 @@ def queue_local_batches(now: datetime, job_id: str | None = None) -> int:
     return queued
 
 
-def retry_job(job_id: str, now: datetime) -> int:
+def retry_job(job_id: str, now: datetime, *, by: Mapping[str, object] | None = None) -> int:
     """Re-queue the job's failed and permanently failed recipients; returns how many.
+    `by` (who asked, never a secret) goes into the audit line.
 
     A failed learner who has since unsubscribed from the job's kind of mail is recorded
     `suppressed` instead (committed even when nobody is left to retry). Raises NotFound
@@ -361,7 +362,8 @@ def retry_job(job_id: str, now: datetime) -> int:
         elif gone and store.move_job(job.id, JobStatus.RETRY_PENDING, now):
             store.settle(job.id, now)  # its failures were those learners: it may be done
         if rows or gone:
-            store.audit("job_retry", now, job.id, recipients=len(ids), unsubscribed=len(gone))
+            store.audit("job_retry", now, job.id, recipients=len(ids), unsubscribed=len(gone),
+                        **(by or {}))  # fmt: skip
     if gone:
         log.info(
             "job %s: %d failed recipients have since unsubscribed from %s: suppressed",
@@ -399,8 +401,9 @@ def _requeue(job: Job, rows: list[tuple[str, int]], failed: list[str], now: date
         raise Conflict(f"job {job.id} is {job.status}: it cannot be retried now")
 
 
-def cancel_job(job_id: str, now: datetime) -> int:
+def cancel_job(job_id: str, now: datetime, *, by: Mapping[str, object] | None = None) -> int:
     """Cancel what has not been delivered yet; returns how many recipients were cancelled.
+    `by` (who asked, never a secret) goes into the audit line.
 
     Recipients already handed to a cloud queue may still be delivered: their reports are
     recorded (a `sent` report wins over `cancelled`).
@@ -422,7 +425,7 @@ def cancel_job(job_id: str, now: datetime) -> int:
             Batch.status.in_([BatchStatus.PENDING, BatchStatus.QUEUED, BatchStatus.PROCESSING]),
         ).execute()
         store.move_job(job.id, JobStatus.CANCELLED, now)
-        store.audit("job_cancelled", now, job.id, recipients=n)
+        store.audit("job_cancelled", now, job.id, recipients=n, **(by or {}))
     log.info("job %s: cancelled (%d recipients not delivered)", job.id, n)
     return n
 

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from sidecar.callbacks import CallbackRejected
 from sidecar.unsubscribe import DESCRIPTIONS
+from sidecar.web import api
 from sidecar.web.dashboard import Dashboard
 from sidecar.web.errors import (
     BadRequest,
@@ -48,6 +49,7 @@ ROUTES = Map(
         Rule("/login", methods=["POST"], endpoint="login"),
         Rule("/logout", methods=["POST"], endpoint="logout"),
         Rule("/api/v1/whoami", methods=["GET"], endpoint="whoami"),
+        *api.RULES,
     ],
     strict_slashes=False,
     merge_slashes=False,
@@ -154,6 +156,8 @@ class OffloadApp:
                 ) from None
             except HTTPException:
                 raise NotFoundError(f"no such path: {request.path}") from None
+            if endpoint.startswith("api."):
+                return self._dashboard().api.handle(endpoint[4:], request, args)
             return getattr(self, f"on_{endpoint}")(request, **args)
         except HTTPError as exc:
             return render(exc)

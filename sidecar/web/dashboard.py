@@ -22,7 +22,8 @@ from sidecar.access import Principal, token_principal
 from sidecar.config import Config
 from sidecar.db import store
 from sidecar.sessions import Session, Sessions, cookie_key
-from sidecar.web.errors import HTTPError, PayloadTooLarge, Unauthorized, json_response
+from sidecar.web.api import Api
+from sidecar.web.errors import Forbidden, PayloadTooLarge, Unauthorized, json_response
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,15 @@ _POLICY = (
 )
 
 
-class Forbidden(HTTPError):
-    status = 403
-    default_message = "forbidden"
-
-
 class Dashboard:
-    """The sign-in flow over one Config; `clock` gives naive UTC."""
+    """The sign-in flow and the JSON API over one Config; `clock` gives naive UTC.
+    `runtime` (the daemon's sidecar.runtime.Runtime) lets the API dry-run and run
+    schedules; without it those two answer 503."""
 
-    def __init__(self, config: Config, clock):
+    def __init__(self, config: Config, clock, runtime=None):
         self.config = config
         self.clock = clock
+        self.api = Api(self, runtime)
         key = cookie_key(config.security.encryption_key.get_secret_value())
         self.sessions = Sessions(key, config.dashboard, clock)
         self.secure = config.server.public_url.startswith("https://")

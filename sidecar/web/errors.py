@@ -31,6 +31,11 @@ class Unauthorized(HTTPError):
     default_message = "unauthorized"
 
 
+class Forbidden(HTTPError):
+    status = 403
+    default_message = "forbidden"
+
+
 class NotFoundError(HTTPError):
     status = 404
     default_message = "not found"
@@ -45,6 +50,11 @@ class MethodNotAllowed(HTTPError):
         self.allowed = allowed
 
 
+class ConflictError(HTTPError):
+    status = 409
+    default_message = "conflict"
+
+
 class DuplicateCallback(HTTPError):
     status = 409
     default_message = "callback already applied"
@@ -53,6 +63,11 @@ class DuplicateCallback(HTTPError):
 class PayloadTooLarge(HTTPError):
     status = 413
     default_message = "request body too large"
+
+
+class BadGateway(HTTPError):
+    status = 502
+    default_message = "bad gateway"
 
 
 class ServiceUnavailable(HTTPError):

@@ -246,9 +246,11 @@ def test_a_sidecar_killed_mid_submission_loses_no_batch_and_queues_none_twice(
 
     def queued():
         with db.connection_context():
-            return Batch.select().where(
-                Batch.job == job_id, Batch.status == BatchStatus.QUEUED
-            ).count()
+            return (
+                Batch.select()
+                .where(Batch.job == job_id, Batch.status == BatchStatus.QUEUED)
+                .count()
+            )
 
     daemon = start_daemon(config)
     wait_for("the first batches", lambda: queued() >= 20, step=0.01)
@@ -264,15 +266,18 @@ def test_a_sidecar_killed_mid_submission_loses_no_batch_and_queues_none_twice(
 
     seen = Counter()
     while True:
-        msgs = stack["sqs"].receive_message(
-            QueueUrl=fifo, MaxNumberOfMessages=10, VisibilityTimeout=300
-        ).get("Messages", [])
+        msgs = (
+            stack["sqs"]
+            .receive_message(QueueUrl=fifo, MaxNumberOfMessages=10, VisibilityTimeout=300)
+            .get("Messages", [])
+        )
         if not msgs:
             break
         seen.update(decode_body(m["Body"].encode())["batch_id"] for m in msgs)
     with db.connection_context():
         ids = {b.id for b in Batch.select().where(Batch.job == job_id, Batch.route == "aws")}
-        assert all(b.message_ids for b in Batch.select().where(Batch.job == job_id,
-                                                               Batch.route == "aws"))
+        assert all(
+            b.message_ids for b in Batch.select().where(Batch.job == job_id, Batch.route == "aws")
+        )
     assert set(seen) == ids  # no batch lost
     assert set(seen.values()) == {1}  # none in the queue twice

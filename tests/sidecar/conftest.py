@@ -4,6 +4,7 @@ import pytest
 
 from sidecar.web.app import make_app
 from sidecar.web.server import HttpServer
+from tests.sidecar.api_helpers import api  # noqa: F401 - the JSON API tests' fixture
 
 
 @pytest.fixture

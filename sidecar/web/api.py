@@ -1,0 +1,286 @@
+"""The JSON API under `/api/v1` (docs/api.md): jobs, their recipients and batches, retry,
+cancel and export; schedules, their dry run, run now and runs; certificates and revoking
+them; and `openapi.json`, its description (sidecar.web.openapi).
+
+Who may do what: no credentials, 401; a read-only token on a state-changing call, or a
+session without its CSRF token, 403 before anything changes; a principal limited to some
+IOMAD companies gets 404 for a job, schedule or certificate of another company, exactly
+as for one that does not exist. Every change writes an audit line naming who asked.
+The reads go through sidecar.ledgerview and sidecar.scheduleview, which the dashboard's
+pages share.
+"""
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from zoneinfo import ZoneInfo
+
+from werkzeug.routing import Rule
+from werkzeug.wrappers import Request, Response
+
+from moodle_ws.errors import MoodleError, MoodleUnavailable
+from sidecar import certificates, ledgerview, scheduleview
+from sidecar import jobs as ledger
+from sidecar.access import Principal
+from sidecar.errors import ConfigError, Conflict, NotFound, SidecarError
+from sidecar.ledgerview import CertificateFilter, JobFilter, Scope
+from sidecar.status import JobStatus, RecipientStatus
+from sidecar.web import params
+from sidecar.web.errors import (
+    BadGateway,
+    BadRequest,
+    ConflictError,
+    Forbidden,
+    HTTPError,
+    NotFoundError,
+    ServiceUnavailable,
+    Unauthorized,
+    json_response,
+)
+
+PREFIX = "/api/v1"
+
+
+def _rule(path: str, method: str, name: str) -> Rule:
+    return Rule(PREFIX + path, methods=[method], endpoint=f"api.{name}")
+
+
+#: every /api/v1 route but whoami (sidecar.web.dashboard); app.ROUTES includes them
+RULES = [
+    _rule("/openapi.json", "GET", "openapi"),
+    _rule("/jobs", "GET", "jobs"),
+    _rule("/jobs/<job_id>", "GET", "job"),
+    _rule("/jobs/<job_id>/recipients", "GET", "recipients"),
+    _rule("/jobs/<job_id>/retry", "POST", "retry"),
+    _rule("/jobs/<job_id>/cancel", "POST", "cancel"),
+    _rule("/jobs/<job_id>/export", "GET", "export"),
+    _rule("/schedules", "GET", "schedules"),
+    _rule("/schedules/<schedule_id>", "GET", "schedule"),
+    _rule("/schedules/<schedule_id>/dry-run", "GET", "dry_run"),
+    _rule("/schedules/<schedule_id>/run", "POST", "run"),
+    _rule("/schedules/<schedule_id>/runs", "GET", "runs"),
+    _rule("/certificates", "GET", "certificates"),
+    _rule("/certificates/<code>/revoke", "POST", "revoke"),
+]
+
+_NEEDS_WRITE = {"retry", "cancel", "run", "revoke"}
+_PAGE = {"cursor", "limit"}
+
+
+class Api:
+    """The `/api/v1` handlers over one Dashboard (who is asking, the config, the clock).
+    `runtime` (sidecar.runtime.Runtime) is what a dry run and a run now need: Moodle, the
+    renderer and the providers; without it they answer 503."""
+
+    def __init__(self, dashboard, runtime=None):
+        self.dashboard = dashboard
+        self.runtime = runtime
+
+    @property
+    def config(self):
+        return self.dashboard.config
+
+    def handle(self, name: str, request: Request, args: dict) -> Response:
+        handler: Callable[..., Response] = getattr(self, f"on_{name}")
+        if name == "openapi":
+            return handler(request)
+        principal = self.dashboard.principal(request)  # 403 here: a session without CSRF
+        if principal is None:
+            raise Unauthorized("sign in, or send Authorization: Bearer <token>")
+        if name in _NEEDS_WRITE and principal.read_only:
+            raise Forbidden(f"{principal.name} is a read-only token: it cannot change anything")
+        try:
+            return handler(request, principal, Scope.of(principal), **args)
+        except NotFound as exc:
+            raise NotFoundError(str(exc)) from None
+        except Conflict as exc:
+            raise ConflictError(str(exc)) from None
+
+    def _by(self, principal: Principal) -> dict:
+        return {"name": principal.name, "source": principal.source, "via": "api"}
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def on_jobs(self, request: Request, principal, scope: Scope) -> Response:
+        a = request.args
+        params.known(a, _PAGE | {"status", "type", "course", "company", "since", "until"})
+        f = JobFilter(
+            statuses=tuple(params.choices_of(a, "status", {s.value for s in JobStatus})),
+            type=params.text_of(a, "type", 32),
+            course=params.int_of(a, "course"),
+            company=params.int_of(a, "company"),
+            since=params.time_of(a, "since"),
+            until=params.time_of(a, "until"),
+        )
+        after = params.decode_cursor(a, "jobs", (str, str))
+        page = ledgerview.list_jobs(scope, f, after, params.limit_of(a))
+        return _page(page, "jobs")
+
+    def on_job(self, request: Request, principal, scope: Scope, job_id: str) -> Response:
+        params.known(request.args, set())
+        return _json(ledgerview.job_detail(scope, job_id))
+
+    def on_recipients(self, request: Request, principal, scope: Scope, job_id: str) -> Response:
+        a = request.args
+        params.known(a, _PAGE | {"status", "q"})
+        page = ledgerview.recipients(
+            scope,
+            job_id,
+            statuses=params.choices_of(a, "status", {s.value for s in RecipientStatus}),
+            search=params.text_of(a, "q", 254) or "",
+            after=params.decode_cursor(a, "recipients", (int,)),
+            limit=params.limit_of(a),
+        )
+        return _page(page, "recipients")
+
+    def on_retry(self, request: Request, principal, scope: Scope, job_id: str) -> Response:
+        job = ledgerview.get_job(scope, job_id)
+        n = ledger.retry_job(job.id, self.dashboard.clock(), by=self._by(principal))
+        return _json({"job_id": job.id, "requeued": n, "message": f"{n} recipients re-queued"})
+
+    def on_cancel(self, request: Request, principal, scope: Scope, job_id: str) -> Response:
+        job = ledgerview.get_job(scope, job_id)
+        n = ledger.cancel_job(job.id, self.dashboard.clock(), by=self._by(principal))
+        return _json({"job_id": job.id, "cancelled": n,
+                      "message": f"job cancelled; {n} recipients will not be sent"})  # fmt: skip
+
+    def on_export(self, request: Request, principal, scope: Scope, job_id: str) -> Response:
+        params.known(request.args, set())
+        job = ledgerview.get_job(scope, job_id)
+        resp = Response(_csv(job.id), mimetype="text/csv")
+        resp.headers["Content-Disposition"] = f'attachment; filename="job-{job.id}.csv"'
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    # --- schedules -------------------------------------------------------------------------
+
+    def _schedule(self, request: Request, scope: Scope, schedule_id: str, extra=frozenset()):
+        params.known(request.args, {"source"} | set(extra))
+        try:
+            number = int(schedule_id)
+        except ValueError:
+            raise BadRequest(
+                f"schedule id: must be a whole number, got {schedule_id[:40]!r}"
+            ) from None
+        source = params.choice_of(request.args, "source", {"moodle", "file"})
+        return scheduleview.get_schedule(scope, number, source)
+
+    def _tz(self) -> ZoneInfo:
+        return ZoneInfo(self.config.schedules.timezone)
+
+    def on_schedules(self, request: Request, principal, scope: Scope) -> Response:
+        params.known(request.args, {"all"})
+        every = params.choice_of(request.args, "all", {"true", "false"}) == "true"
+        items = scheduleview.list_schedules(scope, self.dashboard.clock(), self._tz(), every)
+        return _json({"items": items, "next_cursor": None})
+
+    def on_schedule(self, request, principal, scope: Scope, schedule_id: str) -> Response:
+        record = self._schedule(request, scope, schedule_id)
+        return _json(scheduleview.schedule_json(record, self.dashboard.clock(), self._tz()))
+
+    def on_runs(self, request, principal, scope: Scope, schedule_id: str) -> Response:
+        record = self._schedule(request, scope, schedule_id, _PAGE)
+        after = params.decode_cursor(request.args, "runs", (str, int))
+        return _page(scheduleview.list_runs(record, after, params.limit_of(request.args)), "runs")
+
+    def _runtime(self):
+        if self.runtime is None:
+            raise ServiceUnavailable("dry runs and runs need the daemon (moodle-offload run)")
+        if self.config.moodle is None:
+            raise ServiceUnavailable("[moodle] is not configured: schedules cannot run")
+        return self.runtime
+
+    def on_dry_run(self, request, principal, scope: Scope, schedule_id: str) -> Response:
+        record = self._schedule(request, scope, schedule_id, {"reissue"})
+        reissue = params.choice_of(request.args, "reissue", {"true", "false"}) == "true"
+        runtime = self._runtime()
+        with _moodle_errors():
+            outcome = scheduleview.dry_run(runtime, record, reissue=reissue)
+        return _json(scheduleview.preview_json(record, outcome))
+
+    def on_run(self, request, principal, scope: Scope, schedule_id: str) -> Response:
+        record = self._schedule(request, scope, schedule_id)
+        runtime = self._runtime()
+        with _moodle_errors():
+            outcome = scheduleview.run_now(runtime, record, **self._by(principal))
+        return _json(scheduleview.outcome_json(record, outcome))
+
+    # --- certificates ----------------------------------------------------------------------
+
+    def on_certificates(self, request: Request, principal, scope: Scope) -> Response:
+        a = request.args
+        params.known(a, _PAGE | {"userid", "code", "course"})
+        f = CertificateFilter(
+            userid=params.int_of(a, "userid"),
+            code=params.text_of(a, "code", 32),
+            course=params.int_of(a, "course"),
+        )
+        after = params.decode_cursor(a, "certificates", (str, str))
+        page = ledgerview.list_certificates(
+            scope, f, self.config.server.public_url, after, params.limit_of(a)
+        )
+        return _page(page, "certificates")
+
+    def on_revoke(self, request: Request, principal, scope: Scope, code: str) -> Response:
+        cert = ledgerview.get_certificate(scope, code)
+        if not certificates.revoke(cert.code, self.dashboard.clock(), **self._by(principal)):
+            raise ConflictError(f"certificate {cert.code} is already revoked")
+        cert = ledgerview.get_certificate(scope, cert.code)
+        return _json(ledgerview.certificate_json(cert, self.config.server.public_url))
+
+    # --- the description -------------------------------------------------------------------
+
+    def on_openapi(self, request: Request) -> Response:
+        from sidecar.web.openapi import DOCUMENT
+
+        return json_response(DOCUMENT, 200)
+
+
+def _json(payload: object, status: int = 200) -> Response:
+    resp = json_response(payload, status)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _page(page: ledgerview.Page, kind: str) -> Response:
+    return _json({"items": page.items, "next_cursor": params.encode_cursor(kind, page.next_key)})
+
+
+def _csv(job_id: str) -> Iterator[bytes]:
+    """The CLI's `jobs export` CSV, streamed a row at a time."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+
+    def flush() -> bytes:
+        data = buf.getvalue().encode("utf-8")
+        buf.seek(0)
+        buf.truncate()
+        return data
+
+    writer.writerow(ledger.EXPORT_COLUMNS)
+    yield flush()
+    for n, row in enumerate(ledger.export_rows(job_id), 1):
+        writer.writerow(["" if v is None else v for v in row])
+        if n % 500 == 0:
+            yield flush()
+    yield flush()
+
+
+class _moodle_errors:
+    """Moodle down: 503; Moodle refusing: 502; a configuration or ledger reason: 409."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        if exc is None or isinstance(exc, HTTPError):
+            return False
+        if isinstance(exc, MoodleUnavailable):
+            raise ServiceUnavailable(f"Moodle could not be reached: {exc}") from None
+        if isinstance(exc, MoodleError):
+            raise BadGateway(f"Moodle refused: {exc}") from None
+        if isinstance(exc, ConfigError):
+            raise ServiceUnavailable(str(exc)) from None
+        if isinstance(exc, SidecarError):
+            raise ConflictError(str(exc)) from None
+        return False
