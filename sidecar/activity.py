@@ -12,9 +12,9 @@ bucket's width, where only how to read a datetime as seconds differs per databas
 
 import calendar
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
+from typing import NamedTuple
 
 from peewee import (
     SQL,
@@ -35,8 +35,7 @@ FAILED = tuple(s.value for s in sorted(RECIPIENT_FAILED))
 SENT = RecipientStatus.SENT.value
 
 
-@dataclass(frozen=True)
-class Hour:
+class Hour(NamedTuple):
     """One hour of the window: mail sent and failed in [start, start + 1 hour)."""
 
     start: datetime
@@ -44,8 +43,7 @@ class Hour:
     failed: int
 
 
-@dataclass(frozen=True)
-class Point:
+class Point(NamedTuple):
     """A job's cumulative counts at `at` (events before it; the last point: all)."""
 
     at: datetime

@@ -1,5 +1,6 @@
 """The dashboard's chart numbers on every backend: mail per hour, a job's progress."""
 
+import re
 from datetime import datetime, timedelta
 from itertools import pairwise
 
@@ -10,6 +11,7 @@ from sidecar.db import migrations, store
 from sidecar.db.models import Batch, SchemaVersion
 from sidecar.errors import NotFound
 from sidecar.status import RecipientStatus as R
+from sidecar.web import charts
 
 NOW = datetime(2025, 11, 18, 12, 25, 0)  # the window's hours: 2025-11-11 13:00 .. 11-18 12:00
 
@@ -160,3 +162,13 @@ def test_migration_7_adds_the_index_of_mail_per_hour_to_a_version_6_database(db)
     assert name in {i.name for i in db.get_indexes("recipient")}
     SchemaVersion.delete().where(SchemaVersion.version == 7).execute()
     assert migrations.upgrade(db) == [7]  # a database created with the index: left as it is
+
+
+def test_the_weeks_numbers_draw_as_the_dashboards_chart(db):
+    job, batch = make_job(datetime(2025, 11, 18, 8, 0), 3)
+    report(job, batch, datetime(2025, 11, 18, 9, 5), sent(1, datetime(2025, 11, 18, 9, 0)),
+           sent(2, datetime(2025, 11, 18, 9, 1)), failed(3))  # fmt: skip
+    svg = charts.hourly_chart(activity.hourly(NOW))
+    assert re.search(r'aria-label="Mail per hour over the last 7 days [^"]*: 2 sent, 1 failed\."',
+                     svg)  # fmt: skip
+    assert "Tue 18 Nov 09:00–10:00 UTC: 2 sent, 1 failed" in svg
