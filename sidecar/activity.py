@@ -1,13 +1,15 @@
 """The numbers behind the dashboard's charts: mail sent and failed per hour, a job's progress.
 
 A recipient counts as sent at its `timesent` (status `sent`), as failed at its `updated_at`
-(status `failed` or `permanently_failed`: the moment the failure was recorded).
+(status `failed` or `permanently_failed`: the moment the failure was recorded; a message
+that bounced after it was sent is permanently_failed, so it counts as failed, at the bounce).
 
-Rows are counted in the database, in SQL that is the same on SQLite, PostgreSQL and
-MariaDB: the hours of the window as one COUNT per hour over a range of an index; a job's
-progress grouped by a bucket number, whole seconds since its creation divided by the
-bucket's width, where only how to read a datetime as seconds differs per database
-(`_epoch`). Times are naive UTC, like the ledger; functions take `now`, none reads the clock.
+Rows are counted in the database, never fetched. Sent mail per hour of every company: one
+COUNT per hour, each over a range of the (status, timesent, updated_at, job_id) index
+(migration 7); the rest is grouped by a bucket number, whole seconds since the start
+divided by the bucket's width. The SQL is the same on SQLite, PostgreSQL and MariaDB but
+for how a datetime is read as seconds (`_epoch`) and integer division (`_div`). Times are
+naive UTC, like the ledger; functions take `now`, none reads the clock.
 """
 
 import calendar
