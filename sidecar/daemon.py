@@ -97,9 +97,11 @@ class Daemon:
     def _dashboard(self):
         if not self.config.dashboard.enabled:
             return None
+        from sidecar.health import Health
         from sidecar.web.dashboard import Dashboard
 
-        return Dashboard(self.config, self.runtime.clock, self.runtime)
+        health = Health(self.config, self.runtime.db, clock=self.runtime.clock)
+        return Dashboard(self.config, self.runtime.clock, self.runtime, health)
 
     def _start_schedules(self) -> None:
         from sidecar.scheduler import Ticker, schedules_usable

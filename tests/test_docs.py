@@ -96,11 +96,13 @@ def test_cli_md_documents_every_option_of_the_command(command):
             assert f"`{longest}" in text or f", {longest}" in text, f"{command} {longest}"
 
 
-def served_endpoints(api: bool) -> set[str]:
-    """ "METHOD /path" of each route: those under /api/v1 (`api`) or all the others."""
+def served_endpoints(api: bool, pages: bool = False) -> set[str]:
+    """ "METHOD /path" of each route: those under /api/v1 (`api`), the dashboard's pages
+    (`pages`, endpoints `page.*`), or all the others."""
     served = set()
     for rule in ROUTES.iter_rules():
-        if rule.rule.startswith("/api/v1/") == api:
+        is_page = rule.endpoint.startswith("page.")
+        if rule.rule.startswith("/api/v1/") == api and is_page == pages:
             path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
             served |= {f"{m} {path}" for m in rule.methods - {"HEAD", "OPTIONS"}}
     return served
@@ -111,6 +113,12 @@ ENDPOINT_HEADING = re.compile(r"## `([A-Z]+ /\S*)`")
 
 def test_http_md_documents_every_endpoint_and_no_other():
     assert set(sections(read("http.md"), ENDPOINT_HEADING)) == served_endpoints(api=False)
+
+
+def test_dashboard_md_documents_every_page_and_no_other():
+    assert set(sections(read("dashboard.md"), ENDPOINT_HEADING)) == served_endpoints(
+        api=False, pages=True
+    )
 
 
 def test_api_md_documents_every_api_endpoint_and_no_other():

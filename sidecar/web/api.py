@@ -61,6 +61,8 @@ RULES = [
     _rule("/schedules/<schedule_id>/runs", "GET", "runs"),
     _rule("/certificates", "GET", "certificates"),
     _rule("/certificates/<code>/revoke", "POST", "revoke"),
+    _rule("/health", "GET", "health"),
+    _rule("/activity", "GET", "activity"),
 ]
 
 _NEEDS_WRITE = {"retry", "cancel", "run", "revoke"}
@@ -230,10 +232,40 @@ class Api:
 
     # --- the description -------------------------------------------------------------------
 
+    # --- health and activity ---------------------------------------------------------------
+
+    def on_health(self, request: Request, principal, scope: Scope) -> Response:
+        """Each moving part (sidecar.health), cached `dashboard.health_interval`;
+        `fresh=true` (site-wide principals only) checks again now."""
+        params.known(request.args, {"fresh"})
+        fresh = params.choice_of(request.args, "fresh", {"true", "false"}) == "true"
+        if fresh and not principal.is_admin:
+            raise Forbidden("fresh=true is for principals that see every company")
+        return _json(self.dashboard.health.as_json(fresh=fresh))
+
+    def on_activity(self, request: Request, principal, scope: Scope) -> Response:
+        """Recipients sent and failed per hour, the principal's companies only."""
+        from sidecar import activity
+
+        params.known(request.args, {"hours"})
+        hours = params.int_of(request.args, "hours")
+        hours = 168 if hours is None else hours
+        if not 1 <= hours <= 24 * 31:
+            raise BadRequest(f"hours: must be 1 to {24 * 31}, got {hours}")
+        companies = None if scope.companies is None else tuple(sorted(scope.companies))
+        rows = activity.hourly(self.dashboard.clock(), hours, companies)
+        items = [{"hour": _z(h.start), "sent": h.sent, "failed": h.failed} for h in rows]
+        return _json({"hours": hours, "sent": sum(h.sent for h in rows),
+                      "failed": sum(h.failed for h in rows), "items": items})  # fmt: skip
+
     def on_openapi(self, request: Request) -> Response:
         from sidecar.web.openapi import DOCUMENT
 
         return json_response(DOCUMENT, 200)
+
+
+def _z(at) -> str:
+    return at.isoformat(timespec="seconds") + "Z"
 
 
 def _json(payload: object, status: int = 200) -> Response:

@@ -18,7 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from sidecar.callbacks import CallbackRejected
 from sidecar.unsubscribe import DESCRIPTIONS
-from sidecar.web import api
+from sidecar.web import api, pages
 from sidecar.web.dashboard import Dashboard
 from sidecar.web.errors import (
     BadRequest,
@@ -44,12 +44,12 @@ ROUTES = Map(
         Rule("/certificates/<code>", methods=["GET"], endpoint="certificate"),
         Rule("/verify/<code>", methods=["GET"], endpoint="verify"),
         Rule("/unsubscribe/<token>", methods=["GET", "POST"], endpoint="unsubscribe"),
-        Rule("/", methods=["GET"], endpoint="home"),
         Rule("/login", methods=["GET"], endpoint="login_form"),
         Rule("/login", methods=["POST"], endpoint="login"),
         Rule("/logout", methods=["POST"], endpoint="logout"),
         Rule("/api/v1/whoami", methods=["GET"], endpoint="whoami"),
         *api.RULES,
+        *pages.RULES,
     ],
     strict_slashes=False,
     merge_slashes=False,
@@ -158,6 +158,8 @@ class OffloadApp:
                 raise NotFoundError(f"no such path: {request.path}") from None
             if endpoint.startswith("api."):
                 return self._dashboard().api.handle(endpoint[4:], request, args)
+            if endpoint.startswith("page."):
+                return self._dashboard().pages.handle(endpoint[5:], request, args)
             return getattr(self, f"on_{endpoint}")(request, **args)
         except HTTPError as exc:
             return render(exc)
@@ -203,9 +205,6 @@ class OffloadApp:
         if self.dashboard is None:
             raise NotFoundError("the dashboard is off: set [dashboard] enabled = true")
         return self.dashboard
-
-    def on_home(self, request: Request) -> Response:
-        return self._dashboard().home(request)
 
     def on_login_form(self, request: Request) -> Response:
         return self._dashboard().login_form(request)

@@ -24,6 +24,7 @@ from sidecar.db import store
 from sidecar.sessions import Session, Sessions, cookie_key
 from sidecar.web.api import Api
 from sidecar.web.errors import Forbidden, PayloadTooLarge, Unauthorized, json_response
+from sidecar.web.pages import Pages
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,10 @@ COOKIE = "offload_session"
 LOGIN_COOKIE = "offload_login"
 SAFE_METHODS = ("GET", "HEAD")
 _MAX_FORM = 16 * 1024
+#: the pages load only their own stylesheet and script (sidecar/web/static), never a CDN
 _POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "default-src 'none'; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+    "connect-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 
@@ -42,10 +45,12 @@ class Dashboard:
     `runtime` (the daemon's sidecar.runtime.Runtime) lets the API dry-run and run
     schedules; without it those two answer 503."""
 
-    def __init__(self, config: Config, clock, runtime=None):
+    def __init__(self, config: Config, clock, runtime=None, health=None):
         self.config = config
         self.clock = clock
         self.api = Api(self, runtime)
+        self.pages = Pages(self)
+        self._health = health
         key = cookie_key(config.security.encryption_key.get_secret_value())
         self.sessions = Sessions(key, config.dashboard, clock)
         self.secure = config.server.public_url.startswith("https://")
@@ -53,6 +58,17 @@ class Dashboard:
             loader=PackageLoader("sidecar.web", "templates"),
             autoescape=select_autoescape(["html"]),
         )
+
+    @property
+    def health(self):
+        """The sidecar.health.Health collector (its checks cached `dashboard.health_interval`);
+        made on first use over the database the ledger is bound to, when none was given."""
+        if self._health is None:
+            from sidecar.db.models import database
+            from sidecar.health import Health
+
+            self._health = Health(self.config, database.obj, clock=self.clock)
+        return self._health
 
     # --- who is asking ---------------------------------------------------------------------
 
@@ -80,13 +96,9 @@ class Dashboard:
 
     # --- pages -----------------------------------------------------------------------------
 
-    def home(self, request: Request) -> Response:
-        session = self.sessions.read(request.cookies.get(COOKIE))
-        if session is None:
-            return _no_store(redirect("/login", 303))
-        return self._page(
-            "home.html", 200, title="Signed in", principal=session.principal, csrf=session.csrf
-        )
+    def session_of(self, request: Request) -> Session | None:
+        """The request's signed-in session (cookie), or None."""
+        return self.sessions.read(request.cookies.get(COOKIE))
 
     def login_form(self, request: Request) -> Response:
         """The form, signed in or not (to sign in as someone else)."""
@@ -162,7 +174,7 @@ class Dashboard:
 
     def _login_page(self, status: int, username: str, message: str, value: str = "") -> Response:
         value = value or secrets.token_urlsafe(32)
-        resp = self._page(
+        resp = self.page(
             "login.html",
             status,
             title="Sign in",
@@ -175,7 +187,7 @@ class Dashboard:
         self._set_cookie(resp, LOGIN_COOKIE, self.sessions.sign(value, "login"))
         return resp
 
-    def _page(self, template: str, status: int, **context) -> Response:
+    def page(self, template: str, status: int, **context) -> Response:
         html = self.templates.get_template(template).render(**context)
         resp = Response(html, status=status, mimetype="text/html")
         resp.headers["Content-Security-Policy"] = _POLICY

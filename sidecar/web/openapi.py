@@ -70,6 +70,35 @@ DOCUMENT: dict = {
     "security": [{"bearer": []}, {"session": []}],
     "paths": {
         "/whoami": {"get": _op("Who the request acts for", _ref("Principal"), errors=["401"])},
+        "/health": {
+            "get": _op(
+                "The state of each moving part (database, Moodle, providers, SMTP, stuck jobs)",
+                _ref("Health"),
+                errors=["400", "401", "403"],
+                params=[
+                    _query(
+                        "fresh",
+                        "`true`: check again now instead of the cached state "
+                        "(principals that see every company only).",
+                        {"enum": ["true", "false"]},
+                    )
+                ],
+            )
+        },  # fmt: skip
+        "/activity": {
+            "get": _op(
+                "Recipients sent and failed per hour, oldest hour first",
+                _ref("Activity"),
+                errors=["400", "401"],
+                params=[
+                    _query(
+                        "hours",
+                        "How many hours back, 1 to 744 (default 168).",
+                        {"type": "integer", "minimum": 1, "maximum": 744},
+                    )
+                ],
+            )
+        },  # fmt: skip
         "/openapi.json": {"get": {**_op("This description", _OBJ, errors=[]), "security": []}},
         "/jobs": {
             "get": _op(
@@ -234,6 +263,47 @@ DOCUMENT: dict = {
                 "type": "object",
                 "required": ["error", "status"],
                 "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+            },
+            "Health": {
+                "type": "object",
+                "required": ["state", "parts"],
+                "properties": {
+                    "state": {"enum": ["ok", "warn", "fail", "off"]},
+                    "parts": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "state", "summary", "detail", "checked_at"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "state": {"enum": ["ok", "warn", "fail", "off"]},
+                                "summary": {"type": "string"},
+                                "detail": {"type": "object"},
+                                "checked_at": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    },
+                },
+            },
+            "Activity": {
+                "type": "object",
+                "required": ["hours", "sent", "failed", "items"],
+                "properties": {
+                    "hours": {"type": "integer"},
+                    "sent": {"type": "integer"},
+                    "failed": {"type": "integer"},
+                    "items": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "hour": {"type": "string", "format": "date-time"},
+                                "sent": {"type": "integer"},
+                                "failed": {"type": "integer"},
+                            },
+                        },
+                    },
+                },
             },
             "Principal": {
                 "type": "object",

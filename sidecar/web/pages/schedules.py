@@ -1,0 +1,4 @@
+"""The schedules pages. See sidecar.web.pages for RULES/HANDLERS and PageContext."""
+
+RULES: list = []
+HANDLERS: dict = {}
