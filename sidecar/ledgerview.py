@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from peewee import JOIN, fn
+from peewee import JOIN, Case, fn
 
 from sidecar.db import store
 from sidecar.db.models import Batch, Certificate, Job, Recipient
@@ -235,9 +235,14 @@ def _with_iso(row: dict) -> dict:
 
 @dataclass(frozen=True)
 class CertificateFilter:
+    """`learner`: part of the learner's address, first or last name (any case; each word
+    of "Ada Lovelace" must match the first or the last name), as the job that issued the
+    certificate recorded them."""
+
     userid: int | None = None
     code: str | None = None
     course: int | None = None
+    learner: str | None = None
 
 
 def list_certificates(
@@ -255,6 +260,8 @@ def list_certificates(
         query = query.where(Certificate.code == f.code.strip().upper())
     if f.course is not None:
         query = query.where(Certificate.courseid == f.course)
+    if f.learner:
+        query = query.where(Certificate.code.in_(_learner_codes(f.learner)))
     if after is not None:
         at, code = datetime.fromisoformat(after[0]), after[1]
         query = query.where(
@@ -296,3 +303,58 @@ def get_certificate(scope: Scope, code: str) -> Certificate:
     if found is None or not scope.sees(getattr(found, "tenant_id", None)):
         raise NotFound(f"no certificate {code[:32]}")
     return found
+
+
+def _learner_codes(text: str):
+    """The codes of the certificates of learners matching `text` (CertificateFilter.learner),
+    a subquery over the recipients of the jobs that issued them."""
+    recipient = (Recipient.job == Certificate.job_id) & (Recipient.userid == Certificate.userid)
+    query = Certificate.select(Certificate.code).join(Recipient, on=recipient)
+    words = text.split()
+    if len(words) > 1:
+        for word in words:
+            query = query.where(Recipient.firstname.contains(word)
+                                | Recipient.lastname.contains(word))  # fmt: skip
+    else:
+        text = text.strip()
+        query = query.where(
+            Recipient.email.contains(text)
+            | Recipient.firstname.contains(text)
+            | Recipient.lastname.contains(text)
+        )
+    return query
+
+
+def learners_of(items: list[dict]) -> dict[str, dict]:
+    """{code: {"name", "email"}} of listed certificates (`certificate_json` dicts), as the
+    jobs that issued them recorded the learners; a certificate whose recipient row is gone
+    is missing."""
+    if not items:
+        return {}
+    wanted = {(c["job_id"], c["userid"]): c["code"] for c in items}
+    query = Recipient.select(
+        Recipient.job, Recipient.userid, Recipient.firstname, Recipient.lastname, Recipient.email
+    ).where(
+        Recipient.job.in_(sorted({c["job_id"] for c in items})),
+        Recipient.userid.in_(sorted({c["userid"] for c in items})),
+    )
+    out = {}
+    for r in query.tuples():
+        code = wanted.get((r[0], r[1]))
+        if code is not None:
+            out[code] = {"name": f"{r[2] or ''} {r[3] or ''}".strip(), "email": r[4]}
+    return out
+
+
+def certificates_per_course(scope: Scope) -> list[dict]:
+    """How many certificates each course has: {"course", "issued", "revoked"} by course
+    (a certificate without a course last), for `scope`'s jobs."""
+    revoked = fn.SUM(Case(None, ((Certificate.revoked_at.is_null(False), 1),), 0))
+    query = Certificate.select(Certificate.courseid, fn.COUNT(Certificate.code), revoked).join(
+        Job, JOIN.LEFT_OUTER, on=(Job.id == Certificate.job_id)
+    )
+    if scope.companies is not None:
+        query = query.where(Job.tenant_id.in_(sorted(scope.companies) or [-1]))
+    rows = query.group_by(Certificate.courseid).tuples()
+    out = [{"course": c, "issued": int(n), "revoked": int(r or 0)} for c, n, r in rows]
+    return sorted(out, key=lambda row: (row["course"] is None, row["course"] or 0))

@@ -89,6 +89,7 @@ def schedule_json(record: ScheduleRecord, now: datetime, tz: ZoneInfo) -> dict:
         "custom_interval": s.custom_interval or None,
         "action": s.action_type.value,
         "audience": s.audience.value,
+        "cloud_preference": s.cloud_preference.value,
         "template_id": s.template_id,
         "next_due": iso(due),
         "next_due_local": None if due is None else aware(due).astimezone(tz).isoformat(),

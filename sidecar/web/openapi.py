@@ -379,6 +379,7 @@ DOCUMENT: dict = {
                     "name": {"type": "string"},
                     "company": {"type": ["integer", "null"]},
                     "course": {"type": "integer"},
+                    "cloud_preference": {"type": "string"},
                     "next_due": {"type": ["string", "null"]},
                     "next_due_local": {"type": ["string", "null"]},
                     "last_run": {"oneOf": [_ref("Run"), {"type": "null"}]},

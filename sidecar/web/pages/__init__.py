@@ -23,12 +23,12 @@ from sidecar.access import Principal
 from sidecar.errors import Conflict, NotFound
 from sidecar.ledgerview import Scope
 from sidecar.web.errors import Forbidden, HTTPError
-from sidecar.web.pages import jobs, overview, schedules
+from sidecar.web.pages import certificates, jobs, overview, schedules
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
-_AREAS = (overview, jobs, schedules)
+_AREAS = (overview, jobs, schedules, certificates)
 
 #: every page route; app.ROUTES includes them
 RULES = [
