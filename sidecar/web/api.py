@@ -185,7 +185,8 @@ class Api:
         after = params.decode_cursor(request.args, "runs", (str, int))
         return _page(scheduleview.list_runs(record, after, params.limit_of(request.args)), "runs")
 
-    def _runtime(self):
+    def runtime_for_runs(self):
+        """The daemon's runtime for a dry run or a run now (pages use it too); 503 without."""
         if self.runtime is None:
             raise ServiceUnavailable("dry runs and runs need the daemon (moodle-offload run)")
         if self.config.moodle is None:
@@ -195,15 +196,15 @@ class Api:
     def on_dry_run(self, request, principal, scope: Scope, schedule_id: str) -> Response:
         record = self._schedule(request, scope, schedule_id, {"reissue"})
         reissue = params.choice_of(request.args, "reissue", {"true", "false"}) == "true"
-        runtime = self._runtime()
-        with _moodle_errors():
+        runtime = self.runtime_for_runs()
+        with moodle_errors():
             outcome = scheduleview.dry_run(runtime, record, reissue=reissue)
         return _json(scheduleview.preview_json(record, outcome))
 
     def on_run(self, request, principal, scope: Scope, schedule_id: str) -> Response:
         record = self._schedule(request, scope, schedule_id)
-        runtime = self._runtime()
-        with _moodle_errors():
+        runtime = self.runtime_for_runs()
+        with moodle_errors():
             outcome = scheduleview.run_now(runtime, record, **self._by(principal))
         return _json(scheduleview.outcome_json(record, outcome))
 
@@ -298,7 +299,7 @@ def _csv(job_id: str) -> Iterator[bytes]:
     yield flush()
 
 
-class _moodle_errors:
+class moodle_errors:  # noqa: N801 - used as `with moodle_errors():`
     """Moodle down: 503; Moodle refusing: 502; a configuration or ledger reason: 409."""
 
     def __enter__(self):

@@ -22,7 +22,7 @@ from sidecar import scheduleview
 from sidecar.db.models import ScheduleRun
 from sidecar.runs import WARNINGS
 from sidecar.web import params
-from sidecar.web.api import _moodle_errors
+from sidecar.web.api import moodle_errors
 from sidecar.web.errors import BadRequest
 
 RULES = [
@@ -123,8 +123,8 @@ def _queued(record, request: Request) -> dict | None:
 def dry_run(ctx, request: Request, schedule_id: str) -> Response:
     record = _record(ctx, request, schedule_id)
     reissue = params.choice_of(request.args, "reissue", {"true", "false"}) == "true"
-    runtime = ctx.dashboard.api._runtime()  # 503 without the daemon, as the API
-    with _moodle_errors():
+    runtime = ctx.dashboard.api.runtime_for_runs()  # 503 without the daemon, as the API
+    with moodle_errors():
         outcome = scheduleview.dry_run(runtime, record, reissue=reissue)
     preview = scheduleview.preview_json(record, outcome)
     return ctx.render(
@@ -145,8 +145,8 @@ def run(ctx, request: Request, schedule_id: str) -> Response:
     """Run now: a recorded run at this second, its jobs queued for the daemon, audited
     (`schedule_run_now`, who asked); then the schedule's page says what was queued."""
     record = _record(ctx, request, schedule_id)
-    runtime = ctx.dashboard.api._runtime()
-    with _moodle_errors():
+    runtime = ctx.dashboard.api.runtime_for_runs()
+    with moodle_errors():
         outcome = scheduleview.run_now(runtime, record, **ctx.by())
     made = (ScheduleRun.select(ScheduleRun.id)
             .where(ScheduleRun.schedule == record.id, ScheduleRun.due_at == outcome.due_at)
