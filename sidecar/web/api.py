@@ -212,11 +212,12 @@ class Api:
 
     def on_certificates(self, request: Request, principal, scope: Scope) -> Response:
         a = request.args
-        params.known(a, _PAGE | {"userid", "code", "course"})
+        params.known(a, _PAGE | {"userid", "code", "course", "learner"})
         f = CertificateFilter(
             userid=params.int_of(a, "userid"),
             code=params.text_of(a, "code", 32),
             course=params.int_of(a, "course"),
+            learner=params.text_of(a, "learner", 191),
         )
         after = params.decode_cursor(a, "certificates", (str, str))
         page = ledgerview.list_certificates(

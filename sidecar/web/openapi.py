@@ -230,6 +230,11 @@ DOCUMENT: dict = {
                     _query("userid", "The learner's Moodle user id.", {"type": "integer"}),
                     _query("code", "The certificate's code (any case)."),
                     _query("course", "Moodle course id.", {"type": "integer"}),
+                    _query(
+                        "learner",
+                        "Part of the learner's address, first or last name (any case); "
+                        "each word must match.",
+                    ),
                     *_PAGING,
                 ],
             )

@@ -177,6 +177,10 @@ def test_certificates_are_found_by_learner_code_and_course(served):
     assert one["userid"] == 2 and one["course"] == 10 and one["status"] == "valid"
     assert one["verify_url"] == f"https://offload.example.org/verify/{one['code']}"
     assert {c["course"] for c in admin.get("/certificates", course=11).json()["items"]} == {11}
+    by_name = admin.get("/certificates", learner="first2 LAST2").json()["items"]
+    assert {c["code"] for c in by_name} == {codes[(a, 2)], codes[(b, 2)]}
+    by_address = admin.get("/certificates", learner="user1@example").json()["items"]
+    assert {c["userid"] for c in by_address} == {1}
     scoped = served.token("co", company=served.companies[0])
     assert {c["job_id"] for c in scoped.walk("/certificates")} == {a}
     assert scoped.get("/certificates", code=codes[(b, 1)]).json()["items"] == []
