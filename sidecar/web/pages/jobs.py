@@ -149,7 +149,7 @@ def job_progress(ctx, request: Request, job_id: str) -> Response:
     for the page's data-refresh; once the job is finished it says so (data-final), and the
     page's script stops asking."""
     job = ledgerview.job_detail(ctx.scope, job_id)
-    return _render(ctx, "job_progress.html", job=job, live=_live(ctx, job))
+    return _render(ctx, "job_progress.html", job=job, live=_live(ctx, job), fragment=True)
 
 
 def _live(ctx, job: dict) -> dict:
