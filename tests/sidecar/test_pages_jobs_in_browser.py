@@ -7,12 +7,16 @@ the pages' queries run on every backend in test_pages_jobs.py."""
 
 import csv
 import re
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from cryptography.fernet import Fernet
+from PIL import Image
 
 from sidecar import access
 from sidecar.config import load
@@ -347,3 +351,14 @@ def test_a_read_only_viewer_sees_no_action_buttons(site, page):
     site.open(page, read_only=True).goto(f"{site.url}/jobs/{job_id}")
     assert page.get_by_role("button", name=re.compile("Retry|Cancel")).count() == 0
     assert page.get_by_role("link", name="Export CSV").is_visible()
+
+
+def test_the_screenshot_script_draws_the_job_page(tmp_path, browser):
+    """scripts/job_page_screenshot.py (docs/job-page.png) still runs against the page."""
+    out = tmp_path / "job-page.png"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "job_page_screenshot.py"
+    done = subprocess.run([sys.executable, str(script), "--out", str(out)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    width, height = Image.open(out).size
+    assert width == 1280 and height > 1200  # the whole page, failed recipients included
