@@ -12,9 +12,10 @@ from html import unescape
 
 import pytest
 
+from sidecar import jobs
 from sidecar.db import store
 from sidecar.db.models import Job, Recipient
-from tests.sidecar.api_helpers import audit_events, make_job, statuses
+from tests.sidecar.api_helpers import audit_events, make_job, people, statuses
 
 JOB_ROW = re.compile(r'<a href="/jobs/([0-9a-f-]{36})">')
 
@@ -135,12 +136,23 @@ def test_the_job_page_shows_counts_route_and_why_batches_and_recipients(api, clo
     counts = dict(re.findall(r"<tr><td>(\w+)</td><td class=\"num\">(\d+)</td></tr>", resp.text))
     assert counts == {"failed": "1", "pending": "2", "sent": "3"}
     assert "<svg" in resp.text and 'aria-label="Progress' in resp.text  # the chart
-    assert "Batches" in words and "smtp 550" in words
+    assert "Batches 1 batch: 1 pending" in words and "smtp 550" in words
+    assert '<details class="batches" open>' in resp.text  # a few: shown open
     assert recipient_ids(resp) == [1, 2, 3, 4, 5, 6]
     assert "Course 12" in words and "Company 4" in words
     # a unique prefix of the id finds it too
     assert get(api.session(), f"/jobs/{job_id[:8]}").status_code == 200
     assert get(api.session(), "/jobs/no-such-job").status_code == 404
+
+
+def test_many_batches_are_summed_up_and_listed_folded(api, clock):
+    spec = jobs.JobSpec(type="send_csv", template_id="custom", source="test")
+    job_id = jobs.create_job(spec, people(130), batch_size=10, now=clock()).job_id
+    jobs.queue_local_batches(clock(), job_id)
+    resp = get(api.session(), f"/jobs/{job_id}")
+    assert "Batches 13 batches: 13 queued" in text_of(resp)
+    assert '<details class="batches">' in resp.text  # folded: the recipients come first
+    assert resp.text.count("<td>queued</td><td>local</td>") == 13
 
 
 def test_recipients_are_paginated_on_the_server_searched_and_filtered(api, clock):

@@ -8,6 +8,7 @@ cancel_job, sidecar.web.api.export_response): the pages and the API give the sam
 """
 
 import json
+from collections import Counter
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
@@ -130,6 +131,7 @@ def job_page(ctx, request: Request, job_id: str) -> Response:
         nav="jobs",
         job=job,
         live=_live(ctx, job),
+        batch_counts=dict(sorted(Counter(b["status"] for b in job["batches"]).items())),
         history=history,
         by_user=_by_user(history),
         recipients=page.items,
