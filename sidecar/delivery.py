@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -31,7 +32,7 @@ from sidecar.db import store
 from sidecar.db.models import Batch, Job, Recipient
 from sidecar.errors import TemplateError
 from sidecar.render import Renderer
-from sidecar.status import BatchStatus, RecipientStatus
+from sidecar.status import BatchStatus, JobStatus, RecipientStatus
 from sidecar.unsubscribe import Links, settle_opted_out
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class DeliverySettings:
     backoff: tuple[float, ...] = (60.0, 300.0, 900.0)
     lease_seconds: float = 300.0
     unsubscribe: Links | None = None  # None: bulk mail goes without unsubscribe links
+    # how often a batch being sent looks whether its job was cancelled meanwhile (a cancel
+    # from the CLI, the API or the dashboard stops the batch within this many seconds)
+    cancel_check_seconds: float = 1.0
 
 
 class LocalDelivery:
@@ -170,10 +174,16 @@ class LocalDelivery:
         done = 0
         pause_until: datetime | None = None
         renew_at = self.clock() + timedelta(seconds=self.settings.lease_seconds / 3)
+        check_at = time.monotonic() + self.settings.cancel_check_seconds
         try:
             for r in todo:
                 if self.stop.is_set():
                     break
+                if time.monotonic() >= check_at:
+                    if _cancelled(job.id):
+                        log.info("job %s: cancelled: batch %d stops", job.id, batch.index)
+                        break
+                    check_at = time.monotonic() + self.settings.cancel_check_seconds
                 if self.clock() >= renew_at:
                     self._renew(batch)
                     renew_at = self.clock() + timedelta(seconds=self.settings.lease_seconds / 3)
@@ -361,3 +371,10 @@ def owner_alive(owner: str | None) -> bool:
 def _domain(address: str) -> str:
     addr = address.rsplit("<", 1)[-1].rstrip(">").strip()
     return addr.rsplit("@", 1)[-1] if "@" in addr else "moodle-offload.invalid"
+
+
+def _cancelled(job_id: str) -> bool:
+    """Whether the job was cancelled (its recipients not yet sent are then `cancelled`, and
+    a `sent` recorded after that would win over it: they must not be sent)."""
+    status = Job.select(Job.status).where(Job.id == job_id).scalar()
+    return status == JobStatus.CANCELLED

@@ -61,6 +61,10 @@ def _step_7_activity_index(db: Database) -> None:
     _add_indexes(db, m.Recipient)
 
 
+def _step_8_job_page_index(db: Database) -> None:
+    _add_indexes(db, m.Recipient)
+
+
 def _add_indexes(db: Database, model) -> None:
     """Create the model's declared indexes that the table lacks (by name: MariaDB has no
     CREATE INDEX IF NOT EXISTS in peewee's dialect)."""
@@ -83,6 +87,11 @@ STEPS: list[tuple[int, str, Callable[[Database], None]]] = [
     (5, "unsubscribes by learner and kind of mail", _step_5_opt_outs),
     (6, "dashboard accounts, API tokens, sessions and sign-in failures", _step_6_dashboard_access),
     (7, "an index for the dashboard's mail per hour", _step_7_activity_index),
+    (
+        8,
+        "an index for a job's counts and progress (the dashboard's job page)",
+        _step_8_job_page_index,
+    ),  # fmt: skip
 ]
 
 LATEST = STEPS[-1][0]

@@ -134,6 +134,10 @@ class Recipient(BaseModel):
             # per hour, job_id for a company's view (migration 7; costs ~15% on a 50,000-row
             # job commit, bench/commit.py)
             (("status", "timesent", "updated_at", "job"), False),
+            # a job's counts by status and its progress over time (the dashboard's job page,
+            # `jobs show`): a covering range of one job's rows, whatever else the ledger
+            # holds (migration 8; bench/job_page.py)
+            (("job", "status", "timesent", "updated_at"), False),
         )
 
 

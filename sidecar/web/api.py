@@ -148,11 +148,7 @@ class Api:
 
     def on_export(self, request: Request, principal, scope: Scope, job_id: str) -> Response:
         params.known(request.args, set())
-        job = ledgerview.get_job(scope, job_id)
-        resp = Response(_csv(job.id), mimetype="text/csv")
-        resp.headers["Content-Disposition"] = f'attachment; filename="job-{job.id}.csv"'
-        resp.headers["Cache-Control"] = "no-store"
-        return resp
+        return export_response(ledgerview.get_job(scope, job_id))
 
     # --- schedules -------------------------------------------------------------------------
 
@@ -278,6 +274,15 @@ def _json(payload: object, status: int = 200) -> Response:
 
 def _page(page: ledgerview.Page, kind: str) -> Response:
     return _json({"items": page.items, "next_cursor": params.encode_cursor(kind, page.next_key)})
+
+
+def export_response(job) -> Response:
+    """The job's recipients as a streamed CSV download (the CLI's `jobs export` columns):
+    what `GET /api/v1/jobs/{id}/export` and the dashboard's export link answer."""
+    resp = Response(_csv(job.id), mimetype="text/csv")
+    resp.headers["Content-Disposition"] = f'attachment; filename="job-{job.id}.csv"'
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 def _csv(job_id: str) -> Iterator[bytes]:

@@ -1,6 +1,7 @@
 """Local delivery through a real aiosmtpd server and into a Maildir, driven by a test clock."""
 
 import mailbox
+from dataclasses import replace
 from email import message_from_bytes, policy
 from io import BytesIO
 from pathlib import Path
@@ -160,6 +161,37 @@ def test_smtp_server_down_keeps_recipients_queued_for_later(db, clock, tmp_path)
     make_delivery(clock, tmp_path, smtp_opener(free_port())).run_once()
     st = status_of(job_id)
     assert st[1][0] == R.RETRY_PENDING and st[2][0] == R.QUEUED
+
+
+def test_a_job_cancelled_while_its_batch_is_being_sent_stops_sending(
+    db, clock, tmp_path, smtp_server
+):
+    """A cancel (CLI, API or dashboard) lands while the worker holds the batch: what is
+    not sent yet stays cancelled and is never sent (a later `sent` would win over it)."""
+    server = smtp_server()
+    job_id = queue_job(clock, [person(i) for i in range(1, 6)])
+    opened = smtp_opener(server.port)
+
+    class CancelAfterTwo:
+        def __init__(self):
+            self.inner, self.sent = opened(), 0
+
+        def send(self, msg):
+            self.inner.send(msg)
+            self.sent += 1
+            if self.sent == 2:
+                jobs.cancel_job(job_id, clock(), by={"name": "ops"})
+
+        def close(self):
+            self.inner.close()
+
+    delivery = make_delivery(clock, tmp_path, CancelAfterTwo)
+    delivery.settings = replace(delivery.settings, cancel_check_seconds=0)
+    delivery.run_once()
+    assert len(server.accepted) == 2
+    assert {uid: s for uid, (s, _, _) in status_of(job_id).items()} == {
+        1: "sent", 2: "sent", 3: "cancelled", 4: "cancelled", 5: "cancelled"}  # fmt: skip
+    assert Job.get_by_id(job_id).status == JobStatus.CANCELLED
 
 
 def test_certificate_is_rendered_attached_and_verifiable(db, clock, tmp_path):

@@ -55,3 +55,20 @@ def test_another_applications_schema_version_table_records_no_step_of_ours(db):
     assert migrations.tables_of_others(db) == {"schema_version": ["installed_rank"]}
     with pytest.raises(ConfigError, match=r"schema_version \(columns installed_rank\)"):
         migrations.upgrade(db)
+
+
+def test_migration_8_adds_the_job_page_index_to_a_version_7_database(db):
+    """recipient(job_id, status, timesent, updated_at): a job's counts by status and its
+    progress chart read one job's rows of it, not every sent row of the ledger."""
+    name = "recipient_job_id_status_timesent_updated_at"
+    db.execute_sql(f"DROP INDEX {name}" + (" ON recipient" if "MySQL" in type(db).__name__ else ""))
+    SchemaVersion.delete().where(SchemaVersion.version == 8).execute()
+    assert name not in {i.name for i in db.get_indexes("recipient")}
+    assert migrations.unrecorded_steps(db) == [] and migrations.current_version(db) == 7
+
+    assert migrations.upgrade(db) == [8]
+    assert migrations.upgrade(db) == []
+    (index,) = [i for i in db.get_indexes("recipient") if i.name == name]
+    assert index.columns == ["job_id", "status", "timesent", "updated_at"] and not index.unique
+    SchemaVersion.delete().where(SchemaVersion.version == 8).execute()
+    assert migrations.upgrade(db) == [8]  # a database created with the index: left as it is

@@ -1,7 +1,8 @@
 // moodle-offload dashboard: progressive enhancement only. Every page reads fine without it.
 // - forms with data-confirm ask before they submit;
 // - elements with data-refresh="URL" (a fragment URL of the same site) are replaced by
-//   what that URL answers every data-every seconds (default 5), without reloading the page.
+//   what that URL answers every data-every seconds (default 5), without reloading the page,
+//   until what it answers holds an element marked data-final (a finished job).
 (function () {
   "use strict";
   document.addEventListener("submit", function (ev) {
@@ -24,7 +25,13 @@
           }
         })
         .catch(function () { /* keep the last view; try again next tick */ })
-        .finally(function () { window.setTimeout(tick, every); });
+        .finally(function () {
+          if (el.querySelector("[data-final]")) {
+            el.removeAttribute("data-refresh");
+          } else {
+            window.setTimeout(tick, every);
+          }
+        });
     }
     window.setTimeout(tick, every);
   }
