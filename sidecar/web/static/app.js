@@ -1,7 +1,8 @@
 // moodle-offload dashboard: progressive enhancement only. Every page reads fine without it.
 // - forms with data-confirm ask before they submit;
 // - elements with data-refresh="URL" (a fragment URL of the same site) are replaced by
-//   what that URL answers every data-every seconds (default 5), without reloading the page.
+//   what that URL answers every data-every seconds (default 5), without reloading the page
+//   (a fragment redirected to /login means the session ended: the page goes there).
 (function () {
   "use strict";
   document.addEventListener("submit", function (ev) {
@@ -16,7 +17,11 @@
     var every = parseFloat(el.getAttribute("data-every") || "5") * 1000;
     function tick() {
       fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
-        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (r) {
+          // signed out meanwhile: the fragment was redirected to the sign-in page, go there
+          if (r.redirected) { window.location.assign(r.url); return null; }
+          return r.ok ? r.text() : null;
+        })
         .then(function (html) {
           if (html !== null) {
             el.innerHTML = html;
