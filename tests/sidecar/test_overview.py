@@ -181,3 +181,18 @@ def test_a_finished_job_leaves_the_running_block(api, clock):
     html = page(api.session("alice"))
     assert running_cards(html) == {} and "No job is running." in section(html, "running")
     assert job in section(html, "recent") and "completed" in section(html, "recent")
+
+
+def test_errors_alike_but_for_the_address_count_as_one(api, clock):
+    job = make_job(clock, 5, company=4)
+    for userid in (1, 2, 3):
+        error = f"550 5.1.1 <user{userid}@example.org>: Recipient address rejected"
+        send(job, [userid], clock(), "failed", error)
+    send(job, [4], clock(), "failed", "552 5.2.2 user4@example.org mailbox full")
+    failures = section(page(api.session("alice")), "failures")
+    rows = re.findall(r'<td class="error-text">([^<]+)</td><td class="num">(\d+)</td>', failures)
+    assert rows == [
+        ("550 5.1.1 &lt;address&gt;: Recipient address rejected", "3"),
+        ("552 5.2.2 &lt;address&gt; mailbox full", "1"),
+    ]
+    assert "user1@example.org" not in failures

@@ -13,6 +13,7 @@ part of the page is kept a short while per scope (`TTL`), so ten pollers cost th
 what one does.
 """
 
+import re
 import threading
 import time
 import weakref
@@ -46,6 +47,10 @@ RUNNING = tuple(
 RUNNING_SHOWN = 20
 RECENT_SHOWN = 10
 TOP_ERRORS = 5
+#: distinct error texts read at most to find the most common errors
+ERROR_GROUPS = 2000
+#: an address in an error (a server names the recipient): errors alike but for it count as one
+_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
 #: the rate of a running job is what it settled in this last stretch
 RATE_WINDOW = timedelta(minutes=5)
 FAILED = tuple(sorted(s.value for s in RECIPIENT_FAILED))
@@ -183,12 +188,25 @@ def failures(scope: Scope, now: datetime) -> dict:
             Recipient.select(Recipient.last_error, n)
             .where(*where)
             .group_by(Recipient.last_error)
-            .order_by(n.desc(), Recipient.last_error)
-            .limit(TOP_ERRORS)
+            .order_by(n.desc())
+            .limit(ERROR_GROUPS)
             .tuples()
         )
-        errors = [{"error": e or "(no error recorded)", "count": int(c)} for e, c in query]
+        alike: dict[str, int] = {}
+        for error, c in query:
+            key = _error_kind(error)
+            alike[key] = alike.get(key, 0) + int(c)
+        top = sorted(alike.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]
+        errors = [{"error": e, "count": c} for e, c in top]
     return {"count": int(count or 0), "jobs": int(jobs or 0), "errors": errors, "since": since}
+
+
+def _error_kind(error: str | None) -> str:
+    """An error with any address in it replaced by <address>: "550 5.1.1 <ana@x.org>: User
+    unknown" and "550 5.1.1 <bo@y.org>: User unknown" are one error."""
+    if not error:
+        return "(no error recorded)"
+    return _ADDRESS.sub("<address>", error.strip())[:300]
 
 
 def _hourly(scope: Scope, now: datetime) -> dict:
