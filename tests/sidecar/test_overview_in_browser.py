@@ -225,3 +225,16 @@ def test_the_overview_fits_a_phone_and_starts_with_the_skip_link(daemon, smtp, o
     assert phone.url.endswith("#main")
     first_job = phone.locator("#running li[data-job] a").first
     assert tab_to(phone, first_job) == 1  # from the main content, the running job is next
+
+
+def test_an_open_overview_goes_to_sign_in_when_the_session_ends(daemon, page):
+    from sidecar.db.models import WebSession
+
+    d = daemon()
+    sign_in(page, d.http.url, *MOODLE_ADMIN)
+    page.wait_for_url(f"{d.http.url}/")
+    with d.runtime.db.connection_context():
+        assert WebSession.delete().execute() == 1  # signed out elsewhere, or timed out
+    page.wait_for_url(f"{d.http.url}/login", timeout=10_000)  # the next refresh notices
+    assert page.get_by_role("heading", level=1).inner_text() == "Sign in"
+    assert page.locator("#running").count() == 0  # not the form inside the old page
