@@ -46,20 +46,38 @@ def main() -> None:
     ap.add_argument("--per-callback", type=int, default=200)
     ap.add_argument("--clients", type=int, default=4)
     args = ap.parse_args()
+    r = run(args.count, args.per_callback, args.clients)
+    n = args.count
+    print(f"callbacks:              {r['callbacks']} of {args.per_callback} updates, "
+          f"{r['body_kb']} KB each")  # fmt: skip
+    print(f"accepted / in ledger:   {r['accepted']} / {r['sent']} (of {n})")
+    print(f"end to end:             {r['wall']:.2f} s = {r['rate']:,.0f} updates/s  "
+          f"(target >= 20,000/s)")  # fmt: skip
+    print(f"floor (HMAC + json):    {r['floor']:.3f} s = {n / r['floor']:,.0f} updates/s")
+    print(f"ratio floor/e2e:        {r['wall'] / r['floor']:.1f}x")
+    print(f"daemon peak RSS:        {r['rss_kb'] / 1024:.0f} MB")
+
+
+def run(count: int = 50_000, per_callback: int = 200, clients: int = 4, *,
+        security: str = "", dashboard: str = "", during=None) -> dict:  # fmt: skip
+    """One run on a fresh ledger. `security`: more lines of [security]; `dashboard`: more
+    config at the end (e.g. a [dashboard] section);
+    `during(url, config_path)`: called when the daemon is up and before the callbacks, it
+    returns a function called after them (bench/overview.py polls the dashboard)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
     port = free_port()
     config = tmp / "config.toml"
     config.write_text(
         f'[database]\nurl = "sqlite:///{tmp}/offload.db"\n[server]\nlisten = "127.0.0.1:{port}"\n'
-        f'[security]\ncallback_secrets = ["{SECRET}"]\n[providers.local]\nmaildir = "{tmp}/mail"\n'
-        f'certificate_dir = "{tmp}/certs"\n'
+        f'[security]\ncallback_secrets = ["{SECRET}"]\n{security}'
+        f'[providers.local]\nmaildir = "{tmp}/mail"\ncertificate_dir = "{tmp}/certs"\n{dashboard}'
     )
     db = open_database(f"sqlite:///{tmp}/offload.db")
     migrations.upgrade(db)
     now = datetime.now(UTC).replace(tzinfo=None)
-    people = [jobs.RecipientIn(i, f"u{i}@example.org", "F", "L") for i in range(1, args.count + 1)]
+    people = [jobs.RecipientIn(i, f"u{i}@example.org", "F", "L") for i in range(1, count + 1)]
     spec = jobs.JobSpec(type="send_reminder", template_id="reminder", source="bench", route="aws")
-    created = jobs.create_job(spec, people, batch_size=args.per_callback, now=now)
+    created = jobs.create_job(spec, people, batch_size=per_callback, now=now)
     Batch.update(status="queued").execute()
     Recipient.update(status="queued").execute()
     batches = []
@@ -98,7 +116,7 @@ def main() -> None:
         except requests.ConnectionError:
             time.sleep(0.05)
     session = requests.Session()
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=args.clients))
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=clients))
 
     def post(item):
         raw, sig = item
@@ -111,30 +129,26 @@ def main() -> None:
         r.raise_for_status()
         return r.json()["accepted"]
 
+    after = during(url, config) if during else None
     try:
         t = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
+        with ThreadPoolExecutor(clients) as pool:
             accepted = sum(pool.map(post, bodies))
         wall = time.perf_counter() - t
         status = open(f"/proc/{proc.pid}/status").read()
         rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
     finally:
+        if after:
+            after()
         proc.terminate()
         proc.wait(timeout=60)
 
     db = open_database(f"sqlite:///{tmp}/offload.db")
     sent = Recipient.select().where(Recipient.status == "sent").count()
     db.close()
-    n = args.count
-    print(
-        f"callbacks:              {len(bodies)} of {args.per_callback} updates, "
-        f"{len(bodies[0][0]) // 1024} KB each"
-    )
-    print(f"accepted / in ledger:   {accepted} / {sent} (of {n})")
-    print(f"end to end:             {wall:.2f} s = {n / wall:,.0f} updates/s  (target >= 20,000/s)")
-    print(f"floor (HMAC + json):    {floor:.3f} s = {n / floor:,.0f} updates/s")
-    print(f"ratio floor/e2e:        {wall / floor:.1f}x")
-    print(f"daemon peak RSS:        {int(rss) / 1024:.0f} MB")
+    return {"callbacks": len(bodies), "body_kb": len(bodies[0][0]) // 1024, "accepted": accepted,
+            "sent": sent, "wall": wall, "rate": count / wall, "floor": floor,
+            "rss_kb": int(rss)}  # fmt: skip
 
 
 if __name__ == "__main__":

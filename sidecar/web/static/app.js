@@ -2,7 +2,8 @@
 // - forms with data-confirm ask before they submit;
 // - elements with data-refresh="URL" (a fragment URL of the same site) are replaced by
 //   what that URL answers every data-every seconds (default 5), without reloading the page,
-//   until what it answers holds an element marked data-final (a finished job).
+//   until what it answers holds an element marked data-final (a finished job); a fragment
+//   redirected to /login means the session ended: the page goes there.
 (function () {
   "use strict";
   document.addEventListener("submit", function (ev) {
@@ -17,7 +18,11 @@
     var every = parseFloat(el.getAttribute("data-every") || "5") * 1000;
     function tick() {
       fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
-        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (r) {
+          // signed out meanwhile: the fragment was redirected to the sign-in page, go there
+          if (r.redirected) { window.location.assign(r.url); return null; }
+          return r.ok ? r.text() : null;
+        })
         .then(function (html) {
           if (html !== null) {
             el.innerHTML = html;
