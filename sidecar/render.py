@@ -146,6 +146,14 @@ class Renderer:
         with _explained(template_id):
             return self._envs[0].get_template(f"{template_id}.html").render(variables)
 
+    def email_templates(self) -> list[str]:
+        """The ids of the email templates (shipped and `templates.dir`), sorted: not the
+        certificate's, not partials (`_footer`), nothing in a subfolder."""
+        loader = self._envs[1].loader
+        names = {n.removesuffix(".html") for n in loader.list_templates() if n.endswith(".html")}
+        return sorted(n for n in names if "/" not in n and not n.startswith("_")
+                      and n != "certificate")  # fmt: skip
+
     def variables(self, template_id: str) -> set[str]:
         """Top-level variable names the template uses."""
         with _explained(template_id):

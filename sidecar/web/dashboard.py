@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from sidecar import signin
+from sidecar import signin, uploads
 from sidecar.access import Principal, token_principal
 from sidecar.config import Config
 from sidecar.db import store
@@ -202,11 +202,16 @@ def _form(request: Request) -> dict[str, str]:
     """The urlencoded/multipart fields of a small form; {} for any other body."""
     if request.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         return {}
-    request.max_content_length = _MAX_FORM
+    # A form's fields are small; an upload's file (the send page) may be up to its limit.
+    request.max_form_memory_size = _MAX_FORM
+    request.max_content_length = (
+        uploads.MAX_BYTES + _MAX_FORM if request.mimetype == "multipart/form-data" else _MAX_FORM
+    )
     try:
         return request.form.to_dict()
     except HTTPException as exc:
-        raise PayloadTooLarge(f"a form is at most {_MAX_FORM} bytes") from exc
+        limit = request.max_content_length
+        raise PayloadTooLarge(f"a form is at most {limit} bytes") from exc
 
 
 def _no_store(resp: Response) -> Response:

@@ -1,0 +1,180 @@
+"""The send page (docs/dashboard.md#send): `send csv` from the browser, with the CLI's
+preview and confirm.
+
+Uploading a CSV sends nothing: the file is staged (sidecar.uploads) and the page shows
+what `moodle-offload send csv FILE` shows before it asks — valid and invalid rows with
+their line numbers, rows already sent under the same key, addresses held back and why,
+one rendered sample. Only "Send" on that preview commits the job, through the same
+sidecar.sendcsv.commit as the CLI, under the same idempotency key (a file sent twice
+mails nobody twice); the daemon then delivers it and the job's page shows it.
+
+A CSV carries any address, so only site administrators may send one: a company manager
+or a read-only principal gets 403. See sidecar.web.pages for RULES/HANDLERS.
+"""
+
+from werkzeug.routing import Rule
+from werkzeug.utils import redirect
+from werkzeug.wrappers import Request, Response
+
+from sidecar import sendcsv, uploads
+from sidecar.db import store
+from sidecar.errors import Aborted, NotFound, TemplateError
+from sidecar.web.errors import BadRequest, Forbidden, PayloadTooLarge, ServiceUnavailable
+
+RULES = [
+    Rule("/send", methods=["GET"], endpoint="page.send"),
+    Rule("/send/csv", methods=["POST"], endpoint="page.send_csv_upload"),
+    Rule("/send/csv/<token>", methods=["GET"], endpoint="page.send_csv_preview"),
+    Rule("/send/csv/<token>", methods=["POST"], endpoint="page.send_csv_commit"),
+]
+
+MAX_SUBJECT = 255
+MAX_MESSAGE = 20_000
+MAX_KEY = 100
+PROBLEMS_SHOWN = 50
+
+
+def _admin_only(ctx) -> None:
+    if not ctx.principal.is_admin:
+        raise Forbidden("only a site administrator may send to a CSV of addresses")
+    ctx.require_write()
+
+
+def send(ctx, request: Request) -> Response:
+    _admin_only(ctx)
+    return ctx.render("send.html", title="Send", nav="send", templates=_templates(ctx), form={})
+
+
+def upload(ctx, request: Request) -> Response:
+    _admin_only(ctx)
+    form = request.form
+    file = request.files.get("file")
+    if file is None or not file.filename:
+        raise BadRequest("choose a CSV file to upload")
+    message = _message(ctx, form)
+    try:
+        staged = uploads.stage(
+            uploads.root(),
+            file.filename,
+            file.stream,
+            owner=ctx.principal.name,
+            fields={**_fields(message), "skip_invalid": form.get("skip_invalid") == "on"},
+        )
+    except uploads.UploadTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from None
+    return _see(f"/send/csv/{staged.token}")
+
+
+def preview(ctx, request: Request, token: str) -> Response:
+    _admin_only(ctx)
+    staged = _staged(ctx, token)
+    runtime = _runtime(ctx)
+    pv = _preview(runtime, staged)
+    return ctx.render(
+        "send_csv_preview.html",
+        title=f"Preview: {staged.filename}",
+        nav="send",
+        pv=pv,
+        staged=staged,
+        skip_invalid=staged.fields["skip_invalid"],
+        problems=pv.problems[:PROBLEMS_SHOWN],
+        sendable=bool(pv.data.rows) and (not pv.problems or staged.fields["skip_invalid"]),
+    )
+
+
+def commit(ctx, request: Request, token: str) -> Response:
+    """Commit the previewed file: the same checks run again on the staged file, so what is
+    sent is what the preview showed; then the staged copy is removed."""
+    _admin_only(ctx)
+    staged = _staged(ctx, token)
+    runtime = _runtime(ctx)
+    pv = _preview(runtime, staged)
+    cfg = runtime.config
+    try:
+        created = sendcsv.commit(
+            pv,
+            skip_invalid=staged.fields["skip_invalid"],
+            batch_size=cfg.offload.job_batch_size,
+            sender=cfg.providers.local.from_,
+            now=runtime.clock(),
+        )
+    except Aborted as exc:
+        raise BadRequest(str(exc).replace(str(staged.path), staged.filename)) from None
+    with store.atomic():
+        store.audit("csv_send", runtime.clock(), created.job_id, file=staged.filename,
+                    pending=created.pending, key=pv.key, **ctx.by())  # fmt: skip
+    staged.remove()
+    return _see(f"/jobs/{created.job_id}")
+
+
+def _preview(runtime, staged: uploads.Staged) -> sendcsv.CsvPreview:
+    f = staged.fields
+    message = sendcsv.CsvMessage(
+        f["template_id"], f["subject"], f["body"], f["certificate"], f.get("key")
+    )
+    try:
+        return sendcsv.preview(staged.path, message, runtime.renderer)
+    except (Aborted, TemplateError) as exc:
+        raise BadRequest(str(exc).replace(str(staged.path), staged.filename)) from None
+
+
+def _staged(ctx, token: str) -> uploads.Staged:
+    staged = uploads.find(uploads.root(), token, owner=ctx.principal.name)
+    if staged is None:
+        raise NotFound("no such upload: it was sent already, has expired, or is another's")
+    return staged
+
+
+def _message(ctx, form) -> sendcsv.CsvMessage:
+    template_id = form.get("template", "custom")
+    if template_id not in _templates(ctx):
+        raise BadRequest(f"template: no such email template {template_id[:60]!r}")
+    subject = (form.get("subject") or "").strip() or None
+    body = (form.get("message") or "").replace("\r\n", "\n").strip() or None
+    if subject and len(subject) > MAX_SUBJECT:
+        raise BadRequest(f"subject: at most {MAX_SUBJECT} characters")
+    if body and len(body) > MAX_MESSAGE:
+        raise BadRequest(f"message: at most {MAX_MESSAGE} characters")
+    if template_id == "custom" and (subject is None or body is None):
+        raise BadRequest("the custom template needs a subject and a message")
+    key = (form.get("key") or "").strip() or None
+    if key and len(key) > MAX_KEY:
+        raise BadRequest(f"key: at most {MAX_KEY} characters")
+    return sendcsv.CsvMessage(template_id, subject, body, form.get("certificate") == "on", key)
+
+
+def _fields(message: sendcsv.CsvMessage) -> dict:
+    return {
+        "template_id": message.template_id,
+        "subject": message.subject,
+        "body": message.body,
+        "certificate": message.certificate,
+        "key": message.key,
+    }
+
+
+def _templates(ctx) -> list[str]:
+    """The email templates an admin may pick (not the certificate's, nor partials)."""
+    renderer = _runtime(ctx).renderer
+    return renderer.email_templates()
+
+
+def _runtime(ctx):
+    """The daemon's runtime (its renderer, config and clock); 503 without the daemon."""
+    if ctx.dashboard.api.runtime is None:
+        raise ServiceUnavailable("sending needs the daemon (moodle-offload run)")
+    return ctx.dashboard.api.runtime
+
+
+def _see(location: str) -> Response:
+    resp = redirect(location, 303)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+HANDLERS = {
+    "send": send,
+    "send_csv_upload": upload,
+    "send_csv_preview": preview,
+    "send_csv_commit": commit,
+}
