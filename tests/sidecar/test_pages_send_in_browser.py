@@ -16,7 +16,7 @@ def test_a_csv_is_previewed_confirmed_and_delivered_from_the_page(
     sink,  # noqa: F811
     page,
     tmp_path,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
 ):
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
     server = sink()
