@@ -22,6 +22,7 @@ from moodle_ws.errors import MoodleError, MoodleUnavailable
 from sidecar import certificates, ledgerview, scheduleview
 from sidecar import jobs as ledger
 from sidecar.access import Principal
+from sidecar.db import store
 from sidecar.errors import ConfigError, Conflict, NotFound, SidecarError
 from sidecar.ledgerview import CertificateFilter, JobFilter, Scope
 from sidecar.status import JobStatus, RecipientStatus
@@ -33,6 +34,7 @@ from sidecar.web.errors import (
     Forbidden,
     HTTPError,
     NotFoundError,
+    PayloadTooLarge,
     ServiceUnavailable,
     Unauthorized,
     json_response,
@@ -61,6 +63,7 @@ RULES = [
     _rule("/schedules/<schedule_id>/runs", "GET", "runs"),
     _rule("/certificates", "GET", "certificates"),
     _rule("/certificates/<code>/revoke", "POST", "revoke"),
+    _rule("/send/csv", "POST", "send_csv"),
     _rule("/health", "GET", "health"),
     _rule("/activity", "GET", "activity"),
 ]
@@ -228,7 +231,60 @@ class Api:
         cert = ledgerview.get_certificate(scope, cert.code)
         return _json(ledgerview.certificate_json(cert, self.config.server.public_url))
 
-    # --- the description -------------------------------------------------------------------
+    # --- send tools ------------------------------------------------------------------------
+
+    def on_send_csv(self, request: Request, principal, scope: Scope) -> Response:
+        """`send csv` over HTTP: the preview (200), or with `confirm=true` the job (201).
+        Site-wide principals only: a CSV carries any address."""
+        from sidecar import sendcsv, uploads
+        from sidecar.web import sendform
+
+        params.known(request.args, set())
+        if not principal.is_admin:
+            raise Forbidden("only a site-wide principal may send to a CSV of addresses")
+        form, file = request.form, request.files.get("file")
+        confirm = sendform.flag(form, "confirm")
+        if confirm and principal.read_only:
+            raise Forbidden(f"{principal.name} is a read-only token: it cannot send")
+        if file is None or not file.filename:
+            raise BadRequest("file: a multipart/form-data field with the CSV is required")
+        if self.runtime is None:
+            raise ServiceUnavailable("sending needs the daemon (moodle-offload run)")
+        rt = self.runtime
+        message = sendform.message_of(form, rt.renderer.email_templates())
+        skip_invalid = sendform.flag(form, "skip_invalid")
+        try:
+            staged = uploads.stage(uploads.root(), file.filename, file.stream,
+                                   owner=principal.name, fields={})  # fmt: skip
+        except uploads.UploadTooLarge as exc:
+            raise PayloadTooLarge(str(exc)) from None
+        try:
+            try:
+                pv = sendcsv.preview(staged.path, message, rt.renderer)
+            except SidecarError as exc:  # Aborted (no rows), TemplateError
+                raise BadRequest(str(exc).replace(str(staged.path), staged.filename)) from None
+            out = sendform.preview_json(pv, staged.filename)
+            if not confirm:
+                return _json({**out, "job": None})
+            if pv.problems and not skip_invalid:
+                raise BadRequest(
+                    f"{len(pv.problems)} invalid rows (see invalid_rows of the "
+                    "preview): nothing sent; fix the file or send skip_invalid=true"
+                )
+            try:
+                created = sendcsv.commit(pv, skip_invalid=skip_invalid, now=rt.clock(),
+                                         batch_size=rt.config.offload.job_batch_size,
+                                         sender=rt.config.providers.local.from_)  # fmt: skip
+            except SidecarError as exc:
+                raise BadRequest(str(exc).replace(str(staged.path), staged.filename)) from None
+            audit = dict(file=staged.filename, pending=created.pending, key=pv.key)
+            store.audit("csv_send", rt.clock(), created.job_id, **audit, **self._by(principal))
+            job = {"job_id": created.job_id, "pending": created.pending,
+                   "skipped_duplicate": created.skipped_duplicate,
+                   "suppressed": created.suppressed}  # fmt: skip
+            return _json({**out, "job": job}, 201)
+        finally:
+            staged.remove()
 
     # --- health and activity ---------------------------------------------------------------
 

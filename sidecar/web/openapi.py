@@ -41,6 +41,7 @@ def _op(summary: str, ok: dict, *, params=(), errors=("401", "404"), extra=None,
     codes = list(errors) + (["403", "409"] if write else [])
     for code in sorted(set(codes)):
         text = _ERRORS.get(code, {"409": "The ledger is in no state for it (see `error`).",
+                                  "413": "The upload is over its limit (10 MB).",
                                   "502": "Moodle refused a request.",
                                   "503": "Moodle could not be reached, or no daemon runtime."
                                   }.get(code, ""))  # fmt: skip
@@ -57,6 +58,10 @@ def _list_of(name: str) -> dict:
 
 
 _OBJ = {"type": "object"}
+_LINE = {
+    "type": "object",
+    "properties": {"line": {"type": "integer"}, "message": {"type": "string"}},
+}
 
 DOCUMENT: dict = {
     "openapi": "3.1.0",
@@ -239,6 +244,46 @@ DOCUMENT: dict = {
                 ],
             )
         },
+        "/send/csv": {
+            "post": {
+                **_op(
+                    "Preview a CSV send, or send it (`confirm=true`)",
+                    _ref("CsvPreview"),
+                    errors=("400", "401", "403", "413", "503"),
+                    extra={
+                        "201": {
+                            "description": "Sent: the job is committed (`job`).",
+                            "content": {"application/json": {"schema": _ref("CsvPreview")}},
+                        }
+                    },
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {
+                                        "type": "string",
+                                        "contentMediaType": "text/csv",
+                                        "description": "userid,email,firstname,lastname[,extra...]",
+                                    },
+                                    "template": {"type": "string", "default": "custom"},
+                                    "subject": {"type": "string", "maxLength": 255},
+                                    "message": {"type": "string", "maxLength": 20000},
+                                    "key": {"type": "string", "maxLength": 100},
+                                    "certificate": {"type": "string", "enum": ["true", "false"]},
+                                    "skip_invalid": {"type": "string", "enum": ["true", "false"]},
+                                    "confirm": {"type": "string", "enum": ["true", "false"]},
+                                },
+                            }
+                        }
+                    },
+                },
+            }
+        },
         "/certificates/{code}/revoke": {
             "post": _op(
                 "Revoke a certificate",
@@ -420,6 +465,27 @@ DOCUMENT: dict = {
                     "summary": {"type": "string"},
                     "jobs": {"type": "array", "items": {"type": "string"}},
                     "error": {"type": ["string", "null"]},
+                },
+            },
+            "CsvPreview": {
+                "type": "object",
+                "required": ["file", "key", "valid_rows", "invalid_rows", "to_send", "job"],
+                "properties": {
+                    "file": {"type": "string"},
+                    "key": {"type": "string", "description": "The idempotency key."},
+                    "valid_rows": {"type": "integer"},
+                    "invalid_rows": {"type": "array", "items": _LINE},
+                    "merged_rows": {"type": "array", "items": _LINE},
+                    "extra_columns": {"type": "array", "items": {"type": "string"}},
+                    "already_sent": {"type": "integer"},
+                    "held_back": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "to_send": {"type": "integer"},
+                    "sample": {"type": ["object", "null"]},
+                    "job": {
+                        "type": ["object", "null"],
+                        "description": "With confirm=true: job_id, pending, "
+                        "skipped_duplicate, suppressed.",
+                    },
                 },
             },
             "Certificate": {

@@ -161,3 +161,53 @@ def test_bad_uploads_get_a_clear_error_and_keep_nothing(served, monkeypatch):
     big = upload(pages, GOOD * 20)
     assert big.status_code == 413
     assert list(uploads.root().iterdir()) == []  # nothing staged by any of them
+
+
+# --- POST /api/v1/send/csv: the same preview and send for programs -------------------------
+
+
+def api_send(caller, text: str, csrf="auto", **fields):
+    return caller.post("/send/csv", csrf=csrf, data={**MESSAGE, **fields},
+                       files={"file": ("rooms.csv", text.encode(), "text/csv")})  # fmt: skip
+
+
+def test_the_api_previews_then_sends_once(served):
+    program = served.token("crm")
+    pv = api_send(program, BAD)
+    assert pv.status_code == 200, pv.text
+    body = pv.json()
+    assert body["valid_rows"] == 3 and body["to_send"] == 3 and body["job"] is None
+    assert body["invalid_rows"] == [{"line": 5, "message": body["invalid_rows"][0]["message"]}]
+    assert "not-an-address" in body["invalid_rows"][0]["message"]
+    assert body["sample"]["text"].strip() == "Your room is B12."
+    refused = api_send(program, BAD, confirm="true")
+    assert refused.status_code == 400 and "invalid rows" in refused.json()["error"]
+    assert Job.select().count() == 0
+
+    sent = api_send(program, GOOD, confirm="true")
+    assert sent.status_code == 201, sent.text
+    job = sent.json()["job"]
+    assert job["pending"] == 3
+    assert Recipient.select().where(Recipient.job == job["job_id"]).count() == 3
+    ((_, detail),) = audit_events("csv_send")
+    assert '"name": "crm"' in detail and '"via": "api"' in detail
+
+    again = api_send(program, GOOD, confirm="true")  # the same file: nobody twice
+    assert again.status_code == 201
+    assert again.json()["already_sent"] == 3 and again.json()["job"]["pending"] == 0
+    assert Recipient.select().where(Recipient.status == "pending").count() == 3
+    assert list(uploads.root().iterdir()) == []  # the API keeps no file
+
+
+def test_the_api_send_is_for_site_wide_principals_and_writers(served):
+    assert api_send(served.token("acme", company=7), GOOD).status_code == 403
+    reader = served.token("watcher", read_only=True)
+    assert api_send(reader, GOOD).status_code == 200  # a preview changes nothing
+    assert api_send(reader, GOOD, confirm="true").status_code == 403
+    session = served.session("alice")
+    assert api_send(session, GOOD, confirm="true").status_code == 201  # with X-CSRF-Token
+    no_csrf = api_send(session, GOOD, confirm="true", csrf=None)
+    assert no_csrf.status_code == 403
+    assert Recipient.select().count() == 3
+    missing = served.token("crm").post("/send/csv", data=MESSAGE)
+    assert missing.status_code == 400 and missing.json()["error"].startswith("file:")

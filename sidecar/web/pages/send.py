@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 from sidecar import sendcsv, uploads
 from sidecar.db import store
 from sidecar.errors import Aborted, NotFound, TemplateError
+from sidecar.web import sendform
 from sidecar.web.errors import BadRequest, Forbidden, PayloadTooLarge, ServiceUnavailable
 
 RULES = [
@@ -27,11 +28,6 @@ RULES = [
     Rule("/send/csv/<token>", methods=["GET"], endpoint="page.send_csv_preview"),
     Rule("/send/csv/<token>", methods=["POST"], endpoint="page.send_csv_commit"),
 ]
-
-MAX_SUBJECT = 255
-MAX_MESSAGE = 20_000
-MAX_KEY = 100
-PROBLEMS_SHOWN = 50
 
 
 def _admin_only(ctx) -> None:
@@ -51,14 +47,17 @@ def upload(ctx, request: Request) -> Response:
     file = request.files.get("file")
     if file is None or not file.filename:
         raise BadRequest("choose a CSV file to upload")
-    message = _message(ctx, form)
+    message = sendform.message_of(form, _templates(ctx))
     try:
         staged = uploads.stage(
             uploads.root(),
             file.filename,
             file.stream,
             owner=ctx.principal.name,
-            fields={**_fields(message), "skip_invalid": form.get("skip_invalid") == "on"},
+            fields={
+                **sendform.fields_of(message),
+                "skip_invalid": sendform.flag(form, "skip_invalid"),
+            },
         )
     except uploads.UploadTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from None
@@ -77,7 +76,7 @@ def preview(ctx, request: Request, token: str) -> Response:
         pv=pv,
         staged=staged,
         skip_invalid=staged.fields["skip_invalid"],
-        problems=pv.problems[:PROBLEMS_SHOWN],
+        problems=pv.problems[: sendform.PROBLEMS_SHOWN],
         sendable=bool(pv.data.rows) and (not pv.problems or staged.fields["skip_invalid"]),
     )
 
@@ -108,12 +107,8 @@ def commit(ctx, request: Request, token: str) -> Response:
 
 
 def _preview(runtime, staged: uploads.Staged) -> sendcsv.CsvPreview:
-    f = staged.fields
-    message = sendcsv.CsvMessage(
-        f["template_id"], f["subject"], f["body"], f["certificate"], f.get("key")
-    )
     try:
-        return sendcsv.preview(staged.path, message, runtime.renderer)
+        return sendcsv.preview(staged.path, sendform.message_from(staged.fields), runtime.renderer)
     except (Aborted, TemplateError) as exc:
         raise BadRequest(str(exc).replace(str(staged.path), staged.filename)) from None
 
@@ -123,34 +118,6 @@ def _staged(ctx, token: str) -> uploads.Staged:
     if staged is None:
         raise NotFound("no such upload: it was sent already, has expired, or is another's")
     return staged
-
-
-def _message(ctx, form) -> sendcsv.CsvMessage:
-    template_id = form.get("template", "custom")
-    if template_id not in _templates(ctx):
-        raise BadRequest(f"template: no such email template {template_id[:60]!r}")
-    subject = (form.get("subject") or "").strip() or None
-    body = (form.get("message") or "").replace("\r\n", "\n").strip() or None
-    if subject and len(subject) > MAX_SUBJECT:
-        raise BadRequest(f"subject: at most {MAX_SUBJECT} characters")
-    if body and len(body) > MAX_MESSAGE:
-        raise BadRequest(f"message: at most {MAX_MESSAGE} characters")
-    if template_id == "custom" and (subject is None or body is None):
-        raise BadRequest("the custom template needs a subject and a message")
-    key = (form.get("key") or "").strip() or None
-    if key and len(key) > MAX_KEY:
-        raise BadRequest(f"key: at most {MAX_KEY} characters")
-    return sendcsv.CsvMessage(template_id, subject, body, form.get("certificate") == "on", key)
-
-
-def _fields(message: sendcsv.CsvMessage) -> dict:
-    return {
-        "template_id": message.template_id,
-        "subject": message.subject,
-        "body": message.body,
-        "certificate": message.certificate,
-        "key": message.key,
-    }
 
 
 def _templates(ctx) -> list[str]:
