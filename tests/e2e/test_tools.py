@@ -193,3 +193,24 @@ def test_certificates_issue_once_per_course_and_reissue_gives_new_codes(tmp_path
     for userid, codes in after.items():
         assert len(codes) == 2 and held[userid][0] in codes  # a new code beside the old one
     assert len(mailed(tmp_path)) == 2 * issued
+
+
+def test_a_company_s_reengagement_reaches_its_users_only_and_is_routed_as_its_own(tmp_path, moodle):
+    site = moodle.site
+    company = min(site.companies)
+    site.schedules[:] = [schedule_row(
+        site.main_course_id, audience="inactive", inactive_days=DAYS, companyid=company,
+        suppress_course_completion=0, template_id="reengagement",
+    )]  # fmt: skip
+    config = config_for(tmp_path, moodle)
+    cli(config, "schedules", "sync")
+    scheduled = cli(config, "schedules", "run", "1", "--dry-run").stdout
+    assert "other company " in scheduled
+    ran = cli(config, "send", "reengagement", "--course", str(site.main_course_id),
+              "--inactive-days", str(DAYS), "--company", str(company), "--yes").stdout  # fmt: skip
+    assert dry_block(ran).split("\njob ")[0].rstrip() == dry_block(scheduled).rstrip()
+    with sqlite3.connect(tmp_path / "offload.db") as conn:
+        jobs = conn.execute("SELECT tenant_id, schedule_id, run_id, idempotency_key FROM job "
+                            "WHERE schedule_id IS NULL").fetchall()  # fmt: skip
+    assert len(jobs) == 1 and jobs[0][0] == company and jobs[0][2] is None
+    assert jobs[0][3].startswith(f"reengagement:course:{site.main_course_id}:inactive:{DAYS}:")
