@@ -214,3 +214,59 @@ def test_a_company_s_reengagement_reaches_its_users_only_and_is_routed_as_its_ow
                             "WHERE schedule_id IS NULL").fetchall()  # fmt: skip
     assert len(jobs) == 1 and jobs[0][0] == company and jobs[0][2] is None
     assert jobs[0][3].startswith(f"reengagement:course:{site.main_course_id}:inactive:{DAYS}:")
+
+
+def on_a_terminal(config, args, answer: str) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal (stdin, stdout and stderr: Python writes input()'s
+    prompt to stderr without readline), answer its question, and return its exit status
+    and what it showed."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    from .conftest import cli_env
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "sidecar", *args], env=cli_env(config),
+                            stdin=slave, stdout=slave, stderr=slave)  # fmt: skip
+    os.close(slave)
+    shown, answered = b"", False
+    while True:
+        ready, _, _ = select.select([master], [], [], 120)
+        if not ready:
+            proc.kill()
+            raise AssertionError(f"no question within 120 s:\n{shown.decode()}")
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if not answered and b"recipients? [y/N]" in shown:
+            os.write(master, answer.encode() + b"\n")
+            answered = True
+    os.close(master)
+    proc.wait(timeout=120)
+    return proc.returncode, shown.decode(errors="replace")
+
+
+@pytest.mark.parametrize("answer, jobs", [("n", 0), ("y", 1)])
+def test_on_a_terminal_the_tool_asks_before_it_commits_and_shows_its_progress(
+    tmp_path, moodle, answer, jobs
+):
+    config = config_for(tmp_path, moodle)
+    args = ["send", "reengagement", "--course", str(moodle.site.main_course_id),
+            "--inactive-days", str(DAYS)]  # fmt: skip
+    status, shown = on_a_terminal(config, [*args, "--deliver"], answer)
+    n = recipients_in(shown)
+    assert f"Send to {n} recipients? [y/N]" in shown
+    assert status == (0 if jobs else 1)
+    assert ("delivering" in shown) is bool(jobs)  # the progress bar, on the terminal
+    assert len(mailed(tmp_path)) == (n if jobs else 0)
+    with sqlite3.connect(tmp_path / "offload.db") as conn:
+        assert conn.execute("SELECT count(*) FROM job").fetchone()[0] == jobs
+        held = conn.execute("SELECT count(*) FROM recipient").fetchone()[0]
+    assert held == (n if jobs else 0)
