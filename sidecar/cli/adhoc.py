@@ -5,8 +5,11 @@ import click
 from sidecar.cli import Context, is_interactive
 
 
-def preview_and_send(obj: Context, tool, *, yes: bool, deliver: bool) -> None:
-    """Print the schedule's dry run for the tool, ask (or --yes), commit, deliver or queue."""
+def preview_and_send(
+    obj: Context, tool, *, yes: bool, deliver: bool, dry_run: bool = False
+) -> None:
+    """Print the schedule's dry run for the tool; unless `dry_run`, ask (or --yes), commit,
+    then deliver here or leave it to the daemon."""
     from sidecar import tools
     from sidecar.runs import dry_run_lines
 
@@ -19,6 +22,9 @@ def preview_and_send(obj: Context, tool, *, yes: bool, deliver: bool) -> None:
         click.echo(line)
     if pv.already_sent:
         click.echo(f"  {pv.already_sent} already sent under key {tool.key}: they are skipped")
+    if dry_run:
+        click.echo(f"dry run: nothing sent; {pv.to_send} to send under key {tool.key}")
+        return
     if pv.to_send <= 0:
         click.echo(f"nothing to send (key {tool.key})")
         return

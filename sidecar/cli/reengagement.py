@@ -13,6 +13,7 @@ from sidecar.cli.send import send
 @click.option("--exclude-completed", is_flag=True, help="Leave out who completed the course.")
 @click.option("--company", "companyid", type=int, default=0, help="IOMAD company: its users only.")
 @click.option("--key", help="Idempotency key (default: one per course, inactivity and UTC day).")
+@click.option("--dry-run", is_flag=True, help="Show the preview only; send nothing.")
 @click.option(
     "--deliver", is_flag=True, help="Deliver here and now instead of leaving it to `run`."
 )
@@ -20,7 +21,7 @@ from sidecar.cli.send import send
 @pass_ctx
 def send_reengagement(
     obj: Context, courseid: int, inactive_days: int, exclude_completed: bool,
-    companyid: int, key: str | None, deliver: bool, yes: bool,
+    companyid: int, key: str | None, dry_run: bool, deliver: bool, yes: bool,
 ) -> None:  # fmt: skip
     """Email the active learners of a course who have not been in it for N days."""
     from sidecar import tools
@@ -30,4 +31,4 @@ def send_reengagement(
         courseid, inactive_days, now=obj.runtime.clock(), exclude_completed=exclude_completed,
         companyid=companyid, key=key,
     )  # fmt: skip
-    preview_and_send(obj, tool, yes=yes, deliver=deliver)
+    preview_and_send(obj, tool, yes=yes, deliver=deliver, dry_run=dry_run)

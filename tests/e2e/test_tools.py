@@ -85,6 +85,9 @@ def test_reengagement_previews_exactly_what_the_inactive_schedule_s_dry_run_show
     proc = cli(config, *args, check=False)  # no terminal, no --yes: preview only
     assert proc.returncode == 1 and "not a terminal: pass --yes" in proc.stderr
     assert dry_block(proc.stdout) == dry_block(scheduled)
+    dry = cli(config, *args, "--dry-run").stdout
+    assert dry_block(dry).split("\ndry run: ")[0].rstrip() == dry_block(scheduled).rstrip()
+    assert f"dry run: nothing sent; {recipients_in(dry)} to send under key " in dry
     assert "recently active " in dry_block(scheduled) and recipients_in(scheduled) > 0
     assert ("course completed " in scheduled) is exclude_completed
     assert "--- sample: " in proc.stdout
