@@ -14,6 +14,7 @@ import re
 import socket
 import uuid
 from collections import Counter
+from collections.abc import Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -322,7 +323,8 @@ class Runner:
         schedule = _schedule(record)
         try:
             outcome = self.prepare(schedule, run.due_at, reissue=reissue)
-            outcome = self._commit(schedule, run, outcome)
+            outcome = self.commit(schedule, outcome, key=run_key(schedule, run.due_at),
+                                  schedule_id=schedule.id, run_id=run.id)  # fmt: skip
         except MoodleUnavailable as exc:
             # A manual run is not retried behind the admin's back: they see it failed.
             tries = (run.counts or {}).get("tries", 0) + 1
@@ -340,11 +342,19 @@ class Runner:
         log.log(level, "%s", outcome.summary)
         return outcome
 
-    def prepare(self, schedule: Schedule, due_at: datetime, *, reissue: bool = False) -> RunOutcome:
+    def prepare(
+        self,
+        schedule: Schedule,
+        due_at: datetime,
+        *,
+        reissue: bool = False,
+        only: Set[int] | None = None,
+    ) -> RunOutcome:
         """Everything up to the jobs, sending nothing: what `--dry-run` shows.
 
-        The recipients are the ones the run sends to (`_commit` takes this very selection);
-        every other learner of the course is counted by reason."""
+        The recipients are the ones the run sends to (`commit` takes this very selection);
+        every other learner of the course is counted by reason. `only` restricts the
+        learners to those user ids (a tool given a list of users)."""
         config, m = self.config, self.config.moodle
         issued = set() if reissue else _issued(schedule.courseid)
         now_epoch = int(aware(self.rt.clock()).timestamp())
@@ -358,6 +368,8 @@ class Runner:
             )  # fmt: skip
             members = _company_members(client, schedule)
             learners = _learners(pulled)
+            if only is not None:
+                learners = [lr for lr in learners if lr.userid in only]
             # By reference: the address rule is the job ledger's, whatever it becomes.
             check_email = csvinput.validate_email
             excluded = ledger_exclusions(schedule, learners, check_email)
@@ -413,16 +425,28 @@ class Runner:
             route = fallen
         return route
 
-    def _commit(self, schedule: Schedule, run: ScheduleRun, prepared: RunOutcome) -> RunOutcome:
+    def commit(
+        self,
+        schedule: Schedule,
+        prepared: RunOutcome,
+        *,
+        key: str,
+        schedule_id: int | None = None,
+        run_id: int | None = None,
+    ) -> RunOutcome:
+        """Commit the jobs of a prepared outcome under idempotency key `key`: a user that
+        key already holds is recorded as skipped_duplicate, never sent again. A run passes
+        its schedule and run ids; a tool (an ad-hoc schedule) passes none."""
         pulled, sel, route = prepared.pulled, prepared.selection, prepared.route
         cfg = self.config
-        key = f"schedule:{schedule.source}:{schedule.id}:{run.due_at:%Y%m%dT%H%M%S}"
         common = dict(
             wwwroot=cfg.moodle.url, sender=cfg.providers.local.from_,
             batch_size=cfg.offload.job_batch_size, now=self.rt.clock(), key=key,
-            route=route.route, route_reason=route.reason, schedule_id=schedule.id,
-            run_id=run.id, tenant_id=schedule.companyid or None,
+            route=route.route, route_reason=route.reason, schedule_id=schedule_id,
+            run_id=run_id, tenant_id=schedule.companyid or None,
         )  # fmt: skip
+        if schedule.audience is Audience.INACTIVE:  # the re-engagement template says it
+            common["extra"] = {"inactive_days": schedule.inactive_days}
         certified = {le.userid for le in sel.certificate}
         jobs = []
         if certified:
@@ -491,6 +515,25 @@ class Runner:
                "inactive_days": schedule.inactive_days,
                "certificate_url": "https://example.invalid/certificates/SAMPLE"}  # fmt: skip
         return self.rt.renderer.preview(self._template(schedule, certificate=cert), ctx)
+
+
+def run_key(schedule: Schedule, due_at: datetime) -> str:
+    """The idempotency key of a schedule's run at `due_at`."""
+    return f"schedule:{schedule.source}:{schedule.id}:{due_at:%Y%m%dT%H%M%S}"
+
+
+def dry_run_lines(outcome: RunOutcome) -> list[str]:
+    """What a dry run shows under its heading, the same for a schedule and a tool: the
+    accounting, the route and why, Moodle's requests, and one rendered sample."""
+    c = outcome.counts
+    lines = [
+        f"  {accounting(c)}",
+        f"  route: {outcome.route.route}: {outcome.route.reason}",
+        f"  Moodle: {c['moodle_requests']} requests ({c['completion_method']})",
+    ]
+    if outcome.sample is not None:
+        lines.append(f"--- sample: {outcome.sample.subject}\n{outcome.sample.text}")
+    return lines
 
 
 def _schedule(record: ScheduleRecord) -> Schedule:

@@ -89,8 +89,10 @@ def is_interactive() -> bool:
 
 from sidecar.cli import (  # noqa: E402,F401  (registers them)
     access,
+    certificates,
     commands,
     jobs,
+    reengagement,
     schedules,
     send,
     suppression,

@@ -58,7 +58,7 @@ def schedules_sync(obj: Context) -> None:
 def schedules_run(obj: Context, schedule_id: int, source: str | None, dry_run: bool,
                   deliver: bool, reissue: bool) -> None:  # fmt: skip
     """Fire one schedule now (a run of its own, recorded like a scheduled one)."""
-    from sidecar.runs import Runner, accounting
+    from sidecar.runs import Runner, dry_run_lines
     from sidecar.schedulelist import find_schedule
 
     rt = obj.runtime
@@ -66,14 +66,10 @@ def schedules_run(obj: Context, schedule_id: int, source: str | None, dry_run: b
     runner = Runner(rt)
     if dry_run:
         outcome = runner.prepare(_schedule_of(record), rt.clock(), reissue=reissue)
-        c = outcome.counts
         click.echo(f"schedule {record.source}/{record.remote_id} {record.name!r}: dry run, "
                    "nothing sent")  # fmt: skip
-        click.echo(f"  {accounting(c)}")
-        click.echo(f"  route: {outcome.route.route}: {outcome.route.reason}")
-        click.echo(f"  Moodle: {c['moodle_requests']} requests ({c['completion_method']})")
-        if outcome.sample is not None:
-            click.echo(f"--- sample: {outcome.sample.subject}\n{outcome.sample.text}")
+        for line in dry_run_lines(outcome):
+            click.echo(line)
         return
     outcome = runner.fire_now(record, reissue=reissue)
     click.echo(outcome.summary)

@@ -687,3 +687,21 @@ def test_a_learner_who_unsubscribed_from_reminders_is_counted_and_not_reminded_b
     assert site.users[open_[0]].email not in to  # a reminder only: none
     assert site.users[done[0]].email in to  # the certificate and its email still go
     assert site.users[open_[1]].email in to  # another kind of mail
+
+
+def test_a_re_engagement_schedule_s_emails_say_how_many_days(site, make_runtime, tmp_path):
+    import mailbox
+
+    from sidecar.schedulelist import find_schedule
+
+    row = schedule(site, audience="inactive", inactive_days=3, suppress_course_completion=0,
+                   template_id="reengagement")  # fmt: skip
+    clock, rt = start(site, make_runtime, row)
+    run = runs.Runner(rt).fire_now(find_schedule(1))
+    assert run.status == "done" and run.recipients > 0
+    for job_id in run.jobs:
+        assert deliver_job(rt, job_id, show_progress=False) == {"sent": run.recipients}
+    mails = list(mailbox.Maildir(tmp_path / "mail", create=False))
+    assert len(mails) == run.recipients
+    body = mails[0].get_payload(0).get_payload(decode=True).decode()
+    assert "It has been 3 days since you last visited" in body
