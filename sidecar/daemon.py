@@ -25,7 +25,7 @@ from sidecar.config import Config, load
 from sidecar.errors import ConfigError
 from sidecar.jobs import queue_local_batches
 from sidecar.runtime import Runtime
-from sidecar.web.app import make_app
+from sidecar.web.app import certificate_gone, make_app
 from sidecar.web.server import HttpServer
 
 log = logging.getLogger(__name__)
@@ -291,9 +291,12 @@ class Daemon:
     # --- HTTP helpers ----------------------------------------------------------------------
 
     def _certificate(self, code: str) -> Response | None:
-        cert = certificates.lookup(code)
+        """The PDF (or a redirect to it); 410 for a revoked code; None (404) else."""
+        cert = certificates.find(code)
         if cert is None:
             return None
+        if cert.revoked_at is not None:
+            return certificate_gone(cert.code, cert.revoked_at)
         if cert.storage == "s3" and self.config.providers.aws is not None:
             url = self.runtime.aws.certificates.presign(
                 cert.key, self.config.offload.presigned_url_ttl, f"certificate-{cert.code}.pdf"
@@ -340,4 +343,11 @@ class Daemon:
             f"<p>Issued to {escape(name)} on {cert.issued_at:%Y-%m-%d}"
             + (f" for {escape(course_name)}" if course_name else "")
             + ".</p>"
+            + (
+                f"<p>Revoked on {cert.revoked_at:%Y-%m-%d}"
+                + (f": {escape(cert.revoked_reason)}" if cert.revoked_reason else "")
+                + ".</p>"
+                if cert.revoked_at
+                else ""
+            )
         )

@@ -89,6 +89,7 @@ def is_interactive() -> bool:
 
 from sidecar.cli import (  # noqa: E402,F401  (registers them)
     access,
+    certificates,
     commands,
     jobs,
     schedules,

@@ -171,6 +171,7 @@ class Certificate(BaseModel):
     key = TextField()
     issued_at = DateTimeField()
     revoked_at = DateTimeField(null=True)
+    revoked_reason = TextField(null=True)  # why, as the admin said it (migration 9)
 
     class Meta:
         indexes = ((("job_id", "userid"), True),)

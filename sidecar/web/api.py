@@ -12,6 +12,7 @@ pages share.
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterator
 from zoneinfo import ZoneInfo
 
@@ -22,7 +23,7 @@ from moodle_ws.errors import MoodleError, MoodleUnavailable
 from sidecar import certificates, ledgerview, scheduleview
 from sidecar import jobs as ledger
 from sidecar.access import Principal
-from sidecar.errors import ConfigError, Conflict, NotFound, SidecarError
+from sidecar.errors import Aborted, ConfigError, Conflict, NotFound, SidecarError
 from sidecar.ledgerview import CertificateFilter, JobFilter, Scope
 from sidecar.status import JobStatus, RecipientStatus
 from sidecar.web import params
@@ -222,8 +223,15 @@ class Api:
         return _page(page, "certificates")
 
     def on_revoke(self, request: Request, principal, scope: Scope, code: str) -> Response:
+        """`reason` (required, as on the dashboard) from the query or a JSON body."""
+        params.known(request.args, {"reason"})
         cert = ledgerview.get_certificate(scope, code)
-        if not certificates.revoke(cert.code, self.dashboard.clock(), **self._by(principal)):
+        try:
+            reason = certificates.clean_reason(request.args.get("reason") or _body_reason(request))
+        except Aborted as exc:
+            raise BadRequest(str(exc)) from None
+        by = self._by(principal)
+        if not certificates.revoke(cert.code, self.dashboard.clock(), reason=reason, **by):
             raise ConflictError(f"certificate {cert.code} is already revoked")
         cert = ledgerview.get_certificate(scope, cert.code)
         return _json(ledgerview.certificate_json(cert, self.config.server.public_url))
@@ -260,6 +268,20 @@ class Api:
         from sidecar.web.openapi import DOCUMENT
 
         return json_response(DOCUMENT, 200)
+
+
+def _body_reason(request: Request) -> str | None:
+    """`reason` of a small JSON object body, or None."""
+    if request.mimetype != "application/json":
+        return None
+    from sidecar.web.app import read_body
+
+    try:
+        body = json.loads(read_body(request, 8192) or b"{}")
+    except ValueError:
+        raise BadRequest('the body is not JSON: send {"reason": "..."}') from None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return reason if isinstance(reason, str) else None
 
 
 def _z(at) -> str:

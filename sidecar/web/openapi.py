@@ -240,12 +240,29 @@ DOCUMENT: dict = {
             )
         },
         "/certificates/{code}/revoke": {
-            "post": _op(
-                "Revoke a certificate",
-                _ref("Certificate"),
-                params=[_path("code", "The certificate's code.")],
-                write=True,
-            )
+            "post": {
+                **_op(
+                    "Revoke a certificate (its link then answers 410)",
+                    _ref("Certificate"),
+                    params=[
+                        _path("code", "The certificate's code."),
+                        _query("reason", "Why, 1 to 500 characters (or in the JSON body)."),
+                    ],
+                    errors=["400", "401", "404"],
+                    write=True,
+                ),
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"reason": {"type": "string", "maxLength": 500}},
+                            }
+                        }
+                    },
+                },
+            }
         },
     },  # fmt: skip
     "components": {
@@ -432,6 +449,7 @@ DOCUMENT: dict = {
                     "status": {"enum": ["valid", "revoked"]},
                     "issued_at": {"type": "string"},
                     "revoked_at": {"type": ["string", "null"]},
+                    "revoked_reason": {"type": ["string", "null"]},
                     "download_url": {"type": ["string", "null"]},
                     "verify_url": {"type": ["string", "null"]},
                 },

@@ -111,7 +111,7 @@ def test_revoking_needs_csrf_a_reason_and_write_access(served, issued):
     assert not audit_events("certificate_revoked")
 
 
-def test_revoking_makes_verify_say_revoked_and_the_download_404_and_is_audited(served, issued):
+def test_revoking_makes_verify_say_revoked_and_the_download_410_and_is_audited(served, issued):
     code = issued[("A", 2)]
     verify = f"{served.url}/verify/{code}"
     assert f"Certificate {code}: valid" in text(requests.get(verify, timeout=10).text)
@@ -125,9 +125,13 @@ def test_revoking_makes_verify_say_revoked_and_the_download_404_and_is_audited(s
     after = alice.get(resp.headers["Location"]).text
     assert f"Certificate {code} is revoked: its verification page now says so" in text(after)
     assert f"{code} revoked" in text(after) and "Download" not in after
+    assert "revoked 2026-12-01: issued by mistake" in text(after)
     assert per_course(after)[0] == "course 10 2 1 1"
-    assert f"Certificate {code}: revoked" in text(requests.get(verify, timeout=10).text)
-    assert requests.get(f"{served.url}/certificates/{code}", timeout=10).status_code == 404
+    verified = text(requests.get(verify, timeout=10).text)
+    assert f"Certificate {code}: revoked" in verified
+    assert "Revoked on 2026-12-01: issued by mistake." in verified
+    gone = requests.get(f"{served.url}/certificates/{code}", timeout=10)
+    assert gone.status_code == 410 and f"Certificate {code} was revoked on 2026-12-01" in gone.text
     [(_, detail)] = audit_events("certificate_revoked")
     assert '"name": "alice"' in detail and '"via": "dashboard"' in detail
     assert '"reason": "issued by mistake"' in detail and f'"code": "{code}"' in detail

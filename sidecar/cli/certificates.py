@@ -1,0 +1,58 @@
+"""`certificates revoke CODE --reason TEXT`, `certificates zip --course ID -o FILE`."""
+
+import getpass
+
+import click
+
+from sidecar.cli import Context, is_interactive, main, pass_ctx
+
+
+@main.group()
+def certificates() -> None:
+    """Certificates the daemon issued: revoke one, or a course's in one ZIP."""
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return "unknown"
+
+
+@certificates.command("revoke")
+@click.argument("code")
+@click.option("--reason", required=True, help="Why (1 to 500 characters; shown on /verify).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def certificates_revoke(obj: Context, code: str, reason: str, yes: bool) -> None:
+    """Revoke a certificate: /verify/CODE then says revoked, its link answers 410.
+
+    Exit 0 when revoked, and also when it was revoked already (it says so, with the
+    first revocation's date and reason); exit 1 for an unknown code."""
+    from sidecar import certificates as issued
+    from sidecar.errors import NotFound
+
+    rt = obj.runtime
+    reason = issued.clean_reason(reason)
+    cert = issued.find(code)
+    if cert is None:
+        raise NotFound(
+            f"no certificate has the code {code.strip()[:32]!r}: check the code printed on "
+            "the certificate (letters and digits, any case)"
+        )
+    if cert.revoked_at is None and not yes:
+        if not is_interactive():
+            raise click.ClickException("not a terminal: pass --yes to confirm the revocation")
+        click.confirm(
+            f"Revoke certificate {cert.code} (user {cert.userid}, course {cert.courseid}, "
+            f"issued {cert.issued_at:%Y-%m-%d})?",
+            abort=True,
+        )
+    done = issued.revoke_code(cert.code, reason, rt.clock(), name=_os_user(), source="os",
+                              via="cli")  # fmt: skip
+    when = f"{done.revoked_at:%Y-%m-%d %H:%M} UTC"
+    if done.done:
+        click.echo(f"certificate {done.code} revoked ({when}): {done.reason}")
+    else:
+        click.echo(f"certificate {done.code} was already revoked on {when}: {done.reason} "
+                   "(nothing changed)")  # fmt: skip
