@@ -56,3 +56,54 @@ def certificates_revoke(obj: Context, code: str, reason: str, yes: bool) -> None
     else:
         click.echo(f"certificate {done.code} was already revoked on {when}: {done.reason} "
                    "(nothing changed)")  # fmt: skip
+
+
+@certificates.command("zip")
+@click.option("--course", type=int, required=True, help="The course id.")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="Only certificates issued at or after this date (UTC).",
+)
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
+              help="The ZIP file to write (replaced when complete).")  # fmt: skip
+@pass_ctx
+def certificates_zip(obj: Context, course: int, since, output: str) -> None:
+    """Every issued, non-revoked certificate of a course in one ZIP.
+
+    Exit 1 when a PDF could not be read: the ZIP is still written without it, and the
+    certificates left out are listed here and in its MISSING.txt."""
+    import sys
+    from pathlib import Path
+
+    from sidecar import certzip
+
+    rt = obj.runtime
+    entries = certzip.select(course, since)
+    if not entries:
+        raise click.ClickException(
+            f"course {course} has no issued, valid certificate"
+            + (f" since {since:%Y-%m-%d %H:%M}" if since else "")
+            + ": nothing to zip"
+        )
+    path = Path(output)
+    if not path.parent.is_dir():
+        raise click.ClickException(f"{path.parent}: no such directory")
+    aws = obj.config.providers.aws
+    open_pdf = certzip.opener(
+        Path(obj.config.providers.local.certificate_dir),
+        (lambda: rt.aws.certificates) if aws is not None else None,
+    )
+    if sys.stderr.isatty():
+        with click.progressbar(length=len(entries), label="zipping", file=sys.stderr) as bar:
+            missing = certzip.write_file(entries, path, open_pdf, lambda e: bar.update(1))
+    else:
+        missing = certzip.write_file(entries, path, open_pdf)
+    written = len(entries) - len(missing)
+    click.echo(f"{path}: {written} certificates of course {course}")
+    if missing:
+        click.echo(f"{len(missing)} could not be read and are not in the ZIP "
+                   f"(listed in its {certzip.MISSING_NAME}):", err=True)  # fmt: skip
+        for m in missing:
+            click.echo(f"  {m.entry.code} user {m.entry.userid}: {m.why}", err=True)
+        raise SystemExit(1)

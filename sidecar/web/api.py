@@ -62,6 +62,7 @@ RULES = [
     _rule("/schedules/<schedule_id>/runs", "GET", "runs"),
     _rule("/certificates", "GET", "certificates"),
     _rule("/certificates/<code>/revoke", "POST", "revoke"),
+    _rule("/certificates/courses/<int:course>.zip", "GET", "certificates_zip"),
     _rule("/health", "GET", "health"),
     _rule("/activity", "GET", "activity"),
 ]
@@ -236,6 +237,13 @@ class Api:
         cert = ledgerview.get_certificate(scope, cert.code)
         return _json(ledgerview.certificate_json(cert, self.config.server.public_url))
 
+    def on_certificates_zip(self, request: Request, principal, scope: Scope, course: int):
+        """The course's certificates that `scope` sees in one ZIP, streamed."""
+        params.known(request.args, {"since"})
+        since = params.time_of(request.args, "since")
+        return zip_response(self.dashboard, self.runtime, scope, course, since,
+                            **self._by(principal))  # fmt: skip
+
     # --- the description -------------------------------------------------------------------
 
     # --- health and activity ---------------------------------------------------------------
@@ -303,6 +311,34 @@ def export_response(job) -> Response:
     what `GET /api/v1/jobs/{id}/export` and the dashboard's export link answer."""
     resp = Response(_csv(job.id), mimetype="text/csv")
     resp.headers["Content-Disposition"] = f'attachment; filename="job-{job.id}.csv"'
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def zip_response(dashboard, runtime, scope: Scope, course: int, since, **by) -> Response:
+    """Every issued, valid certificate of the course that `scope` sees, as a streamed ZIP
+    (sidecar.certzip): what `GET /api/v1/certificates/courses/{course}.zip` and the
+    dashboard's button answer. 404 when there is none (or none the caller may see).
+    Audited `certificates_zipped` with who asked."""
+    from pathlib import Path
+
+    from sidecar import certzip
+    from sidecar.db import store
+
+    entries = certzip.select(course, since, scope)
+    if not entries:
+        raise NotFound(f"course {course} has no issued, valid certificate"
+                       + (f" since {since:%Y-%m-%d %H:%M}" if since else ""))  # fmt: skip
+    config = dashboard.config
+    s3 = None
+    if config.providers.aws is not None and runtime is not None:
+        s3 = lambda: runtime.aws.certificates  # noqa: E731
+    open_pdf = certzip.opener(Path(config.providers.local.certificate_dir), s3)
+    store.audit("certificates_zipped", dashboard.clock(), None, course=course,
+                since=since, certificates=len(entries), **by)  # fmt: skip
+    resp = Response(certzip.stream(entries, open_pdf), mimetype="application/zip")
+    name = f"course-{course}-certificates" + (f"-since-{since:%Y-%m-%d}" if since else "")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}.zip"'
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

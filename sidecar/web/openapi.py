@@ -239,6 +239,29 @@ DOCUMENT: dict = {
                 ],
             )
         },
+        "/certificates/courses/{course}.zip": {
+            "get": _op(
+                "Every issued, valid certificate of a course in one ZIP (streamed)",
+                _OBJ,
+                params=[
+                    _path("course", "The course id.", {"type": "integer"}),
+                    _query(
+                        "since", "Only those issued at or after this ISO 8601 date or date-time."
+                    ),
+                ],
+                errors=["400", "401", "404"],
+                extra={
+                    "200": {
+                        "description": "A ZIP: one stored PDF per certificate, named "
+                        "Lastname_Firstname_YYYY-MM-DD_CODE.pdf; MISSING.txt lists "
+                        "any that could not be read.",
+                        "content": {
+                            "application/zip": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    }
+                },
+            )
+        },  # fmt: skip
         "/certificates/{code}/revoke": {
             "post": {
                 **_op(

@@ -1,8 +1,12 @@
 """`certificates revoke` as a real process, then the running daemon's public pages."""
 
 import tomllib
+import zipfile
+from datetime import datetime
+from io import BytesIO
 
 import requests
+from pypdf import PdfReader
 
 from sidecar.db.connect import open_database
 from sidecar.db.models import AuditLog, Certificate, database
@@ -66,3 +70,96 @@ def test_revoke_from_the_cli_then_verify_says_why_and_the_link_is_gone(tmp_path,
     valid = requests.get(f"{base}/certificates/{second}", timeout=10)
     assert valid.status_code == 200 and valid.content.startswith(b"%PDF")
     assert requests.get(f"{base}/certificates/NOSUCHCODE", timeout=10).status_code == 404
+
+
+def pdf_bytes() -> bytes:
+    from io import BytesIO
+
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=100)
+    out = BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def make_course(tmp_path, n: int, course: int, *, sent=True, start: int = 1) -> dict[int, str]:
+    """A job of `n` learners (userids start..) of `course`, each holding a certificate with
+    its PDF in the configured certificate_dir; {userid: code}."""
+    from sidecar import certificates, jobs
+    from sidecar.db import migrations, store
+    from sidecar.db.models import Recipient
+
+    db = open_database(f"sqlite:///{tmp_path}/offload.db")
+    database.initialize(db)
+    migrations.upgrade(db)
+    now = datetime(2026, 12, 5, 9, 30)
+    try:
+        people = [jobs.RecipientIn(i, f"l{i}@example.org", f"Fírst{i}", f"Last {i}/x")
+                  for i in range(start, start + n)]  # fmt: skip
+        spec = jobs.JobSpec(type="certificate", template_id="custom", source="test",
+                            courseid=course, actions=jobs.Actions(certificate=True))  # fmt: skip
+        job = jobs.create_job(spec, people, batch_size=500, now=now).job_id
+        if sent:
+            Recipient.update(status="sent").where(Recipient.job == job).execute()
+            store.settle(job, now)
+        issued = certificates.reserve_many(job, [p.userid for p in people], course, "local",
+                                           f"{job}/", now)  # fmt: skip
+        pdf = pdf_bytes()
+        (tmp_path / "certificates" / job).mkdir(parents=True)
+        for cert in issued.values():
+            (tmp_path / "certificates" / cert.key).write_bytes(pdf)
+        return {uid: cert.code for uid, cert in issued.items()}
+    finally:
+        db.close()
+
+
+def test_a_course_of_2000_certificates_zips_every_one_once_named_by_learner_and_date(tmp_path):
+    config = write_config(tmp_path)
+    codes = make_course(tmp_path, 2000, course=7)
+    make_course(tmp_path, 3, course=8, start=5000)  # another course: not in the ZIP
+    out = tmp_path / "out" / "course-7.zip"
+    out.parent.mkdir()
+    done = cli(config, "certificates", "zip", "--course", "7", "-o", str(out))
+    assert done.stdout.strip() == f"{out}: 2000 certificates of course 7"
+    assert [p.name for p in out.parent.iterdir()] == ["course-7.zip"]  # no temp file left
+    with zipfile.ZipFile(out) as zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        assert len(names) == len(set(names)) == 2000
+        assert set(names) == {f"Last_{u}_x_Fírst{u}_2026-12-05_{c}.pdf" for u, c in codes.items()}
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in infos)
+        assert zf.testzip() is None
+        reader = PdfReader(BytesIO(zf.read(f"Last_1234_x_Fírst1234_2026-12-05_{codes[1234]}.pdf")))
+        assert len(reader.pages) == 1
+
+
+def test_a_missing_pdf_is_listed_and_the_zip_made_without_it_revoked_and_unsent_left_out(
+    tmp_path,
+):
+    config = write_config(tmp_path)
+    codes = make_course(tmp_path, 4, course=7)
+    unsent = make_course(tmp_path, 2, course=7, sent=False, start=10)
+    lost = codes[2]
+    (key,) = [p for p in (tmp_path / "certificates").rglob("2.pdf")]
+    key.unlink()
+    cli(config, "certificates", "revoke", codes[3], "--reason", "mistake", "--yes")
+    out = tmp_path / "c.zip"
+    made = cli(config, "certificates", "zip", "--course", "7", "-o", str(out), check=False)
+    assert made.returncode == 1
+    assert made.stdout.strip() == f"{out}: 2 certificates of course 7"
+    assert "1 could not be read and are not in the ZIP (listed in its MISSING.txt)" in made.stderr
+    assert f"  {lost} user 2: " in made.stderr and "No such file or directory" in made.stderr
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+        assert sorted(n.split("_")[-1] for n in names if n != "MISSING.txt") == sorted(
+            f"{codes[u]}.pdf" for u in (1, 4)
+        )
+        assert lost in zf.read("MISSING.txt").decode()
+    assert not any(c in " ".join(names) for c in unsent.values())
+
+    later = cli(config, "certificates", "zip", "--course", "7", "--since", "2026-12-06",
+                "-o", str(out), check=False)  # fmt: skip
+    assert later.returncode == 1
+    assert "course 7 has no issued, valid certificate since 2026-12-06 00:00" in later.stderr

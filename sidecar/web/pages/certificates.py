@@ -25,6 +25,9 @@ from sidecar.web.errors import BadRequest
 RULES = [
     Rule("/certificates", methods=["GET"], endpoint="page.certificates"),
     Rule("/certificates/<code>/revoke", methods=["POST"], endpoint="page.certificate_revoke"),
+    Rule(
+        "/certificates/courses/<int:course>.zip", methods=["GET"], endpoint="page.certificates_zip"
+    ),  # fmt: skip
 ]
 
 PER_PAGE = 50
@@ -90,4 +93,15 @@ def revoke(ctx, request: Request, code: str) -> Response:
     return resp
 
 
-HANDLERS = {"certificates": certificates, "certificate_revoke": revoke}
+def course_zip(ctx, request: Request, course: int) -> Response:
+    """`GET /certificates/courses/{course}.zip[?since=DATE]`: the API's ZIP, streamed (a
+    download changes nothing: no CSRF token, read-only viewers may have it)."""
+    from sidecar.web.api import zip_response
+
+    params.known(request.args, {"since"})
+    since = params.time_of(request.args, "since")
+    return zip_response(ctx.dashboard, ctx.runtime, ctx.scope, course, since, **ctx.by())
+
+
+HANDLERS = {"certificates": certificates, "certificate_revoke": revoke,
+            "certificates_zip": course_zip}  # fmt: skip
