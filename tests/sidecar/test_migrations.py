@@ -83,3 +83,21 @@ def test_migration_9_adds_the_revoke_reason_to_a_version_8_database(db):
     assert migrations.upgrade(db)[0] == 9
     assert "revoked_reason" in {c.name for c in db.get_columns("certificate")}
     assert migrations.upgrade(db) == []
+
+
+def test_migration_10_adds_the_write_back_state_to_a_version_9_database(db):
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    index = "certificate_record_state_courseid"
+    db.execute_sql(f"DROP INDEX {index}" + (" ON certificate" if "MySQL" in type(db).__name__
+                                            else ""))  # fmt: skip
+    migrator = SchemaMigrator.from_database(db)
+    for name in ("record_state", "record_at", "record_error"):
+        migrate(migrator.drop_column("certificate", name))
+    SchemaVersion.delete().where(SchemaVersion.version >= 10).execute()
+    assert migrations.current_version(db) == 9
+    assert migrations.upgrade(db)[0] == 10
+    columns = {c.name for c in db.get_columns("certificate")}
+    assert {"record_state", "record_at", "record_error"} <= columns
+    assert index in {i.name for i in db.get_indexes("certificate")}
+    assert migrations.upgrade(db) == []
