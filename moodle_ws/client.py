@@ -31,6 +31,7 @@ from moodle_ws.errors import (
     MoodleAPIError,
     MoodleProtocolError,
     MoodleUnavailable,
+    NotSent,
     SiteMaintenance,
     WebServicesDisabled,
     error_from_body,
@@ -85,7 +86,7 @@ class RequestTally:
             self.count += n
 
 
-class _NotSent(MoodleUnavailable):
+class _NotSent(NotSent):
     """The connection failed before the request went out: safe to retry any call."""
 
 

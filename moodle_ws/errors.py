@@ -21,6 +21,11 @@ class MoodleUnavailable(MoodleError):
     """Network error, timeout, HTTP 5xx or maintenance mode: retry later."""
 
 
+class NotSent(MoodleUnavailable):
+    """The connection failed before the request went out (refused, DNS, connect timeout):
+    Moodle cannot have run the call, so even a write may be tried again."""
+
+
 class WebServicesDisabled(MoodleError):
     """HTTP 403 with an empty body: web services or the REST protocol are off."""
 

@@ -16,6 +16,7 @@ from peewee import IntegrityError
 
 from sidecar.db import store
 from sidecar.db.models import Certificate, database
+from sidecar.errors import Aborted, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -113,27 +114,78 @@ def urls(public_url: str, code: str) -> tuple[str, str]:
 
 def lookup(code: str) -> Certificate | None:
     """A valid (not revoked) certificate by code, or None."""
-    cert = Certificate.get_or_none(Certificate.code == code.strip().upper())
+    cert = find(code)
     if cert is None or cert.revoked_at is not None:
         return None
     return cert
 
 
-def revoke(code: str, now: datetime, **by) -> bool:
-    """Mark the certificate revoked: `/verify/{code}` then says so and `/certificates/{code}`
-    answers 404. False (and no change) when it was revoked already. `by` (who did it, never
-    a secret) goes into the audit line."""
+def find(code: str) -> Certificate | None:
+    """The certificate with this code (any case, revoked or not), or None."""
+    code = code.strip().upper()
+    return Certificate.get_or_none(Certificate.code == code) if len(code) <= 32 else None
+
+
+MAX_REASON = 500
+
+
+def clean_reason(text: str | None) -> str:
+    """The reason for a revocation, spaces collapsed; Aborted when empty or too long."""
+    reason = " ".join((text or "").split())
+    if not reason:
+        raise Aborted("say why the certificate is revoked: the reason is required")
+    if len(reason) > MAX_REASON:
+        raise Aborted(f"the reason is at most {MAX_REASON} characters, got {len(reason)}")
+    return reason
+
+
+def revoke(code: str, now: datetime, *, reason: str | None = None, **by) -> bool:
+    """Mark the certificate revoked, keeping why: `/verify/{code}` then says so (with the
+    date and reason) and `/certificates/{code}` answers 410. False (and no change) when it
+    was revoked already. `by` (who did it, never a secret) goes into the audit line with
+    the reason."""
     code = code.strip().upper()
     with store.atomic():
         n = (
-            Certificate.update(revoked_at=now)
+            Certificate.update(revoked_at=now, revoked_reason=reason)
             .where(Certificate.code == code, Certificate.revoked_at.is_null())
             .execute()
         )
         if n:
             cert = Certificate.get(Certificate.code == code)
             store.audit("certificate_revoked", now, cert.job_id, code=code,
-                        userid=cert.userid, **by)  # fmt: skip
+                        userid=cert.userid, reason=reason, **by)  # fmt: skip
     if n:
         log.info("certificate %s revoked", code)
     return bool(n)
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What `revoke_code` did: `done` False when the certificate was revoked already
+    (then `revoked_at` and `reason` are the first revocation's)."""
+
+    code: str
+    userid: int
+    courseid: int | None
+    revoked_at: datetime
+    reason: str | None
+    done: bool
+
+
+def revoke_code(code: str, reason: str, now: datetime, **by) -> Revocation:
+    """Revoke the certificate with this code (any case) for `reason` (`clean_reason`).
+
+    Raises NotFound for an unknown code, Aborted for a missing or too long reason.
+    Idempotent: a second call changes nothing and reports the first revocation."""
+    reason = clean_reason(reason)
+    cert = find(code)
+    if cert is None:
+        raise NotFound(
+            f"no certificate has the code {code.strip()[:32]!r}: check the code printed on "
+            "the certificate (letters and digits, any case)"
+        )
+    done = revoke(cert.code, now, reason=reason, **by)
+    cert = Certificate.get(Certificate.code == cert.code)
+    return Revocation(cert.code, cert.userid, cert.courseid, cert.revoked_at,
+                      cert.revoked_reason, done)  # fmt: skip

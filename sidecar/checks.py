@@ -30,7 +30,40 @@ def run_checks(config: Config) -> list[CheckResult]:
     from sidecar.moodle import check_lines
 
     results.extend(CheckResult(name, ok, detail) for ok, name, detail in check_lines(config))
+    unknown = _writeback_unknown(config)
+    if unknown:
+        results.append(unknown)
     return results
+
+
+def _writeback_unknown(config: Config) -> CheckResult | None:
+    """Certificates whose write-back to Moodle may or may not have run (never retried)."""
+    from sidecar.db import migrations
+    from sidecar.db.connect import open_database
+    from sidecar.db.models import database
+
+    try:
+        db = open_database(config.database.url)
+        db.connect(reuse_if_open=True)
+        try:
+            if migrations.current_version(db) < 10:
+                return None
+            database.initialize(db)
+            from sidecar.writeback import unknown_count
+
+            n = unknown_count()
+        finally:
+            db.close()
+    except Exception:  # noqa: BLE001 - the database check reports it
+        return None
+    if not n:
+        return None
+    return CheckResult(
+        "certificate write-back", None,
+        f"{n} certificate(s) may or may not be recorded in Moodle (a timeout or an error "
+        "after the call went out): they are not tried again; the log and the audit line "
+        "certificate_record_unknown name them: check them in Moodle",
+    )  # fmt: skip
 
 
 def _database(config: Config) -> CheckResult:

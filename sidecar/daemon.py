@@ -25,7 +25,7 @@ from sidecar.config import Config, load
 from sidecar.errors import ConfigError
 from sidecar.jobs import queue_local_batches
 from sidecar.runtime import Runtime
-from sidecar.web.app import make_app
+from sidecar.web.app import certificate_gone, make_app
 from sidecar.web.server import HttpServer
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class Daemon:
         self._signals: queue.Queue[int] = queue.Queue()
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
+        self._writeback: threading.Thread | None = None
         self._cloud: list[threading.Thread] = []
         self.http: HttpServer | None = None
         self.ticker = None
@@ -73,6 +74,10 @@ class Daemon:
         log.info("listening on %s", self.http.url)
         self._worker = threading.Thread(target=self._work_loop, name="delivery", daemon=True)
         self._worker.start()
+        if self.config.moodle is not None:
+            self._writeback = threading.Thread(target=self._writeback_loop, name="write-back",
+                                               daemon=True)  # fmt: skip
+            self._writeback.start()
         if self.config.providers.aws is not None:
             rt.aws  # noqa: B018 - built here, once, before the two threads that share it
             self._cloud = [
@@ -159,7 +164,7 @@ class Daemon:
         if self.ticker is not None:
             self.ticker.shutdown()
         deadline = time.monotonic() + self.config.server.drain_timeout
-        for thread in [self._worker, *self._cloud]:
+        for thread in [self._worker, self._writeback, *self._cloud]:
             if thread is not None:
                 thread.join(max(deadline - time.monotonic(), 0))
                 if thread.is_alive():
@@ -226,6 +231,28 @@ class Daemon:
             self._wake.wait(self.poll_interval)
             self._wake.clear()
 
+    def _writeback_loop(self) -> None:
+        """Write issued certificates back to Moodle (sidecar.writeback), in its own thread
+        so a slow or unreachable Moodle never holds delivery back."""
+        from sidecar.moodle import open_client
+        from sidecar.writeback import WriteBack
+
+        rt = self.runtime
+        wb = WriteBack(self.config, lambda: open_client(self.config), rt.clock)
+        idle = max(self.poll_interval, 5.0)
+        pause = idle
+        while not rt.stop.is_set():
+            try:
+                wb.config = self.config  # SIGHUP
+                with rt.db.connection_context():
+                    tally = wb.run_once()
+                busy = tally.recorded + tally.unknown + tally.refused >= wb.batch
+                pause = 0.0 if busy else idle * (6 if tally.deferred else 1)
+            except Exception:  # noqa: BLE001 - loop boundary: log and go on
+                log.exception("certificate write-back error; retrying")
+                pause = min(max(pause * 2, 30.0), 600.0)
+            rt.stop.wait(pause)
+
     def _submit_loop(self) -> None:
         """Hand pending cloud batches to their queue; back off while it is unreachable."""
         rt = self.runtime
@@ -291,9 +318,12 @@ class Daemon:
     # --- HTTP helpers ----------------------------------------------------------------------
 
     def _certificate(self, code: str) -> Response | None:
-        cert = certificates.lookup(code)
+        """The PDF (or a redirect to it); 410 for a revoked code; None (404) else."""
+        cert = certificates.find(code)
         if cert is None:
             return None
+        if cert.revoked_at is not None:
+            return certificate_gone(cert.code, cert.revoked_at)
         if cert.storage == "s3" and self.config.providers.aws is not None:
             url = self.runtime.aws.certificates.presign(
                 cert.key, self.config.offload.presigned_url_ttl, f"certificate-{cert.code}.pdf"
@@ -340,4 +370,11 @@ class Daemon:
             f"<p>Issued to {escape(name)} on {cert.issued_at:%Y-%m-%d}"
             + (f" for {escape(course_name)}" if course_name else "")
             + ".</p>"
+            + (
+                f"<p>Revoked on {cert.revoked_at:%Y-%m-%d}"
+                + (f": {escape(cert.revoked_reason)}" if cert.revoked_reason else "")
+                + ".</p>"
+                if cert.revoked_at
+                else ""
+            )
         )

@@ -285,6 +285,7 @@ def certificate_json(cert: Certificate, public_url: str) -> dict:
         "storage": cert.storage,
         "issued_at": iso(cert.issued_at),
         "revoked_at": iso(cert.revoked_at),
+        "revoked_reason": cert.revoked_reason,
         "status": "revoked" if cert.revoked_at else "valid",
         "download_url": f"{base}/certificates/{cert.code}" if base else None,
         "verify_url": f"{base}/verify/{cert.code}" if base else None,

@@ -2,10 +2,11 @@
 
 import logging
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from providers.aws.clients import Endpoint, client, translate
+from providers.aws.clients import Endpoint, client, error_parts, translate
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ class SesAccount:
 
 
 class CertificateStore:
-    """The certificates bucket: presigned download links and `check`'s reachability test."""
+    """The certificates bucket: presigned download links, reading an object (a course's
+    ZIP), and `check`'s reachability test."""
 
     def __init__(self, bucket: str, endpoint: Endpoint):
         self.bucket = bucket
@@ -121,6 +123,18 @@ class CertificateStore:
         return self.client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=min(int(ttl), MAX_PRESIGN_SECONDS)
         )
+
+    def open(self, key: str) -> BinaryIO | None:
+        """A stream of the object's bytes (read it in chunks, then close it); None when the
+        bucket has no such key. Raises ProviderError (ProviderUnavailable: retry) else."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if error_parts(exc)[0] in ("NoSuchKey", "404"):
+                return None
+            raise translate(exc, f"S3 GetObject {self.bucket}/{key}") from None
+        except BotoCoreError as exc:
+            raise translate(exc, f"S3 GetObject {self.bucket}/{key}") from None
 
     def check(self) -> str:
         """Raises ProviderError when the bucket cannot be reached with these credentials."""

@@ -65,6 +65,16 @@ def _step_8_job_page_index(db: Database) -> None:
     _add_indexes(db, m.Recipient)
 
 
+def _step_9_revoke_reason(db: Database) -> None:
+    _add_column(db, "certificate", "revoked_reason", m.Certificate.revoked_reason)
+
+
+def _step_10_record_state(db: Database) -> None:
+    for name in ("record_state", "record_at", "record_error"):
+        _add_column(db, "certificate", name, getattr(m.Certificate, name))
+    _add_indexes(db, m.Certificate)
+
+
 def _add_indexes(db: Database, model) -> None:
     """Create the model's declared indexes that the table lacks (by name: MariaDB has no
     CREATE INDEX IF NOT EXISTS in peewee's dialect)."""
@@ -92,6 +102,8 @@ STEPS: list[tuple[int, str, Callable[[Database], None]]] = [
         "an index for a job's counts and progress (the dashboard's job page)",
         _step_8_job_page_index,
     ),  # fmt: skip
+    (9, "why a certificate was revoked", _step_9_revoke_reason),
+    (10, "certificates written back to Moodle", _step_10_record_state),
 ]
 
 LATEST = STEPS[-1][0]

@@ -171,9 +171,16 @@ class Certificate(BaseModel):
     key = TextField()
     issued_at = DateTimeField()
     revoked_at = DateTimeField(null=True)
+    revoked_reason = TextField(null=True)  # why, as the admin said it (migration 9)
+    # written back to Moodle ({prefix}_record_certificate, sidecar.writeback; migration 10):
+    # None = not yet, sending = the call may be in flight, recorded, unknown (it may or
+    # may not have run: never retried), refused (Moodle answered an error)
+    record_state = CharField(16, null=True)
+    record_at = DateTimeField(null=True)  # when record_state last changed
+    record_error = TextField(null=True)
 
     class Meta:
-        indexes = ((("job_id", "userid"), True),)
+        indexes = ((("job_id", "userid"), True), (("record_state", "courseid"), False))
 
 
 class SuppressedAddress(BaseModel):

@@ -12,6 +12,7 @@ pages share.
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterator
 from zoneinfo import ZoneInfo
 
@@ -23,7 +24,7 @@ from sidecar import certificates, ledgerview, scheduleview
 from sidecar import jobs as ledger
 from sidecar.access import Principal
 from sidecar.db import store
-from sidecar.errors import ConfigError, Conflict, NotFound, SidecarError
+from sidecar.errors import Aborted, ConfigError, Conflict, NotFound, SidecarError
 from sidecar.ledgerview import CertificateFilter, JobFilter, Scope
 from sidecar.status import JobStatus, RecipientStatus
 from sidecar.web import params
@@ -64,6 +65,7 @@ RULES = [
     _rule("/certificates", "GET", "certificates"),
     _rule("/certificates/<code>/revoke", "POST", "revoke"),
     _rule("/send/csv", "POST", "send_csv"),
+    _rule("/certificates/courses/<int:course>.zip", "GET", "certificates_zip"),
     _rule("/health", "GET", "health"),
     _rule("/activity", "GET", "activity"),
 ]
@@ -225,8 +227,15 @@ class Api:
         return _page(page, "certificates")
 
     def on_revoke(self, request: Request, principal, scope: Scope, code: str) -> Response:
+        """`reason` (required, as on the dashboard) from the query or a JSON body."""
+        params.known(request.args, {"reason"})
         cert = ledgerview.get_certificate(scope, code)
-        if not certificates.revoke(cert.code, self.dashboard.clock(), **self._by(principal)):
+        try:
+            reason = certificates.clean_reason(request.args.get("reason") or _body_reason(request))
+        except Aborted as exc:
+            raise BadRequest(str(exc)) from None
+        by = self._by(principal)
+        if not certificates.revoke(cert.code, self.dashboard.clock(), reason=reason, **by):
             raise ConflictError(f"certificate {cert.code} is already revoked")
         cert = ledgerview.get_certificate(scope, cert.code)
         return _json(ledgerview.certificate_json(cert, self.config.server.public_url))
@@ -286,6 +295,15 @@ class Api:
         finally:
             staged.remove()
 
+    def on_certificates_zip(self, request: Request, principal, scope: Scope, course: int):
+        """The course's certificates that `scope` sees in one ZIP, streamed."""
+        params.known(request.args, {"since"})
+        since = params.time_of(request.args, "since")
+        return zip_response(self.dashboard, self.runtime, scope, course, since,
+                            **self._by(principal))  # fmt: skip
+
+    # --- the description -------------------------------------------------------------------
+
     # --- health and activity ---------------------------------------------------------------
 
     def on_health(self, request: Request, principal, scope: Scope) -> Response:
@@ -318,6 +336,20 @@ class Api:
         return json_response(DOCUMENT, 200)
 
 
+def _body_reason(request: Request) -> str | None:
+    """`reason` of a small JSON object body, or None."""
+    if request.mimetype != "application/json":
+        return None
+    from sidecar.web.app import read_body
+
+    try:
+        body = json.loads(read_body(request, 8192) or b"{}")
+    except ValueError:
+        raise BadRequest('the body is not JSON: send {"reason": "..."}') from None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return reason if isinstance(reason, str) else None
+
+
 def _z(at) -> str:
     return at.isoformat(timespec="seconds") + "Z"
 
@@ -337,6 +369,34 @@ def export_response(job) -> Response:
     what `GET /api/v1/jobs/{id}/export` and the dashboard's export link answer."""
     resp = Response(_csv(job.id), mimetype="text/csv")
     resp.headers["Content-Disposition"] = f'attachment; filename="job-{job.id}.csv"'
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def zip_response(dashboard, runtime, scope: Scope, course: int, since, **by) -> Response:
+    """Every issued, valid certificate of the course that `scope` sees, as a streamed ZIP
+    (sidecar.certzip): what `GET /api/v1/certificates/courses/{course}.zip` and the
+    dashboard's button answer. 404 when there is none (or none the caller may see).
+    Audited `certificates_zipped` with who asked."""
+    from pathlib import Path
+
+    from sidecar import certzip
+    from sidecar.db import store
+
+    entries = certzip.select(course, since, scope)
+    if not entries:
+        raise NotFound(f"course {course} has no issued, valid certificate"
+                       + (f" since {since:%Y-%m-%d %H:%M}" if since else ""))  # fmt: skip
+    config = dashboard.config
+    s3 = None
+    if config.providers.aws is not None and runtime is not None:
+        s3 = lambda: runtime.aws.certificates  # noqa: E731
+    open_pdf = certzip.opener(Path(config.providers.local.certificate_dir), s3)
+    store.audit("certificates_zipped", dashboard.clock(), None, course=course,
+                since=since, certificates=len(entries), **by)  # fmt: skip
+    resp = Response(certzip.stream(entries, open_pdf), mimetype="application/zip")
+    name = f"course-{course}-certificates" + (f"-since-{since:%Y-%m-%d}" if since else "")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}.zip"'
     resp.headers["Cache-Control"] = "no-store"
     return resp
 

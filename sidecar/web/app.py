@@ -188,7 +188,7 @@ class OffloadApp:
     def on_certificate(self, request: Request, code: str) -> Response:
         found = self.certificate(code) if self.certificate and len(code) <= _MAX_CODE_LEN else None
         if found is None:
-            raise NotFoundError("no certificate with this code (unknown or revoked)")
+            raise NotFoundError("no certificate with this code")
         return found
 
     def on_verify(self, request: Request, code: str) -> Response:
@@ -287,6 +287,18 @@ def _page(title: str, body: str, status: int) -> Response:
     resp.headers["Referrer-Policy"] = "no-referrer"
     resp.headers["Content-Security-Policy"] = _PAGE_POLICY
     return resp
+
+
+def certificate_gone(code: str, revoked_at) -> Response:
+    """What `/certificates/{code}` answers for a revoked certificate: 410 Gone, a small
+    page saying so and linking to the verification page (which gives the reason)."""
+    code = escape(code)
+    return _page(
+        "Certificate revoked",
+        f"<p>Certificate {code} was revoked on {revoked_at:%Y-%m-%d}: it can no longer be "
+        f"downloaded.</p><p>Its <a href='/verify/{code}'>verification page</a> says why.</p>",
+        410,
+    )
 
 
 def make_app(

@@ -284,13 +284,53 @@ DOCUMENT: dict = {
                 },
             }
         },
-        "/certificates/{code}/revoke": {
-            "post": _op(
-                "Revoke a certificate",
-                _ref("Certificate"),
-                params=[_path("code", "The certificate's code.")],
-                write=True,
+        "/certificates/courses/{course}.zip": {
+            "get": _op(
+                "Every issued, valid certificate of a course in one ZIP (streamed)",
+                _OBJ,
+                params=[
+                    _path("course", "The course id.", {"type": "integer"}),
+                    _query(
+                        "since", "Only those issued at or after this ISO 8601 date or date-time."
+                    ),
+                ],
+                errors=["400", "401", "404"],
+                extra={
+                    "200": {
+                        "description": "A ZIP: one stored PDF per certificate, named "
+                        "Lastname_Firstname_YYYY-MM-DD_CODE.pdf; MISSING.txt lists "
+                        "any that could not be read.",
+                        "content": {
+                            "application/zip": {"schema": {"type": "string", "format": "binary"}}
+                        },
+                    }
+                },
             )
+        },  # fmt: skip
+        "/certificates/{code}/revoke": {
+            "post": {
+                **_op(
+                    "Revoke a certificate (its link then answers 410)",
+                    _ref("Certificate"),
+                    params=[
+                        _path("code", "The certificate's code."),
+                        _query("reason", "Why, 1 to 500 characters (or in the JSON body)."),
+                    ],
+                    errors=["400", "401", "404"],
+                    write=True,
+                ),
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"reason": {"type": "string", "maxLength": 500}},
+                            }
+                        }
+                    },
+                },
+            }
         },
     },  # fmt: skip
     "components": {
@@ -498,6 +538,7 @@ DOCUMENT: dict = {
                     "status": {"enum": ["valid", "revoked"]},
                     "issued_at": {"type": "string"},
                     "revoked_at": {"type": ["string", "null"]},
+                    "revoked_reason": {"type": ["string", "null"]},
                     "download_url": {"type": ["string", "null"]},
                     "verify_url": {"type": ["string", "null"]},
                 },

@@ -274,3 +274,46 @@ def test_the_dry_run_list_and_job_show_the_capability_a_run_lacked(tmp_path, moo
     assert warning in cli(config, "schedules", "list").stdout
     job_id = next(x.split()[1].rstrip(":") for x in ran.splitlines() if x.startswith("job "))
     assert "moodle/user:viewalldetails" in cli(config, "jobs", "show", job_id).stdout
+
+
+def test_the_daemon_writes_issued_certificates_back_to_moodle_once_across_restarts(
+    tmp_path, moodle, start_daemon
+):
+    site = moodle.site
+    row = schedule(site, action_type="both", audience="completed",
+                   suppress_course_completion=0, template_id="certificate")  # fmt: skip
+    site.schedules[:] = [row]
+    config = config_for(tmp_path, moodle.url, site.token)
+    cli(config, "schedules", "sync")
+    first = cli(config, "schedules", "run", "1", "--deliver").stdout
+    assert ": done:" in first
+
+    def certificates() -> int:
+        with sqlite3.connect(tmp_path / "offload.db") as db:
+            return db.execute("SELECT COUNT(*) FROM certificate").fetchone()[0]
+
+    issued = certificates()
+    assert issued > 0
+    proc = start_daemon(config)
+    deadline = time.monotonic() + 60
+    while len(site.recorded_certificates) < issued:
+        assert time.monotonic() < deadline, "the daemon did not write the certificates back"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+    cli(config, "schedules", "run", "1", "--deliver", "--reissue")  # more, while it is down
+    total = certificates()
+    assert total == 2 * issued
+    proc = start_daemon(config)  # restarted: records the new ones only
+    deadline = time.monotonic() + 60
+    while len(site.recorded_certificates) < total:
+        assert time.monotonic() < deadline, "the restarted daemon did not write them back"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    urls = [r["url"] for r in site.recorded_certificates]
+    assert len(urls) == len(set(urls)) == total
+    with sqlite3.connect(tmp_path / "offload.db") as db:
+        states = db.execute("SELECT DISTINCT record_state FROM certificate").fetchall()
+    assert states == [("recorded",)]

@@ -188,7 +188,7 @@ def test_certificates_are_found_by_learner_code_and_course(served):
     assert bad.status_code == 400 and bad.json()["error"].startswith("userid: ")
 
 
-def test_revoke_makes_verify_say_revoked_and_the_link_404_and_is_audited(served, tmp_path):
+def test_revoke_makes_verify_say_revoked_and_the_link_410_and_is_audited(served, tmp_path):
     clock = served.clock
     job = make_job(clock, 2, company=served.companies[0], course=10)
     code = issue(clock, job, 1, 10)
@@ -205,16 +205,25 @@ def test_revoke_makes_verify_say_revoked_and_the_link_404_and_is_audited(served,
     assert Certificate.get_by_id(code).revoked_at is None and not audit_events(
         "certificate_revoked"
     )
-    resp = served.session("alice").post(f"/certificates/{code.lower()}/revoke")
+    alice = served.session("alice")
+    missing = alice.post(f"/certificates/{code}/revoke")
+    assert missing.status_code == 400 and "the reason is required" in missing.json()["error"]
+    resp = alice.post(f"/certificates/{code.lower()}/revoke", json={"reason": "wrong  name"})
     assert resp.status_code == 200 and resp.json()["status"] == "revoked"
     assert resp.json()["revoked_at"] == START.isoformat() + "Z"
-    assert "revoked" in requests.get(f"{served.url}/verify/{code}", timeout=10).text
-    assert requests.get(link, timeout=10).status_code == 404
+    assert resp.json()["revoked_reason"] == "wrong name"
+    page = requests.get(f"{served.url}/verify/{code}", timeout=10).text
+    assert "revoked" in page and f"Revoked on {START:%Y-%m-%d}: wrong name." in page
+    gone = requests.get(link, timeout=10)
+    assert gone.status_code == 410 and "was revoked on" in gone.text
+    assert requests.get(f"{served.url}/certificates/NOSUCHCODE", timeout=10).status_code == 404
     [(_, detail)] = audit_events("certificate_revoked")
     assert '"name": "alice"' in detail and f'"code": "{code}"' in detail
-    again = served.session().post(f"/certificates/{code}/revoke")
+    assert '"reason": "wrong name"' in detail
+    again = served.session().post(f"/certificates/{code}/revoke", params={"reason": "again"})
     assert again.status_code == 409 and "already revoked" in again.json()["error"]
-    assert served.session().post("/certificates/NOSUCHCODE/revoke").status_code == 404
+    no_such = served.session().post("/certificates/NOSUCHCODE/revoke", params={"reason": "x"})
+    assert no_such.status_code == 404
 
 
 def test_the_daemon_gives_the_api_its_runtime(tmp_path):

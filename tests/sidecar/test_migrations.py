@@ -62,13 +62,42 @@ def test_migration_8_adds_the_job_page_index_to_a_version_7_database(db):
     progress chart read one job's rows of it, not every sent row of the ledger."""
     name = "recipient_job_id_status_timesent_updated_at"
     db.execute_sql(f"DROP INDEX {name}" + (" ON recipient" if "MySQL" in type(db).__name__ else ""))
-    SchemaVersion.delete().where(SchemaVersion.version == 8).execute()
+    SchemaVersion.delete().where(SchemaVersion.version >= 8).execute()
     assert name not in {i.name for i in db.get_indexes("recipient")}
     assert migrations.unrecorded_steps(db) == [] and migrations.current_version(db) == 7
 
-    assert migrations.upgrade(db) == [8]
+    assert migrations.upgrade(db)[0] == 8
     assert migrations.upgrade(db) == []
     (index,) = [i for i in db.get_indexes("recipient") if i.name == name]
     assert index.columns == ["job_id", "status", "timesent", "updated_at"] and not index.unique
     SchemaVersion.delete().where(SchemaVersion.version == 8).execute()
     assert migrations.upgrade(db) == [8]  # a database created with the index: left as it is
+
+
+def test_migration_9_adds_the_revoke_reason_to_a_version_8_database(db):
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    migrate(SchemaMigrator.from_database(db).drop_column("certificate", "revoked_reason"))
+    SchemaVersion.delete().where(SchemaVersion.version >= 9).execute()
+    assert migrations.current_version(db) == 8
+    assert migrations.upgrade(db)[0] == 9
+    assert "revoked_reason" in {c.name for c in db.get_columns("certificate")}
+    assert migrations.upgrade(db) == []
+
+
+def test_migration_10_adds_the_write_back_state_to_a_version_9_database(db):
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    index = "certificate_record_state_courseid"
+    db.execute_sql(f"DROP INDEX {index}" + (" ON certificate" if "MySQL" in type(db).__name__
+                                            else ""))  # fmt: skip
+    migrator = SchemaMigrator.from_database(db)
+    for name in ("record_state", "record_at", "record_error"):
+        migrate(migrator.drop_column("certificate", name))
+    SchemaVersion.delete().where(SchemaVersion.version >= 10).execute()
+    assert migrations.current_version(db) == 9
+    assert migrations.upgrade(db)[0] == 10
+    columns = {c.name for c in db.get_columns("certificate")}
+    assert {"record_state", "record_at", "record_error"} <= columns
+    assert index in {i.name for i in db.get_indexes("certificate")}
+    assert migrations.upgrade(db) == []

@@ -111,7 +111,7 @@ def test_revoking_needs_csrf_a_reason_and_write_access(served, issued):
     assert not audit_events("certificate_revoked")
 
 
-def test_revoking_makes_verify_say_revoked_and_the_download_404_and_is_audited(served, issued):
+def test_revoking_makes_verify_say_revoked_and_the_download_410_and_is_audited(served, issued):
     code = issued[("A", 2)]
     verify = f"{served.url}/verify/{code}"
     assert f"Certificate {code}: valid" in text(requests.get(verify, timeout=10).text)
@@ -125,9 +125,13 @@ def test_revoking_makes_verify_say_revoked_and_the_download_404_and_is_audited(s
     after = alice.get(resp.headers["Location"]).text
     assert f"Certificate {code} is revoked: its verification page now says so" in text(after)
     assert f"{code} revoked" in text(after) and "Download" not in after
+    assert "revoked 2026-12-01: issued by mistake" in text(after)
     assert per_course(after)[0] == "course 10 2 1 1"
-    assert f"Certificate {code}: revoked" in text(requests.get(verify, timeout=10).text)
-    assert requests.get(f"{served.url}/certificates/{code}", timeout=10).status_code == 404
+    verified = text(requests.get(verify, timeout=10).text)
+    assert f"Certificate {code}: revoked" in verified
+    assert "Revoked on 2026-12-01: issued by mistake." in verified
+    gone = requests.get(f"{served.url}/certificates/{code}", timeout=10)
+    assert gone.status_code == 410 and f"Certificate {code} was revoked on 2026-12-01" in gone.text
     [(_, detail)] = audit_events("certificate_revoked")
     assert '"name": "alice"' in detail and '"via": "dashboard"' in detail
     assert '"reason": "issued by mistake"' in detail and f'"code": "{code}"' in detail
@@ -137,3 +141,54 @@ def test_revoking_makes_verify_say_revoked_and_the_download_404_and_is_audited(s
     # ?revoked= names only a certificate that is revoked
     other = issued[("A", 1)]
     assert "is revoked" not in alice.get("/certificates", revoked=other).text
+
+
+def zip_names(resp) -> list[str]:
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
+        assert zf.testzip() is None
+        return sorted(zf.namelist())
+
+
+def test_a_course_s_certificates_download_as_one_zip_within_the_viewer_s_companies(
+    served, issued, tmp_path
+):
+    from sidecar.db.models import Recipient
+
+    Recipient.update(status="sent").execute()  # delivered: issued
+    a1, a2 = issued[("A", 1)], issued[("A", 2)]
+    admin = Pages(served)
+    page = admin.get("/certificates", course=10).text
+    form = re.search(r'<form method="get" action="/certificates/courses/10.zip"[^>]*>', page)
+    assert form and "Download course 10's certificates (ZIP)" in text(page)
+    assert "/certificates/courses/" not in admin.get("/certificates").text  # no course chosen
+    resp = admin.get("/certificates/courses/10.zip")
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "application/zip"
+    assert (
+        resp.headers["Content-Disposition"] == 'attachment; filename="course-10-certificates.zip"'
+    )
+    assert zip_names(resp) == [f"Last1_First1_2026-12-01_{a1}.pdf",
+                               f"Last2_First2_2026-12-01_{a2}.pdf"]  # fmt: skip
+    assert admin.get("/certificates/courses/10.zip", since="2026-12-02").status_code == 404
+    assert admin.get("/certificates/courses/10.zip", since="soon").status_code == 400
+
+    manager = Pages(served, "m", companies=[served.companies[0]])
+    assert len(zip_names(manager.get("/certificates/courses/10.zip"))) == 2
+    theirs = manager.get("/certificates/courses/11.zip")
+    assert theirs.status_code == 404 and "course 11 has no issued, valid certificate" in text(
+        theirs.text
+    )
+    reader = Pages(served, "ro", read_only=True)  # a download changes nothing
+    assert reader.get("/certificates/courses/11.zip").status_code == 200
+
+    token = served.token("co-a", company=served.companies[0], read_only=True)
+    assert len(zip_names(token.get("/certificates/courses/10.zip"))) == 2
+    assert token.get("/certificates/courses/11.zip").status_code == 404
+    assert served.anonymous().get("/certificates/courses/10.zip").status_code == 401
+
+    (tmp_path / "certs" / issued["jobs"]["A"] / "1.pdf").unlink()
+    names = zip_names(admin.get("/certificates/courses/10.zip"))
+    assert names == ["Last2_First2_2026-12-01_" + a2 + ".pdf", "MISSING.txt"]
+    assert len(audit_events("certificates_zipped")) == 5
