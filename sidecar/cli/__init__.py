@@ -91,6 +91,7 @@ from sidecar.cli import (  # noqa: E402,F401  (registers them)
     access,
     commands,
     jobs,
+    license,
     schedules,
     send,
     suppression,
