@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from peewee import IntegrityError
+
 from moodle_ws import companion, functions, iomad
 from moodle_ws.client import MoodleClient
 from moodle_ws.errors import RecordNotFound
@@ -28,7 +30,7 @@ from sidecar import jobs, moodle, routing, runs
 from sidecar.config import _seconds
 from sidecar.csvinput import validate_email
 from sidecar.db import store
-from sidecar.errors import Aborted, SidecarError
+from sidecar.errors import Aborted, Conflict, SidecarError
 from sidecar.render import RenderedEmail, learner_vars
 from sidecar.runtime import Runtime
 
@@ -309,7 +311,8 @@ def _plan(rt: Runtime, cid: int, name: str, recipients: list[jobs.RecipientIn]) 
 
 def commit(rt: Runtime, pv: LicensePreview) -> list[tuple[CompanyPlan, jobs.Created]]:
     """One job per company (and per round), each recipient under its allocation's key: an
-    allocation another run committed meanwhile is recorded skipped_duplicate."""
+    allocation another run committed meanwhile is recorded skipped_duplicate. Raises
+    Conflict when a concurrent run keeps taking the same keys (what was committed stays)."""
     if not pv.plans:
         raise Aborted("nothing to send")
     out = []
@@ -321,8 +324,22 @@ def commit(rt: Runtime, pv: LicensePreview) -> list[tuple[CompanyPlan, jobs.Crea
                 route=plan.route.route, route_reason=plan.route.reason,
                 tenant_id=plan.companyid, sender=plan.sender,
             )  # fmt: skip
-            created = jobs.create_job(
+            out.append((plan, _create(rt, spec, recipients)))
+    return out
+
+
+def _create(rt: Runtime, spec: jobs.JobSpec, recipients: list[jobs.RecipientIn]):
+    # A run committing the same allocations at the same moment makes the key insert fail
+    # and the whole job roll back; the second try sees its keys and skips those users.
+    for attempt in range(3):
+        try:
+            return jobs.create_job(
                 spec, recipients, batch_size=rt.config.offload.job_batch_size, now=rt.clock()
             )
-            out.append((plan, created))
-    return out
+        except IntegrityError:
+            log.warning("company %s: another run took some of these allocations meanwhile: "
+                        "trying again (%d)", spec.tenant_id, attempt + 1)  # fmt: skip
+    raise Conflict(
+        f"company {spec.tenant_id}: another run keeps committing the same allocations: "
+        "run `send license` again when it has finished (nobody is mailed twice)"
+    )
