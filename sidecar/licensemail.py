@@ -98,6 +98,16 @@ class CompanyPlan:
     def recipients(self) -> int:
         return sum(len(r) for r in self.rounds)
 
+    def by_license(self) -> list[tuple[int, str, int]]:
+        """(licence id, name, emails) of the plan, by licence id."""
+        seen: Counter = Counter()
+        names: dict[int, str] = {}
+        for r in (r for rnd in self.rounds for r in rnd):
+            lic = r.vars["license"]
+            seen[lic["id"]] += 1
+            names[lic["id"]] = lic["name"]
+        return [(lid, names[lid], seen[lid]) for lid in sorted(seen)]
+
 
 @dataclass
 class LicensePreview:

@@ -90,6 +90,10 @@ def print_preview(pv) -> None:
             else ""
         )
         click.echo(f"  company {plan.companyid}{name}: {plan.recipients} emails{jobs}")
+        click.echo(
+            "    licences: "
+            + ", ".join(f"{lid} {lname!r} ({n})" for lid, lname, n in plan.by_license())
+        )
         click.echo(f"    template: {plan.template}.html; from: {plan.sender} ({plan.sender_from})")
         click.echo(f"    route: {plan.route.route}: {plan.route.reason}")
     if pv.sample is not None:

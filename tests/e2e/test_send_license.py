@@ -92,6 +92,7 @@ def test_two_companies_are_mailed_once_each_in_their_own_template_and_sender(
     site = moodle.site
     run = cli(config, "send", "license", "--since", "24h", "--yes", "--deliver").stdout
     assert "5 found, 5 to send" in run
+    assert f"licences: 15 {site.licenses[15].name!r} (3)" in run
     assert "template: companies/4/license.html; from: Four Co Training" in run
     assert "template: license.html; from: Academy <noreply@academy.example>" in run
     assert "route: local: offload.enabled is false" in run and "--- sample (company 4) ---" in run
