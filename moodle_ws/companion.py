@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from moodle_ws.client import MoodleClient, RequestTally
-from moodle_ws.types import CloudSetting, Warning
+from moodle_ws.types import CloudSetting, LicenseAllocation, Warning
 
 DEFAULT_PREFIX = "local_manireports"
 
@@ -18,6 +18,8 @@ FUNCTIONS = {
     "get_cloud_settings": "per-company cloud settings come from [[companies]] in the config only",
     "get_course_completions": "completion is read per learner (one call each, or batched)",
     "record_certificate": "issued certificate links are not written back to Moodle",
+    "get_license_allocations": "licence-allocation emails (`send license`) cannot run: "
+    "IOMAD itself lists no user's allocations",
 }
 
 
@@ -71,3 +73,29 @@ def record_certificate(
         {"userid": userid, "courseid": courseid, "url": url, "jobid": jobid},
     )
     return bool(answer.get("status"))
+
+
+def get_license_allocations(
+    client: MoodleClient, since: int, *, companyid: int = 0, licenseid: int = 0,
+    prefix: str = DEFAULT_PREFIX,
+) -> list[LicenseAllocation]:  # fmt: skip
+    """IOMAD licence seats allocated at or after `since` (unix time), oldest first; one row
+    per user, licence and course. 0 for `companyid` or `licenseid` means all."""
+    params: dict[str, int] = {"since": int(since)}
+    if companyid:
+        params["companyid"] = int(companyid)
+    if licenseid:
+        params["licenseid"] = int(licenseid)
+    answer = client.call(f"{prefix}_get_license_allocations", params)
+    return [
+        LicenseAllocation(
+            int(a["licenseid"]),
+            int(a["userid"]),
+            int(a["licensecourseid"] or 0),
+            int(a["issuedate"] or 0),
+            bool(a.get("isusing")),
+            int(a["companyid"] or 0),
+        )  # fmt: skip
+        for a in answer.get("allocations") or ()
+        if a.get("licenseid") is not None and a.get("userid") is not None
+    ]

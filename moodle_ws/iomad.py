@@ -93,6 +93,10 @@ def licenses(client: MoodleClient, companyid: int) -> list[License]:
 def license_detail(client: MoodleClient, licenseid: int) -> License:
     """One licence with the courses it covers."""
     answer = client.call(PREFIX + "get_license_from_id", {"licenseid": licenseid})
-    base = _license(answer["license"])
+    raw = answer["license"]
+    base = _license(raw)
     courses = tuple((int(c["id"]), str(c["fullname"])) for c in answer.get("courses") or ())
-    return License(**{**base.__dict__, "courses": courses})
+    start = raw.get("startdate")
+    return License(
+        **{**base.__dict__, "courses": courses, "startdate": None if start is None else int(start)}
+    )

@@ -350,10 +350,23 @@ class License:
     companyid: int
     parentid: int
     courses: tuple[tuple[int, str], ...] = ()  # (id, fullname), from get_license_from_id
+    startdate: int | None = None  # from get_license_from_id only
 
     @property
     def free(self) -> int:
         return max(self.allocation - self.used, 0)
+
+
+@dataclass(frozen=True)
+class LicenseAllocation:
+    """One row of IOMAD's companylicense_users: a seat on a licence for one course."""
+
+    licenseid: int
+    userid: int
+    licensecourseid: int
+    issuedate: int
+    isusing: bool
+    companyid: int
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,14 @@ class CloudSettings:
     configuration_set: str | None = None
     url_ttl: int = 3600
     max_attempts: int = 3
+    # ([[companies]] id, from): a job of that tenant made with that sender (a licence
+    # email) goes from it; any other job goes from `sender`
+    company_senders: tuple[tuple[int, str], ...] = ()
+
+
+def _sender(s: CloudSettings, job: Job) -> str:
+    """The From of a cloud job's mail: the company's own when the job was made with it."""
+    return job.sender if (job.tenant_id, job.sender) in s.company_senders else s.sender
 
 
 @dataclass
@@ -343,7 +351,8 @@ class CloudSubmitter:
             "type": job.type, "courseid": job.courseid, "created_by": job.created_by,
             "actions": {"email": bool(job.actions.get("email")),
                         "certificate": bool(job.actions.get("certificate"))},
-            "email": {"from": s.sender, "reply_to": job.reply_to, "subject": people[0]["subject"],
+            "email": {"from": _sender(s, job), "reply_to": job.reply_to,
+                      "subject": people[0]["subject"],
                       "template_id": job.template_id, "configuration_set": s.configuration_set,
                       "attach_certificate": attach},
             "certificate": {"template_id": job.certificate_template_id or "certificate",
@@ -489,6 +498,7 @@ class AwsOffload:
             configuration_set=aws.ses_configuration_set,
             url_ttl=config.offload.presigned_url_ttl,
             max_attempts=config.offload.retry.max_attempts,
+            company_senders=tuple((c.id, c.from_) for c in config.companies if c.from_),
         )  # fmt: skip
         self.submitter = CloudSubmitter(
             self.settings, sqs=self.sqs, composer=composer, pacer=Pacer(self.ses, clock),

@@ -78,7 +78,7 @@ class Composer:
             ctx["unsubscribe_url"] = url or ""
         else:
             ctx.setdefault("unsubscribe_url", "")  # a link of the site's own, given as a variable
-        email = self.renderer.render_email(job.template_id, ctx)
+        email = self.renderer.render_email(job.template_id, ctx, job.tenant_id)
         headers = {"Precedence": "bulk", "X-Offload-Job": job.id}
         if url:
             headers["List-Unsubscribe"] = f"<{url}>"

@@ -16,6 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -246,6 +247,15 @@ class CloudflareConfig(Section):
     r2_secret_access_key: SecretStr | None = None
 
 
+def _is_sender(value: str) -> bool:
+    """A From header value: one address, optionally with a display name, on one line."""
+    if "\r" in value or "\n" in value:
+        return False
+    _, address = parseaddr(value)
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and "." in domain and " " not in address)
+
+
 class LocalConfig(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -275,10 +285,21 @@ class ProvidersConfig(Section):
 
 
 class CompanyConfig(Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     id: int
     enabled: bool = True
     provider: Literal["aws", "cloudflare", "local"] | None = None
     threshold: int | None = Field(None, ge=0)
+    # the sender of this company's mail (licence emails); default providers.local.from
+    from_: str | None = Field(None, alias="from")
+
+    @field_validator("from_")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not _is_sender(v):
+            raise ValueError("must be an address, e.g. 'Acme Training <training@acme.example>'")
+        return v
 
 
 class SchedulesConfig(Section):

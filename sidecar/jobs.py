@@ -33,6 +33,8 @@ class RecipientIn:
     firstname: str = ""
     lastname: str = ""
     vars: Mapping[str, object] = field(default_factory=dict)
+    # this recipient's own idempotency key (a licence allocation's), instead of the job's
+    send_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,9 @@ def create_job(
     """Validate, de-duplicate and commit a job with its batches and recipients.
 
     Invalid addresses are recorded as permanently_failed with the reason; a user that an
-    earlier job already holds under the same idempotency key (for any of this job's
-    actions) is recorded as skipped_duplicate; an address on the suppression list, or a
+    earlier job already holds under the same idempotency key (the recipient's own
+    `send_key`, else the job's; for any of this job's actions) is recorded as
+    skipped_duplicate; an address on the suppression list, or a
     learner who unsubscribed from this kind of mail, as suppressed. Nothing is sent here.
     """
     prepared = recipients if isinstance(recipients, Prepared) else prepare(recipients)
@@ -147,9 +150,7 @@ def create_job(
         raise Conflict("a job needs at least one action (email or certificate)")
 
     with store.atomic():
-        taken: dict[int, str] = {}
-        if spec.idempotency_key:
-            taken = store.taken_send_keys(spec.idempotency_key, [r.userid for r in prepared.valid])
+        taken = _taken(spec.idempotency_key, prepared.valid)
         fresh = [r for r in prepared.valid if r.userid not in taken]
         why_not = held_back(spec.type, spec.actions.certificate, fresh)
         deliverable = [r for r in fresh if r.userid not in why_not]
@@ -216,7 +217,8 @@ def create_job(
                      _vars(r.vars), pending, 0, None, ts)
                 )  # fmt: skip
         for r in skipped:
-            reason = f"already given to job {taken[r.userid]} under key {spec.idempotency_key}"
+            key = r.send_key or spec.idempotency_key
+            reason = f"already given to job {taken[r.userid]} under key {key}"
             rows.append(
                 (job_id, settled_batch, r.userid, r.email, r.firstname[:100], r.lastname[:100],
                  _vars(r.vars), R.SKIPPED_DUPLICATE.value, 0, reason, ts)
@@ -234,11 +236,13 @@ def create_job(
             )  # fmt: skip
         store.bulk_insert(Recipient, cols, rows)
 
-        if spec.idempotency_key:
+        keyed = [(r.send_key or spec.idempotency_key, r.userid) for r in deliverable]
+        keyed = [(k, uid) for k, uid in keyed if k]
+        if keyed:
             store.bulk_insert(
                 SendKey,
                 ("idempotency_key", "userid", "action", "job_id"),
-                [(spec.idempotency_key, r.userid, a, job_id) for r in deliverable for a in actions],
+                [(k, uid, a, job_id) for k, uid in keyed for a in actions],
             )
         store.audit(
             "job_created",
@@ -272,6 +276,19 @@ def create_job(
         dropped_duplicates=len(prepared.duplicates),
         suppressed=len(refused),
     )
+
+
+def _taken(job_key: str | None, recipients: Sequence[RecipientIn]) -> dict[int, str]:
+    """{userid: job_id} of the recipients an earlier job holds under their key."""
+    taken: dict[int, str] = {}
+    if job_key:
+        plain = [r.userid for r in recipients if not r.send_key]
+        if plain:
+            taken = store.taken_send_keys(job_key, plain)
+    own = [(r.send_key, r.userid) for r in recipients if r.send_key]
+    if own:
+        taken.update((uid, job) for (_, uid), job in store.taken_keys(own).items())
+    return taken
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -46,7 +46,8 @@ IOMAD = {
     "block_iomad_company_admin_get_companies": "IOMAD companies cannot be listed",
     "block_iomad_company_admin_get_departments": "company audiences cannot be resolved",
     "block_iomad_company_admin_get_department_users": "company audiences cannot be resolved",
-    "block_iomad_company_admin_get_license_info": "licence-allocation emails cannot run",
+    "block_iomad_company_admin_get_license_info": "a company's licences cannot be listed",
+    "block_iomad_company_admin_get_license_from_id": "licence-allocation emails cannot run",
     "block_iomad_company_admin_get_user_companies": "company managers named in "
     "[dashboard] company_managers cannot sign in to the dashboard",
 }

@@ -3,7 +3,9 @@
 An email template is one file `{id}.html` with blocks `subject`, `html`, `text` and an
 optional `certificate_delivery` ("attach" | "link"). The html block is autoescaped;
 subject and text are rendered from a second environment without escaping, so
-"O'Brien & Sons" reads right in both. `templates.dir` overrides the shipped files.
+"O'Brien & Sons" reads right in both. `templates.dir` overrides the shipped files, and
+`templates.dir/companies/{id}/{template}.html` overrides both for an IOMAD company's mail
+(a job with that tenant): `for_company` finds it, whatever the kind of email.
 An edited file is picked up within `RECHECK_SECONDS`: Jinja2 checks a file's mtime on
 every lookup (an `{% include %}` is one), which for 50,000 emails was 150,000 stat calls.
 """
@@ -36,7 +38,9 @@ TEMPLATE_VARIABLES: dict[str, str] = {
     "link (the List-Unsubscribe header's); empty when off and in other mail",
     "inactive_days": "re-engagement: days since the learner's last access",
     "site.name / site.url, username, temporary_password": "welcome emails",
-    "license.name": "licence allocation emails",
+    "license.name / reference / startdate / expirydate / validlength, courses (list of "
+    "course), issued_date": "licence allocation emails (validlength in days; dates as "
+    "18 November 2025, empty when IOMAD has none)",
     "message.subject / message.body": "custom (CSV) messages; their text may itself use "
     "these variables and the CSV's columns, e.g. Dear {{ learner.firstname }}",
     "<any CSV column>": "every extra column of a CSV send",
@@ -92,10 +96,31 @@ def _throttled(check: Callable[[], bool], every: float) -> Callable[[], bool]:
     return uptodate
 
 
+COMPANIES = "companies"
+
+
 class Renderer:
     def __init__(self, template_dir: Path | None = None):
         self.template_dir: Path | None = None
+        self._company_files: dict[tuple[int, str], tuple[float, str]] = {}
         self.use_dir(template_dir)
+
+    def for_company(self, template_id: str, company: int | None) -> str:
+        """The template to load for a company's mail: `companies/{company}/{template_id}`
+        when templates.dir has that file, else `template_id`. Looked up again at most once
+        a RECHECK_SECONDS, so a file added or removed is seen without a restart."""
+        base = self.template_dir
+        if not company or base is None:
+            return template_id
+        now = monotonic()
+        found = self._company_files.get((company, template_id))
+        if found is not None and now - found[0] < RECHECK_SECONDS:
+            return found[1]
+        name = f"{COMPANIES}/{int(company)}/{template_id}"
+        if not (base / COMPANIES / str(int(company)) / f"{template_id}.html").is_file():
+            name = template_id
+        self._company_files[(company, template_id)] = (now, name)
+        return name
 
     def use_dir(self, template_dir: Path | None) -> None:
         """Templates from `template_dir` (then the shipped ones) from now on: a changed
@@ -110,9 +135,14 @@ class Renderer:
         html.filters["fill"] = text.filters["fill"] = fill
         self._envs = (html, text)  # one assignment: readers see the old pair or the new one
         self.template_dir = template_dir
+        self._company_files = {}
 
-    def render_email(self, template_id: str, variables: Mapping) -> RenderedEmail:
-        """Subject, HTML and text of one email. Raises TemplateError naming the problem."""
+    def render_email(
+        self, template_id: str, variables: Mapping, company: int | None = None
+    ) -> RenderedEmail:
+        """Subject, HTML and text of one email (`company`'s own template when it has one).
+        Raises TemplateError naming the problem."""
+        template_id = self.for_company(template_id, company)
         html_env, text_env = self._envs
         with _explained(template_id):
             text_t = text_env.get_template(f"{template_id}.html")
@@ -137,9 +167,11 @@ class Renderer:
                 )
         return RenderedEmail(" ".join(subject.split()), html.strip(), text.strip() + "\n", delivery)
 
-    def preview(self, template_id: str, variables: Mapping) -> RenderedEmail:
+    def preview(
+        self, template_id: str, variables: Mapping, company: int | None = None
+    ) -> RenderedEmail:
         """render_email for the preview: the same checks, before any job exists."""
-        return self.render_email(template_id, variables)
+        return self.render_email(template_id, variables, company)
 
     def render_certificate(self, template_id: str, variables: Mapping) -> str:
         """A whole certificate HTML document. Raises TemplateError."""

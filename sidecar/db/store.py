@@ -175,6 +175,23 @@ def taken_send_keys(key: str, userids: Sequence[int]) -> dict[int, str]:
     return {uid: job for uid, job in query.iterator() if uid in wanted}
 
 
+def taken_keys(pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """{(key, userid): job_id} for the pairs an earlier job already holds (any action)."""
+    wanted = set(pairs)
+    keys = sorted({k for k, _ in wanted})
+    out: dict[tuple[str, int], str] = {}
+    for start in range(0, len(keys), 900):
+        query = (
+            SendKey.select(SendKey.idempotency_key, SendKey.userid, SendKey.job_id)
+            .where(SendKey.idempotency_key.in_(keys[start : start + 900]))
+            .tuples()
+        )
+        for key, uid, job in query.iterator():
+            if (key, uid) in wanted:
+                out[(key, uid)] = job
+    return out
+
+
 # --- recipients ----------------------------------------------------------------------------
 
 

@@ -15,16 +15,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class RecordingHandler:
-    """Keeps (recipient, Message-ID) of every accepted message."""
+    """Keeps (recipient, Message-ID) of every accepted message, and its bytes."""
 
     def __init__(self):
         self.seen: list[tuple[str, str]] = []
+        self.messages: list[bytes] = []  # every accepted message as it came
         self.lock = threading.Lock()
         self.count = threading.Semaphore(0)
 
     async def handle_DATA(self, server, session, envelope):
         msg = message_from_bytes(envelope.original_content or envelope.content)
         with self.lock:
+            self.messages.append(envelope.original_content or envelope.content)
             for rcpt in envelope.rcpt_tos:
                 self.seen.append((rcpt, msg["Message-ID"]))
         self.count.release()

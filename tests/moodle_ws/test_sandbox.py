@@ -338,6 +338,7 @@ RECIPES = {
         "url": "https://offload.example/certificates/ABC123",
         "jobid": "job-1",
     },
+    "local_manireports_get_license_allocations": lambda s: {"since": 0, "companyid": 0},
 }
 SETUP = {"block_iomad_company_admin_unallocate_licenses": _setup_unallocate}
 

@@ -336,3 +336,27 @@ def test_batch_needs_itself_in_the_service(m):
         requests=[{"function": "core_webservice_get_site_info"}],
     )
     assert body["errorcode"] == "accessexception"
+
+
+def test_companion_license_allocations_since_a_time_by_company_and_licence(m):
+    site = m.site
+    fn = "local_manireports_get_license_allocations"
+    every = m.call(fn, since=0)["allocations"]
+    assert len(every) == len(site.allocations) and every[0] == {
+        "licenseid": every[0]["licenseid"], "userid": every[0]["userid"],
+        "licensecourseid": every[0]["licensecourseid"], "issuedate": every[0]["issuedate"],
+        "isusing": every[0]["isusing"],
+        "companyid": site.licenses[every[0]["licenseid"]].companyid,
+    }  # fmt: skip
+    assert every == sorted(every, key=lambda r: (r["issuedate"], r["licenseid"], r["userid"],
+                                                 r["licensecourseid"]))  # fmt: skip
+    newest = max(a.issuedate for a in site.allocations)
+    assert {r["issuedate"] for r in m.call(fn, since=newest)["allocations"]} == {newest}
+    company = max(site.companies)
+    mine = m.call(fn, since=0, companyid=company)["allocations"]
+    assert mine and {r["companyid"] for r in mine} == {company}
+    lid = mine[0]["licenseid"]
+    assert {r["licenseid"] for r in m.call(fn, since=0, licenseid=lid)["allocations"]} == {lid}
+    assert m.error(fn)["errorcode"] == "invalidparameter"  # since is required
+    site.capabilities.discard("local/manireports:manage")
+    assert m.error(fn, since=0)["errorcode"] == "nopermissions"

@@ -147,3 +147,16 @@ def test_companion_wrappers_use_the_configured_prefix(client):
         assert dict(parse_qsl(mocked.calls[0].request.body))["wsfunction"] == (
             "local_custom_get_schedules"
         )
+
+
+def test_license_allocations_sends_since_and_only_the_filters_given(client):
+    with responses.RequestsMock() as mocked:
+        record(mocked, {"allocations": [], "warnings": []})
+        record(mocked, {"allocations": [], "warnings": []})
+        companion.get_license_allocations(client, 1764633600)
+        companion.get_license_allocations(client, 5, companyid=4, licenseid=15, prefix="local_x")
+        first, second = (dict(parse_qsl(c.request.body)) for c in mocked.calls)
+    assert first["wsfunction"] == "local_manireports_get_license_allocations"
+    assert first["since"] == "1764633600" and "companyid" not in first
+    assert second["wsfunction"] == "local_x_get_license_allocations"
+    assert (second["companyid"], second["licenseid"]) == ("4", "15")

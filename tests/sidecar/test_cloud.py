@@ -583,3 +583,32 @@ def test_check_names_an_unverified_sender_and_a_missing_bucket(db_url, aws, tmp_
     assert "not verified" in lines["aws ses sender"].detail
     assert lines["aws certificates bucket"].ok is False
     assert "providers.aws.s3_bucket" in lines["aws certificates bucket"].detail
+
+
+COURSE = {"fullname": "Forklift", "shortname": "", "url": "https://moodle.example.org/c/5"}
+LICENSE_VARS = {
+    "company": {"name": "Four Co"}, "course": COURSE, "courses": [COURSE], "issued_date": "",
+    "license": {"name": "Seats", "validlength": 30, "startdate": "", "expirydate": ""},
+}  # fmt: skip
+
+
+def test_a_company_job_made_with_its_own_sender_goes_from_it_on_the_cloud(
+    db_url, db, aws, tmp_path, clock
+):
+    own = "Four Co Training <training@four.example>"
+    base = make_config(db_url, aws, tmp_path).model_dump(by_alias=True)
+    config = Config.model_validate({**base, "companies": [{"id": 4, "from": own}]})
+    runtime = Runtime(config, clock=clock)
+    try:
+        for sender in (own, "Academy <noreply@academy.example>"):
+            spec = jobs.JobSpec(
+                type="send_license", template_id="license", source="test", route="aws",
+                route_reason="test", tenant_id=4, sender=sender,
+            )  # fmt: skip
+            person = jobs.RecipientIn(1, "learner1@example.com", "A", "B", vars=LICENSE_VARS)
+            jobs.create_job(spec, [person], batch_size=50, now=clock())
+        assert runtime.aws.submitter.run_once() == 2
+    finally:
+        runtime.close()
+    bodies = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
+    assert sorted(b["email"]["from"] for b in bodies) == sorted([own, SENDER])

@@ -197,8 +197,23 @@ def test_minimal_config_gets_safe_defaults(tmp_path):
         ("[moodle]\ntoken = 'abc'\n", "moodle.url: required key is missing"),
         ("[offload]\nprovider = 'azure'\n", "offload.provider:"),
         ("[schedules]\ntimezone = 'Mars/Olympus'\n", "schedules.timezone:"),
+        ("[[companies]]\nid = 3\nfrom = 'Acme training'\n", "companies.0.from: must be an address"),
+        (
+            '[[companies]]\nid = 3\nfrom = "a@acme.example\\nBcc: x@evil.example"\n',
+            "companies.0.from: must be an address",
+        ),
     ],
-    ids=["typo", "unknown", "company", "type", "missing", "choice", "timezone"],
+    ids=[
+        "typo",
+        "unknown",
+        "company",
+        "type",
+        "missing",
+        "choice",
+        "timezone",
+        "sender",
+        "header-injection",
+    ],  # fmt: skip
 )
 def test_errors_name_the_file_and_the_dotted_key(tmp_path, text, key):
     path = write(tmp_path, text)
@@ -266,3 +281,8 @@ def test_a_wrong_secret_is_never_echoed(tmp_path):
     with pytest.raises(ConfigError) as err:
         load(path, {})
     assert "security.encryption_key" in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_a_company_sender_is_taken_with_a_display_name(tmp_path):
+    path = write(tmp_path, "[[companies]]\nid = 3\nfrom = 'Acme Training <t@acme.example>'\n")
+    assert load(path, {}).companies[0].from_ == "Acme Training <t@acme.example>"

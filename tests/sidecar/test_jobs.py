@@ -149,3 +149,20 @@ def test_export_lists_every_recipient_with_status(db, clock):
 def test_unknown_job_is_not_found(db):
     with pytest.raises(NotFound, match="jobs list"):
         store.get_job("00000000-0000-4000-8000-000000000000")
+
+
+def test_a_recipients_own_send_key_is_taken_once_whatever_the_job(db, clock):
+    def seat(uid, issued):
+        return jobs.RecipientIn(
+            uid, f"user{uid}@example.org", send_key=f"license:15:{uid}:{issued}"
+        )
+
+    first = jobs.create_job(spec(), [seat(1, 100), seat(2, 100)], batch_size=200, now=clock())
+    again = [seat(1, 100), seat(2, 200), seat(3, 100)]  # user 2 given a seat again later
+    second = jobs.create_job(spec(idempotency_key="other"), again, batch_size=200, now=clock())
+    assert (first.pending, second.pending, second.skipped_duplicate) == (2, 2, 1)
+    skipped = Recipient.get(Recipient.job == second.job_id, Recipient.userid == 1)
+    assert skipped.status == R.SKIPPED_DUPLICATE and "license:15:1:100" in skipped.last_error
+    assert store.taken_keys([("license:15:2:200", 2), ("license:15:3:200", 3)]) == {
+        ("license:15:2:200", 2): second.job_id
+    }

@@ -9,7 +9,12 @@ COMMON = {
     **learner_vars(7, "ana@example.org", "Aoife", "O'Brien & Sons"),
     "course": {"fullname": "Safety & Health", "shortname": "SH", "url": "https://m.example/c/5"},
     "company": {"name": "Acme"}, "inactive_days": 30, "site": {"name": "Academy", "url": "https://m.example"},
-    "username": "ana", "temporary_password": "Tmp-9x!", "license": {"name": "2025 seats"},
+    "username": "ana", "temporary_password": "Tmp-9x!",
+    "license": {"id": 15, "name": "2025 seats", "validlength": 90, "startdate": "1 June 2025",
+                "expirydate": "1 June 2026"},
+    "courses": [{"id": 5, "fullname": "Safety & Health", "shortname": "SH",
+                 "url": "https://m.example/c/5"}],
+    "issued_date": "18 November 2025",
     "certificate_url": "https://offload.example/certificates/ABC",
     "message": {"subject": "Hello", "body": "Line <one>\nline two\n\nPara"},
 }  # fmt: skip
@@ -110,3 +115,31 @@ def test_sandbox_refuses_unsafe_attribute_access(tmp_path):
 def test_unknown_template_lists_the_shipped_ones():
     with pytest.raises(TemplateError, match="not found .*reminder"):
         Renderer().preview("nope", COMMON)
+
+
+def test_a_company_template_wins_for_that_company_only(tmp_path):
+    own = tmp_path / "companies" / "4"
+    own.mkdir(parents=True)
+    (own / "license.html").write_text(
+        "{% block subject %}Acme: {{ license.name }}{% endblock %}"
+        "{% block html %}<p>{{ company.name }}</p>{% endblock %}"
+        "{% block text %}{{ company.name }}{% endblock %}"
+    )
+    renderer = Renderer(tmp_path)
+    assert renderer.render_email("license", COMMON, 4).subject == "Acme: 2025 seats"
+    assert renderer.for_company("license", 4) == "companies/4/license"
+    shipped = renderer.render_email("license", COMMON, 5).subject
+    assert shipped == renderer.render_email("license", COMMON).subject != "Acme: 2025 seats"
+    assert renderer.for_company("reminder", 4) == "reminder"  # no file: the usual one
+    assert Renderer().for_company("license", 4) == "license"  # no templates.dir
+
+
+def test_an_error_in_a_company_template_names_its_file(tmp_path):
+    own = tmp_path / "companies" / "7"
+    own.mkdir(parents=True)
+    (own / "license.html").write_text(
+        "{% block subject %}{{ nope }}{% endblock %}{% block html %}{% endblock %}"
+        "{% block text %}{% endblock %}"
+    )
+    with pytest.raises(TemplateError, match="companies/7/license"):
+        Renderer(tmp_path).preview("license", COMMON, 7)

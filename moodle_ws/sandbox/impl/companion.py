@@ -74,3 +74,29 @@ def record_certificate(call: Call, userid: int, courseid: int, url: str, jobid: 
         }
     )
     return {"status": True}
+
+
+def get_license_allocations(call: Call, since: int, companyid: int, licenseid: int) -> dict:
+    """{prefix}_get_license_allocations: IOMAD's companylicense_users rows with issuedate >=
+    since (0 company or licence: all), oldest first; a licence whose row is gone is left out."""
+    call.require_capability(MANAGE)
+    site = call.site
+    rows = []
+    for a in site.allocations:
+        lic = site.licenses.get(a.licenseid)
+        if lic is None or a.issuedate < since:
+            continue
+        if (companyid and lic.companyid != companyid) or (licenseid and a.licenseid != licenseid):
+            continue
+        rows.append(
+            {
+                "licenseid": a.licenseid,
+                "userid": a.userid,
+                "licensecourseid": a.licensecourseid,
+                "issuedate": a.issuedate,
+                "isusing": a.isusing,
+                "companyid": lic.companyid,
+            }
+        )
+    rows.sort(key=lambda r: (r["issuedate"], r["licenseid"], r["userid"], r["licensecourseid"]))
+    return {"allocations": rows, "warnings": []}

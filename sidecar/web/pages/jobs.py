@@ -42,7 +42,7 @@ JOB_STATUSES = tuple(s.value for s in JobStatus)
 RECIPIENT_STATUSES = tuple(s.value for s in RecipientStatus)
 #: the types the type field suggests: those the daemon and the CLI create (a job created
 #: through the callback API may have another; the field takes any)
-JOB_TYPES = ("certificate", "send_csv", "send_reengagement", "send_reminder")
+JOB_TYPES = ("certificate", "send_csv", "send_license", "send_reengagement", "send_reminder")
 #: the job page's live part refreshes this often (seconds) while the job runs
 REFRESH_SECONDS = 3
 #: the job's audit lines shown as its history (newest last)
