@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from moodle_ws.client import MoodleClient, RequestTally
-from moodle_ws.types import CloudSetting, Warning
+from moodle_ws.types import CloudSetting, NewUser, Warning
 
 DEFAULT_PREFIX = "local_manireports"
 
@@ -18,6 +18,7 @@ FUNCTIONS = {
     "get_cloud_settings": "per-company cloud settings come from [[companies]] in the config only",
     "get_course_completions": "completion is read per learner (one call each, or batched)",
     "record_certificate": "issued certificate links are not written back to Moodle",
+    "get_new_users": "`send welcome --since` cannot find new users: give --users or --csv",
 }
 
 
@@ -71,3 +72,15 @@ def record_certificate(
         {"userid": userid, "courseid": courseid, "url": url, "jobid": jobid},
     )
     return bool(answer.get("status"))
+
+
+def get_new_users(
+    client: MoodleClient, since: int, companyid: int = 0, prefix: str = DEFAULT_PREFIX,
+    *, tally: RequestTally | None = None,
+) -> list[NewUser]:  # fmt: skip
+    """Users created at or after `since` (epoch seconds), by id; `companyid` > 0 keeps that
+    IOMAD company's users. Raises MoodleAPIError (invalidrecord for an unknown company)."""
+    answer = client.call(
+        f"{prefix}_get_new_users", {"since": int(since), "companyid": int(companyid)}, tally=tally
+    )
+    return [NewUser.from_json(u) for u in answer.get("users") or ()]

@@ -54,4 +54,5 @@ COMPANION = {
     "get_cloud_settings": companion.get_cloud_settings,
     "get_course_completions": companion.get_course_completions,
     "record_certificate": companion.record_certificate,
+    "get_new_users": companion.get_new_users,
 }
