@@ -96,3 +96,22 @@ def license_detail(client: MoodleClient, licenseid: int) -> License:
     base = _license(answer["license"])
     courses = tuple((int(c["id"]), str(c["fullname"])) for c in answer.get("courses") or ())
     return License(**{**base.__dict__, "courses": courses})
+
+
+def assign_users(
+    client: MoodleClient, userids: Iterable[int], companyid: int, departmentid: int = 0
+) -> dict[int, str]:
+    """Put users in a company (its top department for 0), in one request; returns
+    {userid: IOMAD's message} for each user it did not assign (empty: all in)."""
+    rows = [
+        {"userid": int(u), "companyid": int(companyid), "departmentid": int(departmentid)}
+        for u in userids
+    ]
+    if not rows:
+        return {}
+    answer = client.call(PREFIX + "assign_users", {"users": rows})
+    return {
+        int(r["userid"]): str(r.get("message") or "not assigned")
+        for r in answer.get("users") or ()
+        if not r.get("result")
+    }

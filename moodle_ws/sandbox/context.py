@@ -42,6 +42,7 @@ CAPABILITY_NAMES = {
     "block/iomad_company_admin:view_licenses": "View licenses",
     "block/iomad_company_admin:allocate_licenses": "Allocate licenses",
     "block/iomad_company_admin:company_course_users": "Assign users to courses",
+    "block/iomad_company_admin:assign_company_manager": "Assign company managers",
     "local/report_users:clearentries": "Clear user report entries",
     "local/iomad:email_list": "List email templates",
     "local/iomad:email_templateset_list": "List email template sets",

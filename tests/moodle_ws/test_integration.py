@@ -404,3 +404,15 @@ def test_a_temporary_password_logs_in_and_then_must_be_changed(server, client, s
             functions.site_info(learner)
     finally:
         learner.close()
+
+
+def test_assign_users_puts_new_users_in_a_company(client, site):
+    (userid, _), = functions.create_users(client, [
+        {"username": "companynew", "firstname": "C", "lastname": "N",
+         "email": "companynew@example.org", "password": "Start-123x"}])  # fmt: skip
+    company = min(site.companies)
+    assert iomad.assign_users(client, [userid, 987654], company) == {
+        987654: "Invalid user ID: 987654"
+    }
+    assert iomad.assign_users(client, [userid], company) == {}  # already in: fine
+    assert [u.id for u in companion.get_new_users(client, site.now() - 5, company)] == [userid]
