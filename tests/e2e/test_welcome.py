@@ -3,12 +3,14 @@ and an SMTP sink: temporary passwords that log in and must then be changed, each
 welcomed once, and no password anywhere but in the one email that carries it."""
 
 import re
+import signal
 import threading
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import Message
 
 import pytest
+import requests
 from aiosmtpd.controller import Controller
 
 from moodle_ws import errors, functions
@@ -16,6 +18,7 @@ from moodle_ws.client import ClientSettings, MoodleClient
 from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
 
 from .conftest import cli, free_port, write_config
+from .test_daemon import wait_until
 
 KEY = "uJ0ZGmpcf1sv1Ktzi4Qev3Zdtzu5y2sXk0Gm3FA9oWY="
 PASSWORD = re.compile(r"Temporary password: (\S+)")
@@ -211,3 +214,121 @@ def test_a_malformed_import_file_names_each_bad_line_and_creates_nothing(tmp_pat
     ):
         assert line in out.stderr  # fmt: skip
     assert len(moodle.site.users) == before and not inbox.messages
+
+
+class RefusingInbox(Inbox):
+    """Refuses the first message to each address in `refuse` (550: a permanent failure)."""
+
+    def __init__(self, refuse: set[str]):
+        super().__init__()
+        self.refuse = set(refuse)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            self.refuse.discard(address)
+            return "550 5.1.1 mailbox unavailable (once)"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def sign_in(url: str, name: str, password: str) -> requests.Session:
+    http = requests.Session()
+    form = http.get(f"{url}/login", timeout=30).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    done = http.post(f"{url}/login", data={"csrf": csrf, "username": name,
+                                            "password": password}, timeout=30)  # fmt: skip
+    assert done.status_code in (200, 303) and "Sign in" not in done.text[:2000], done.text[:500]
+    return http
+
+
+def test_a_failed_send_gets_a_new_password_and_no_password_is_kept_anywhere(
+    tmp_path, moodle, start_daemon
+):
+    site = moodle.site
+    refusing = RefusingInbox({"fail1@example.org"})
+    controller = Controller(refusing, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    refusing.port = controller.port
+    try:
+        _failed_send_then_search(tmp_path, moodle, site, refusing, start_daemon)
+    finally:
+        controller.stop()
+
+
+def _failed_send_then_search(tmp_path, moodle, site, inbox, start_daemon):
+    config = welcome_config(tmp_path, moodle, inbox, "[dashboard]\nenabled = true\n")
+    client = learner_client(moodle, site.token)
+    made = functions.create_users(client, [
+        {"username": name, "firstname": name.title(), "lastname": "Search",
+         "email": f"{name}@example.org", "password": "First-123x"}
+        for name in ("fine1", "fine2", "fail1")
+    ])  # fmt: skip
+    client.close()
+    fail_id = made[2][0]
+    outputs: list[str] = []
+
+    def run(*args, **kw):
+        proc = cli(config, "-v", *args, **kw)
+        outputs.extend([proc.stdout, proc.stderr])
+        return proc
+
+    ids = ",".join(str(uid) for uid, _ in made)
+    first = run("send", "welcome", "--users", ids, "--yes", "--deliver")
+    assert "failed 1" in first.stdout and "sent 2" in first.stdout
+    job_id = re.search(r"job ([0-9a-f-]{36})", first.stdout).group(1)
+    never_mailed = site.users[fail_id].password  # set in Moodle, its email refused
+    assert never_mailed != "First-123x"
+    assert "1 recipients re-queued" in run("jobs", "retry", job_id).stdout
+
+    pw_file = tmp_path / "admin-pw"
+    pw_file.write_text("a long dashboard passphrase\n")
+    run("admin", "add", "alice", "--password-file", str(pw_file))
+    api_token = run("token", "create", "searcher").stdout.strip().splitlines()[-1]
+    daemon = start_daemon(config)
+    url = "http://" + re.search(r'listen = "([^"]+)"', config.read_text()).group(1)
+    wait_until(lambda: "completed" in run("jobs", "show", job_id).stdout.split("\n")[0])
+
+    creds = inbox.credentials()
+    assert sorted(creds) == ["fail1", "fine1", "fine2"]
+    assert creds["fail1"] != never_mailed  # the retry set a new password...
+    assert site.users[fail_id].password == creds["fail1"]  # ...which is the one that works
+    passwords = [never_mailed, *creds.values()]
+
+    # Everything an admin or a program can see, and the database itself.
+    run("jobs", "show", job_id)
+    run("jobs", "export", job_id)
+    run("jobs", "list")
+    run("send", "welcome", "--users", ids, "--yes")  # a second preview: all already welcomed
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {api_token}"
+    for path in (
+        "/jobs",
+        f"/jobs/{job_id}",
+        f"/jobs/{job_id}/recipients",
+        f"/jobs/{job_id}/export",
+    ):
+        answer = api.get(f"{url}/api/v1{path}", timeout=30)
+        assert answer.status_code == 200, path
+        outputs.append(answer.text)
+    pages = sign_in(url, "alice", "a long dashboard passphrase")
+    for path in (
+        "/",
+        "/jobs",
+        f"/jobs/{job_id}",
+        f"/jobs/{job_id}/progress",
+        f"/jobs/{job_id}/export.csv",
+    ):
+        answer = pages.get(url + path, timeout=30)
+        assert answer.status_code == 200, path
+        outputs.append(answer.text)
+    job_page = outputs[-3]
+    assert "welcome_password_renewed" in job_page or "new temporary password" in job_page
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0
+    outputs.append(daemon.log_path.read_text())
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("offload.db*"))
+
+    for password in passwords:
+        assert not any(password in text for text in outputs), "a password leaked to output"
+        assert password.encode() not in stored, "a password is in the database"
+    assert "welcome_password_renewed" in stored.decode("utf-8", "replace")
