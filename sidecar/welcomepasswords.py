@@ -39,9 +39,8 @@ log = logging.getLogger(__name__)
 R = RecipientStatus
 JOB_TYPE = "welcome"
 SECRET_KEY = "_welcome"
-#: one core_user_update_users request per this many users (4 form fields each: id,
-#: password and the preference's type and value, far below max_input_vars)
-UPDATE_CHUNK = 100
+#: form fields of one user's update: id, password, the preference's type and value
+FIELDS_PER_UPDATE = 4
 NEW, GENERATED, SET, SENT, ERASED = "new", "generated", "set", "sent", "erased"
 
 
@@ -127,8 +126,11 @@ class WelcomePasswords:
                     "failed)", job_id, renewed,
                 )  # fmt: skip
             crashpoints.reach("welcome.generated")
-        for start in range(0, len(to_set), UPDATE_CHUNK):
-            chunk = to_set[start : start + UPDATE_CHUNK]
+        # As many users a request as max_input_vars allows (249 at PHP's default 1000): a
+        # batch of offload.job_batch_size (200) takes one request.
+        size = max(1, (self.client.settings.max_input_vars - 3) // FIELDS_PER_UPDATE)
+        for start in range(0, len(to_set), size):
+            chunk = to_set[start : start + size]
             try:
                 warnings = functions.update_users(
                     self.client,
