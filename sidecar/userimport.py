@@ -147,6 +147,7 @@ def plan(client: MoodleClient, rows: list[ImportRow], companyid: int | None) -> 
     """Which accounts exist already (by username) and which to create; raises Aborted when
     an address belongs to another account or the company does not exist."""
     tally = RequestTally()
+    welcome.site_vars(client, tally)  # the service can set passwords, or nothing is created
     names = [r.username for r in rows]
     existing = {
         u.username: u.id

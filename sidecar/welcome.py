@@ -216,8 +216,15 @@ def _recipient(u: NewUser) -> jobs.RecipientIn:
 
 
 def site_vars(client: MoodleClient, tally: RequestTally) -> dict[str, str]:
+    """The `site` template variable; raises Aborted when the token's service cannot set
+    passwords (core_user_update_users), before anything is committed."""
     tally.add()
     info = functions.site_info(client)
+    if not info.has("core_user_update_users"):
+        raise Aborted(
+            "core_user_update_users is not in the token's service, so temporary passwords "
+            f"cannot be set: add it under {SERVICES_PAGE} (docs/moodle.md)"
+        )
     return {"name": info.sitename, "url": info.siteurl}
 
 

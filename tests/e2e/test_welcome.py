@@ -190,6 +190,17 @@ def test_a_site_without_the_companion_function_is_told_what_to_add(tmp_path, moo
     named = cli(config, "send", "welcome", "--users", f"{learner},987654", "--yes", "--deliver")
     assert "not found in Moodle" in named.stdout and "987654" in named.stdout
     assert "delivered: sent 1" in named.stdout
+    listed = tmp_path / "ids.csv"
+    listed.write_text(f"userid,note\n{learner},x\nabc,y\n")
+    bad = cli(config, "send", "welcome", "--csv", str(listed), "--yes", check=False)
+    assert bad.returncode == 1 and "line 3: userid 'abc' is not a user id" in bad.stderr
+    moodle.site.remove_function("core_user_update_users")
+    out = cli(config, "users", "import", str(import_file(tmp_path / "u.csv", 2)), "--yes",
+              check=False)  # fmt: skip
+    assert out.returncode == 1 and "core_user_update_users is not in the token's service" in (
+        out.stderr
+    )
+    assert "newuser1" not in moodle.site.usernames
 
 
 def test_a_malformed_import_file_names_each_bad_line_and_creates_nothing(tmp_path, moodle, inbox):
