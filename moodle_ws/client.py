@@ -50,6 +50,7 @@ WRITE_FUNCTIONS = frozenset(
         "core_user_create_users",
         "core_message_send_instant_messages",
         "block_iomad_company_admin_allocate_licenses",
+        "block_iomad_company_admin_assign_users",
         "block_iomad_company_admin_unallocate_licenses",
         "local_iomad_licenserevoke_user_course",
         "local_iomad_restrict_email_template",

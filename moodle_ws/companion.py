@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from moodle_ws.client import MoodleClient, RequestTally
-from moodle_ws.types import CloudSetting, LicenseAllocation, Warning
+from moodle_ws.types import CloudSetting, LicenseAllocation, NewUser, Warning
 
 DEFAULT_PREFIX = "local_manireports"
 
@@ -20,6 +20,7 @@ FUNCTIONS = {
     "record_certificate": "issued certificate links are not written back to Moodle",
     "get_license_allocations": "licence-allocation emails (`send license`) cannot run: "
     "IOMAD itself lists no user's allocations",
+    "get_new_users": "`send welcome --since` cannot find new users: give --users or --csv",
 }
 
 
@@ -99,3 +100,15 @@ def get_license_allocations(
         for a in answer.get("allocations") or ()
         if a.get("licenseid") is not None and a.get("userid") is not None
     ]
+
+
+def get_new_users(
+    client: MoodleClient, since: int, companyid: int = 0, prefix: str = DEFAULT_PREFIX,
+    *, tally: RequestTally | None = None,
+) -> list[NewUser]:  # fmt: skip
+    """Users created at or after `since` (epoch seconds), by id; `companyid` > 0 keeps that
+    IOMAD company's users. Raises MoodleAPIError (invalidrecord for an unknown company)."""
+    answer = client.call(
+        f"{prefix}_get_new_users", {"since": int(since), "companyid": int(companyid)}, tally=tally
+    )
+    return [NewUser.from_json(u) for u in answer.get("users") or ()]

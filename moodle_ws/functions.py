@@ -179,17 +179,40 @@ def users_chunk(client: MoodleClient) -> int:
     return max(1, min(USERS_PER_REQUEST, client.settings.max_input_vars - 4))
 
 
-def update_users(client: MoodleClient, updates: Sequence[Mapping[str, Any]]) -> list[Warning]:
-    """Update users (`[{id, ...fields}]`); since Moodle 4.0 failures come back as warnings.
+def update_users(
+    client: MoodleClient,
+    updates: Sequence[Mapping[str, Any]],
+    *,
+    tally: RequestTally | None = None,
+) -> list[Warning]:
+    """Update users (`[{id, ...fields}]`) in one request; since Moodle 4.0 failures come
+    back as warnings (before, the first failure raises and aborts the batch).
 
     Send a temporary password with `force_password_change(userid, password)`.
     """
     if not updates:
         return []
-    answer = client.call("core_user_update_users", {"users": [dict(u) for u in updates]})
+    answer = client.call(
+        "core_user_update_users", {"users": [dict(u) for u in updates]}, tally=tally
+    )
     if answer is None:  # Moodle before 4.0
         return []
     return [Warning.from_json(w) for w in answer.get("warnings") or ()]
+
+
+def create_users(
+    client: MoodleClient,
+    users: Sequence[Mapping[str, Any]],
+    *,
+    tally: RequestTally | None = None,
+) -> list[tuple[int, str]]:
+    """Create accounts (`[{username, firstname, lastname, email, auth?, password?,
+    createpassword?, ...}]`) in one request, all or none: returns `(id, username)` in
+    order. A problem with any user raises InvalidParameter (Moodle's debuginfo names it)."""
+    if not users:
+        return []
+    rows = client.call("core_user_create_users", {"users": [dict(u) for u in users]}, tally=tally)
+    return [(int(r["id"]), str(r["username"])) for r in rows]
 
 
 def force_password_change(userid: int, password: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ all its departments, so `company_users` lists the departments first.
 
 from collections.abc import Iterable
 
-from moodle_ws.client import MoodleClient
+from moodle_ws.client import MoodleClient, RequestTally
 from moodle_ws.encoding import criteria
 from moodle_ws.types import Company, CompanyUser, Department, License, UserCompany
 
@@ -100,3 +100,32 @@ def license_detail(client: MoodleClient, licenseid: int) -> License:
     return License(
         **{**base.__dict__, "courses": courses, "startdate": None if start is None else int(start)}
     )
+
+
+def assign_users(
+    client: MoodleClient,
+    userids: Iterable[int],
+    companyid: int,
+    departmentid: int = 0,
+    *,
+    tally: RequestTally | None = None,
+) -> dict[int, str]:
+    """Put users in a company (its top department for 0), as many a request as
+    max_input_vars allows (3 fields each); returns {userid: IOMAD's message} for each user
+    it did not assign (empty: all in)."""
+    rows = [
+        {"userid": int(u), "companyid": int(companyid), "departmentid": int(departmentid)}
+        for u in userids
+    ]
+    chunk = max(1, (client.settings.max_input_vars - 3) // 3)
+    refused: dict[int, str] = {}
+    for start in range(0, len(rows), chunk):
+        answer = client.call(
+            PREFIX + "assign_users", {"users": rows[start : start + chunk]}, tally=tally
+        )
+        refused.update(
+            (int(r["userid"]), str(r.get("message") or "not assigned"))
+            for r in answer.get("users") or ()
+            if not r.get("result")
+        )
+    return refused

@@ -375,3 +375,30 @@ class CloudSetting:
     enabled: bool
     email_provider: str | None  # AWS | CLOUDFLARE | SYSTEM; None: not set
     threshold: int | None  # None: not set
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """A user account as `{prefix}_get_new_users` (or a lookup by id) gives it."""
+
+    id: int
+    username: str
+    firstname: str
+    lastname: str
+    email: str
+    auth: str
+    suspended: bool
+    timecreated: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "NewUser":
+        return cls(
+            id=int(d["id"]),
+            username=str(d.get("username") or ""),
+            firstname=str(d.get("firstname") or ""),
+            lastname=str(d.get("lastname") or ""),
+            email=str(d.get("email") or ""),
+            auth=str(d.get("auth") or "manual"),
+            suspended=bool(int(d.get("suspended") or 0)),
+            timecreated=int(d.get("timecreated") or 0),
+        )

@@ -45,6 +45,7 @@ class Composer:
         ctx = dict(job.template_data or {})
         ctx.update(learner_vars(r.userid, r.email, r.firstname, r.lastname))
         ctx.update(r.vars or {})
+        ctx.pop("_welcome", None)  # a welcome's password state: never a template variable
         ctx.setdefault("today", self.clock().date().isoformat())
         return ctx
 
@@ -59,7 +60,13 @@ class Composer:
         ctx["certificate_url"] = link
         return self.renderer.render_certificate(job.certificate_template_id or "certificate", ctx)
 
-    def email(self, job: Job, r: Recipient, issued: certificates.Issued | None = None) -> Composed:
+    def email(
+        self,
+        job: Job,
+        r: Recipient,
+        issued: certificates.Issued | None = None,
+        extra: dict | None = None,
+    ) -> Composed:
         """Subject, bodies and bulk-mail headers; raises TemplateError.
 
         Mail a learner may opt out of (reminders, re-engagement, CSV) gets the one-click
@@ -70,6 +77,7 @@ class Composer:
         without List-Unsubscribe-Post: we cannot promise that it takes a one-click POST.
         """
         ctx = self.context(job, r)
+        ctx.update(extra or {})  # e.g. a temporary password, opened for this email only
         if issued is not None:
             ctx["certificate_url"] = certificates.urls(self.public_url, issued.code)[0]
         kind = kind_of(job.type, bool(job.actions.get("certificate")))

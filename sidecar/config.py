@@ -112,6 +112,18 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PasswordPolicyConfig(Section):
+    """The site's password policy (Site administration > Security > Site security settings).
+    No web-service function exposes it: the defaults are Moodle's."""
+
+    min_length: int = Field(8, ge=1, le=100)
+    digits: int = Field(1, ge=0, le=20)
+    lower: int = Field(1, ge=0, le=20)
+    upper: int = Field(1, ge=0, le=20)
+    nonalphanum: int = Field(1, ge=0, le=20)
+    max_consecutive_identical: int = Field(0, ge=0, le=100)
+
+
 class MoodleConfig(Section):
     url: str
     token: SecretStr
@@ -122,6 +134,7 @@ class MoodleConfig(Section):
     page_size: int = Field(1000, ge=1, le=50000)
     max_input_vars: int = Field(1000, ge=10)
     retry_attempts: int = Field(4, ge=1, le=20)
+    password_policy: PasswordPolicyConfig = PasswordPolicyConfig()
 
     @field_validator("url")
     @classmethod

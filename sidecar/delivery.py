@@ -26,11 +26,11 @@ from providers.base import (
 )
 from providers.email import build_message, make_message_id
 from providers.local.pdf import PdfPool
-from sidecar import certificates
+from sidecar import certificates, crashpoints, welcomepasswords
 from sidecar.compose import Composer
 from sidecar.db import store
 from sidecar.db.models import Batch, Job, Recipient
-from sidecar.errors import TemplateError
+from sidecar.errors import ConfigError, TemplateError
 from sidecar.render import Renderer
 from sidecar.status import BatchStatus, JobStatus, RecipientStatus
 from sidecar.unsubscribe import Links, settle_opted_out
@@ -66,8 +66,10 @@ class LocalDelivery:
         pdf: PdfPool | None,
         clock: Callable[[], datetime],
         stop: threading.Event | None = None,
+        welcome: "Callable[[], welcomepasswords.WelcomePasswords] | None" = None,
     ):
         self.settings = settings
+        self._welcome = welcome  # builds the password step of welcome jobs, on first use
         self._open_sender = open_sender
         self._sender: Sender | None = None
         self.renderer = renderer
@@ -170,9 +172,15 @@ class LocalDelivery:
         if gone:  # unsubscribed while the batch waited: suppressed, closed below if empty
             todo = [r for r in todo if r.userid not in gone]
         log.info("job %s: batch %d: delivering %d recipients", job.id, batch.index, len(todo))
-        certs = self._start_certificates(job, todo) if job.actions.get("certificate") else {}
         done = 0
         pause_until: datetime | None = None
+        welcome = job.type == welcomepasswords.JOB_TYPE
+        passwords: dict[int, str] = {}
+        if welcome and todo:
+            todo, passwords, done, paused = self._set_passwords(job, batch, todo)
+            if paused:
+                pause_until = self.clock() + timedelta(seconds=self.settings.backoff[0])
+        certs = self._start_certificates(job, todo) if job.actions.get("certificate") else {}
         renew_at = self.clock() + timedelta(seconds=self.settings.lease_seconds / 3)
         check_at = time.monotonic() + self.settings.cancel_check_seconds
         try:
@@ -187,11 +195,14 @@ class LocalDelivery:
                 if self.clock() >= renew_at:
                     self._renew(batch)
                     renew_at = self.clock() + timedelta(seconds=self.settings.lease_seconds / 3)
-                update, unavailable = self._deliver_one(job, r, certs.get(r.userid))
+                extra = {"temporary_password": passwords.get(r.userid, "")} if welcome else None
+                update, unavailable = self._deliver_one(job, r, certs.get(r.userid), extra)
                 with store.atomic():
                     store.apply_updates(
                         job.id, batch.id, [update], self.clock(), self.settings.max_attempts
                     )
+                    if welcome:
+                        welcomepasswords.settle(r, update.status, self.clock())
                 done += 1
                 if unavailable:
                     # The server is down: leave the rest of the batch queued until then.
@@ -203,6 +214,31 @@ class LocalDelivery:
                     fut.cancel()
             self._release(batch, pause_until)
         return done
+
+    def _set_passwords(
+        self, job: Job, batch: Batch, todo: list[Recipient]
+    ) -> tuple[list[Recipient], dict[int, str], int, bool]:
+        """A welcome batch: set the temporary passwords in Moodle before any email goes.
+        Returns who can be mailed now, their passwords, the outcomes recorded (failures)
+        and whether Moodle was unreachable (the rest then waits)."""
+        try:
+            if self._welcome is None:
+                raise ConfigError("welcome emails need [moodle] and security.encryption_key")
+            prepared = self._welcome().prepare(job.id, todo)
+        except ConfigError as exc:
+            log.error("job %s: batch %d: %s", job.id, batch.index, exc)
+            failed = [store.Update(r.userid, R.FAILED, error=str(exc), attempts=r.attempts + 1)
+                      for r in todo]  # fmt: skip
+            prepared = welcomepasswords.Prepared(ready=[], failed=failed)
+        if prepared.failed:
+            by_user = {r.userid: r for r in todo}
+            with store.atomic():
+                store.apply_updates(
+                    job.id, batch.id, prepared.failed, self.clock(), self.settings.max_attempts
+                )
+                for u in prepared.failed:
+                    welcomepasswords.settle(by_user[u.userid], u.status, self.clock())
+        return prepared.ready, prepared.passwords, len(prepared.failed), prepared.pause
 
     def _renew(self, batch: Batch) -> None:
         lease = self.clock() + timedelta(seconds=self.settings.lease_seconds)
@@ -254,6 +290,7 @@ class LocalDelivery:
         job: Job,
         r: Recipient,
         cert: "tuple[certificates.Issued, Future[bytes] | None] | None",
+        extra: dict | None = None,
     ) -> tuple[store.Update, bool]:
         """Deliver one recipient; returns its outcome and whether the server is unreachable."""
         attempts = r.attempts + 1
@@ -271,7 +308,7 @@ class LocalDelivery:
                 attachment = (f"certificate-{issued.code}.pdf", data, "application/pdf")
             message_id = None
             if job.actions.get("email"):
-                composed = self.composer.email(job, r, issued if cert_key else None)
+                composed = self.composer.email(job, r, issued if cert_key else None, extra)
                 email = composed.email
                 sender = job.sender or self.settings.sender
                 message_id = make_message_id(job.id, r.userid, _domain(sender))
@@ -290,6 +327,7 @@ class LocalDelivery:
                     attachments=attach,
                 )
                 self._send(msg)
+                crashpoints.reach("delivery.accepted")
             sent = store.Update(
                 r.userid,
                 R.SENT,

@@ -442,6 +442,10 @@ def cancel_job(job_id: str, now: datetime, *, by: Mapping[str, object] | None = 
             Batch.status.in_([BatchStatus.PENDING, BatchStatus.QUEUED, BatchStatus.PROCESSING]),
         ).execute()
         store.move_job(job.id, JobStatus.CANCELLED, now)
+        if job.type == "welcome":
+            from sidecar.welcomepasswords import forget_cancelled
+
+            forget_cancelled(job.id, now)  # passwords erased, keys freed for a later welcome
         store.audit("job_cancelled", now, job.id, recipients=n, **(by or {}))
     log.info("job %s: cancelled (%d recipients not delivered)", job.id, n)
     return n

@@ -37,6 +37,7 @@ REQUIRED = {
 
 OPTIONAL = {
     "core_user_update_users": "welcome emails cannot set temporary passwords",
+    "core_user_create_users": "`users import` cannot create accounts",
     "core_message_send_instant_messages": "no delivery through Moodle's own messaging",
     "tool_mobile_call_external_functions": "without the companion bulk function, completion "
     "takes one request per learner instead of one per ~500",
@@ -50,6 +51,8 @@ IOMAD = {
     "block_iomad_company_admin_get_license_from_id": "licence-allocation emails cannot run",
     "block_iomad_company_admin_get_user_companies": "company managers named in "
     "[dashboard] company_managers cannot sign in to the dashboard",
+    "block_iomad_company_admin_assign_users": "`users import --company` cannot put the "
+    "new accounts in the company",
 }
 
 

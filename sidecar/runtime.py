@@ -120,7 +120,22 @@ class Runtime:
             pdf=self.pdf_pool(pdf_processes) if pdf_processes > 0 else None,
             clock=self.clock,
             stop=self.stop,
+            welcome=self.welcome_passwords,
         )
+
+    def welcome_passwords(self):
+        """The password step of welcome jobs; raises ConfigError without [moodle] or
+        security.encryption_key."""
+        if "_welcome" not in self.__dict__:
+            from sidecar.moodle import open_client
+            from sidecar.temppasswords import Sealer
+            from sidecar.welcomepasswords import WelcomePasswords
+
+            sealer = Sealer.from_config(self.config)
+            client = open_client(self.config)
+            policy = self.config.moodle.password_policy  # type: ignore[union-attr]
+            self.__dict__["_welcome"] = WelcomePasswords(client, sealer, policy, self.clock)
+        return self.__dict__["_welcome"]
 
     @cached_property
     def unsubscribe_links(self):

@@ -42,6 +42,7 @@ CAPABILITY_NAMES = {
     "block/iomad_company_admin:view_licenses": "View licenses",
     "block/iomad_company_admin:allocate_licenses": "Allocate licenses",
     "block/iomad_company_admin:company_course_users": "Assign users to courses",
+    "block/iomad_company_admin:assign_company_manager": "Assign company managers",
     "local/report_users:clearentries": "Clear user report entries",
     "local/iomad:email_list": "List email templates",
     "local/iomad:email_templateset_list": "List email template sets",
@@ -125,8 +126,25 @@ class Call:
             return None
         return "Not enrolled"
 
+    def require_password_changed(self) -> None:
+        """require_login()'s forced-change check: a user whose `auth_forcepasswordchange`
+        preference is set (a temporary password) gets `forcepasswordchangenotice` from any
+        function that validates a context, until the password is changed."""
+        if self.user.preferences.get("auth_forcepasswordchange") == "1":
+            if self.user.auth in ("manual", "email"):
+                raise MoodleException(
+                    "forcepasswordchangenotice", "You must change your password to proceed."
+                )
+            raise MoodleException(
+                "nopasswordchangeforced",
+                "You cannot proceed without changing your password, however there is no "
+                "available page for changing it. Please contact your Moodle Administrator.",
+                module="auth",
+            )
+
     def validate_context(self, course: Course) -> None:
         """`external_api::validate_context(course context)`: raises requireloginerror."""
+        self.require_password_changed()
         reason = self.can_enter(course)
         if reason:
             raise require_login(reason)

@@ -69,7 +69,6 @@ OTHER_IOMAD = tuple(
         "create_companies",
         "edit_companies",
         "get_company_courses",
-        "assign_users",
         "move_users",
         "unassign_users",
         "enrol_users",

@@ -83,6 +83,7 @@ DEFAULT_TOKEN_CAPABILITIES = frozenset(
         "block/iomad_company_admin:view_licenses",
         "block/iomad_company_admin:allocate_licenses",
         "block/iomad_company_admin:company_course_users",
+        "block/iomad_company_admin:assign_company_manager",
         "local/report_users:clearentries",
         "local/iomad:email_list",
         "local/iomad:email_templateset_list",

@@ -97,4 +97,5 @@ from sidecar.cli import (  # noqa: E402,F401  (registers them)
     schedules,
     send,
     suppression,
+    welcome,
 )

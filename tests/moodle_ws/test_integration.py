@@ -357,3 +357,62 @@ def test_a_503_is_retried_and_the_call_succeeds(client, site):
 def test_a_dropped_connection_is_retried_for_a_read(client, site):
     site.fail_next("core_webservice_get_site_info", 1, status="reset")
     assert functions.site_info(client).userid == site.token_user_id
+
+
+def test_new_users_since_a_time_and_of_one_company(client, site):
+    since = site.now() - 5
+    created = functions.create_users(client, [
+        {"username": f"new{i}", "firstname": f"New{i}", "lastname": "User",
+         "email": f"new{i}@example.org", "password": "Start-123x"} for i in range(3)
+    ])  # fmt: skip
+    assert [name for _, name in created] == ["new0", "new1", "new2"]
+    found = companion.get_new_users(client, since)
+    assert [u.id for u in found] == [uid for uid, _ in created]
+    assert found[0].auth == "manual" and found[0].email == "new0@example.org"
+    company = min(site.companies)
+    assert companion.get_new_users(client, since, company) == []
+    with pytest.raises(errors.MoodleAPIError, match="invalidrecord"):
+        companion.get_new_users(client, since, 987654)
+
+
+def test_create_users_is_all_or_nothing(client, site):
+    with pytest.raises(errors.MoodleAPIError, match="invalidparameter"):
+        functions.create_users(client, [
+            {"username": "fine1", "firstname": "A", "lastname": "B", "email": "fine1@example.org",
+             "password": "Start-123x"},
+            {"username": "fine1", "firstname": "A", "lastname": "B", "email": "dup@example.org",
+             "password": "Start-123x"},
+        ])  # fmt: skip
+    assert "fine1" not in site.usernames
+
+
+def test_a_temporary_password_logs_in_and_then_must_be_changed(server, client, site):
+    userid, _ = functions.create_users(client, [
+        {"username": "tempuser", "firstname": "T", "lastname": "U",
+         "email": "tempuser@example.org", "password": "First-123x"}])[0]  # fmt: skip
+    with pytest.raises(errors.MoodleAPIError, match="usernotupdated|invalidresponse"):
+        functions.update_users(client, [functions.force_password_change(userid, "short")])
+    assert not functions.update_users(
+        client, [functions.force_password_change(userid, "Temp-456y!")]
+    )
+    with pytest.raises(errors.LoginError):
+        client.login("tempuser", "First-123x", "moodle_mobile_app")
+    token = client.login("tempuser", "Temp-456y!", "moodle_mobile_app")["token"]
+    learner = make_client(server, token=token)
+    try:
+        with pytest.raises(errors.MoodleAPIError, match="forcepasswordchangenotice"):
+            functions.site_info(learner)
+    finally:
+        learner.close()
+
+
+def test_assign_users_puts_new_users_in_a_company(client, site):
+    (userid, _), = functions.create_users(client, [
+        {"username": "companynew", "firstname": "C", "lastname": "N",
+         "email": "companynew@example.org", "password": "Start-123x"}])  # fmt: skip
+    company = min(site.companies)
+    assert iomad.assign_users(client, [userid, 987654], company) == {
+        987654: "Invalid user ID: 987654"
+    }
+    assert iomad.assign_users(client, [userid], company) == {}  # already in: fine
+    assert [u.id for u in companion.get_new_users(client, site.now() - 5, company)] == [userid]

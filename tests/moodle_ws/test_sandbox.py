@@ -332,6 +332,10 @@ RECIPES = {
     "local_manireports_get_schedules": lambda s: {},
     "local_manireports_get_cloud_settings": lambda s: {},
     "local_manireports_get_course_completions": lambda s: {"courseid": s.main_course_id},
+    "local_manireports_get_new_users": lambda s: {"since": 0, "companyid": 0},
+    "block_iomad_company_admin_assign_users": lambda s: {
+        "users": [{"userid": active_learner(s), "companyid": min(s.companies)}]
+    },
     "local_manireports_record_certificate": lambda s: {
         "userid": active_learner(s),
         "courseid": s.main_course_id,

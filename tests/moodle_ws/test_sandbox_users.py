@@ -319,7 +319,7 @@ def test_site_info_lists_the_service_functions(m):
     site = m.site
     info = m.call("core_webservice_get_site_info")
     names = [f["name"] for f in info["functions"]]
-    assert names == sorted(site.service.functions) and len(names) == 29
+    assert names == sorted(site.service.functions) and len(names) == 31
     assert all(isinstance(f["version"], str) for f in info["functions"])
     assert (info["userid"], info["siteurl"], info["release"]) == (
         site.token_user_id,

@@ -40,6 +40,7 @@ IOMAD = {
     "block_iomad_company_admin_get_departments": iomad.get_departments,
     "block_iomad_company_admin_get_department_users": iomad.get_department_users,
     "block_iomad_company_admin_get_user_companies": iomad.get_user_companies,
+    "block_iomad_company_admin_assign_users": iomad.assign_users,
     "block_iomad_company_admin_get_license_info": licenses.get_license_info,
     "block_iomad_company_admin_get_license_from_id": licenses.get_license_from_id,
     "block_iomad_company_admin_allocate_licenses": licenses.allocate_licenses,
@@ -55,4 +56,5 @@ COMPANION = {
     "get_course_completions": companion.get_course_completions,
     "record_certificate": companion.record_certificate,
     "get_license_allocations": companion.get_license_allocations,
+    "get_new_users": companion.get_new_users,
 }

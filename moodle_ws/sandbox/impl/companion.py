@@ -100,3 +100,34 @@ def get_license_allocations(call: Call, since: int, companyid: int, licenseid: i
         )
     rows.sort(key=lambda r: (r["issuedate"], r["licenseid"], r["userid"], r["licensecourseid"]))
     return {"allocations": rows, "warnings": []}
+
+
+def get_new_users(call: Call, since: int, companyid: int = 0) -> dict[str, Any]:
+    """{prefix}_get_new_users: confirmed, not deleted users created at or after `since`, by
+    id; `companyid` > 0 keeps that IOMAD company's users (invalidrecord if it is unknown)."""
+    call.require_capability(MANAGE)
+    site = call.site
+    members: set[int] | None = None
+    if companyid:
+        if companyid not in site.companies:
+            raise missing_record("company", "id = ?", [companyid])
+        members = {cu.userid for cu in site.company_users if cu.companyid == companyid}
+    users = [
+        {
+            "id": u.id,
+            "username": u.username,
+            "firstname": u.firstname,
+            "lastname": u.lastname,
+            "email": u.email,
+            "auth": u.auth,
+            "suspended": int(bool(u.suspended)),
+            "timecreated": u.timecreated,
+        }
+        for uid, u in sorted(site.users.items())
+        if u.timecreated >= since
+        and not u.deleted
+        and u.confirmed
+        and uid != site.guest_id
+        and (members is None or uid in members)
+    ]
+    return {"users": users, "warnings": []}

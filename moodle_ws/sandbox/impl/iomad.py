@@ -12,6 +12,7 @@ from typing import Any
 from moodle_ws.sandbox.context import CAPABILITY_NAMES, Call
 from moodle_ws.sandbox.exceptions import MoodleException, PHPError, missing_record, nopermissions
 from moodle_ws.sandbox.impl.users import key_once, sql_like, unsupported_key
+from moodle_ws.sandbox.model import CompanyUser
 from moodle_ws.sandbox.phpvalue import clean_param, php_str
 
 CAP = "block/iomad_company_admin:"
@@ -97,6 +98,36 @@ def get_department_users(call: Call, departmentids: list[int]) -> dict[str, Any]
                     }
                 )
     return {"users": users}
+
+
+def assign_users(call: Call, users: list[dict]) -> dict[str, Any]:
+    """block_iomad_company_admin_assign_users: each user into a company department (its top
+    department for 0), one outcome per user; already a member: left as is, result true."""
+    call.require_capability(CAP + "assign_company_manager")
+    site = call.site
+    out = []
+    for u in users:
+        uid, cid, depid = u["userid"], u["companyid"], u["departmentid"]
+        user = site.users.get(uid)
+        message = ""
+        if user is None or user.deleted:
+            message = f"Invalid user ID: {uid}"
+        elif cid not in site.companies:
+            message = f"Invalid company ID: {cid}"
+        else:
+            if not depid:
+                tops = [
+                    d.id for d in site.departments.values() if d.company == cid and not d.parent
+                ]
+                depid = min(tops) if tops else 0
+            dep = site.departments.get(depid)
+            if dep is None or dep.company != cid:
+                message = f"Invalid department ID: {depid}"
+            elif not any(cu.companyid == cid for cu in site.user_company_rows(uid)):
+                site.company_users.append(CompanyUser(uid, cid, depid, u["managertype"]))
+                site.version += 1
+        out.append({"userid": uid, "companyid": cid, "result": not message, "message": message})
+    return {"users": out}
 
 
 def get_user_companies(call: Call, userid: int) -> dict[str, Any]:

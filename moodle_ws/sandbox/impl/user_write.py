@@ -122,7 +122,7 @@ def _update_one(call: Call, data: dict) -> None:
         site.usernames[username] = user.id
     if "suspended" in data and data["suspended"] is not None:
         user.suspended = int(data["suspended"])
-    if "password" in data and user.auth == "manual":
+    if "password" in data and user.auth in ("manual", "email"):  # internal passwords
         user.password = data["password"]
     for field in data.get("customfields") or ():
         if any(f.shortname == field["type"] for f in site.profile_fields):

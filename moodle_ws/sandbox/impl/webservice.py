@@ -12,6 +12,7 @@ def get_site_info(call: Call, serviceshortnames: list[str]) -> dict[str, Any]:
     from moodle_ws.sandbox.dispatch import registered
 
     site, user = call.site, call.user
+    call.require_password_changed()  # validate_context(user context) runs require_login()
     regs = registered(site)
     service = site.services[call.serviceid]
     functions = [
