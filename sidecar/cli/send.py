@@ -75,10 +75,15 @@ def send_csv(
         f"{created.skipped_duplicate} already sent under key {pv.key}"
         + (f", {created.suppressed} suppressed (see `jobs show`)" if created.suppressed else "")
     )
+    deliver_or_leave(rt, created.job_id, deliver)
+
+
+def deliver_or_leave(rt, job_id: str, deliver: bool) -> None:
+    """`--deliver`: deliver the job here with a progress bar; else say the daemon will."""
     if deliver:
         from sidecar.localrun import deliver_job
 
-        counts = deliver_job(rt, created.job_id)
+        counts = deliver_job(rt, job_id)
         click.echo("delivered: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
     else:
         click.echo("the daemon (`moodle-offload run`) delivers it; watch with `jobs show`")

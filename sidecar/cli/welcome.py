@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from sidecar.cli import Context, is_interactive, main, pass_ctx
-from sidecar.cli.send import send
+from sidecar.cli.send import deliver_or_leave, send
 
 MAX_IDS_SHOWN = 20
 
@@ -97,13 +97,7 @@ def confirm_and_send(rt, pv, *, deliver: bool, yes: bool) -> None:
         + (f", {created.skipped_duplicate} already welcomed" if created.skipped_duplicate else "")
         + (f", {created.suppressed} suppressed (see `jobs show`)" if created.suppressed else "")
     )
-    if deliver:
-        from sidecar.localrun import deliver_job
-
-        counts = deliver_job(rt, created.job_id)
-        click.echo("delivered: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
-    else:
-        click.echo("the daemon (`moodle-offload run`) delivers it; watch with `jobs show`")
+    deliver_or_leave(rt, created.job_id, deliver)
 
 
 def print_preview(pv) -> None:
