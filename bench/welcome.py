@@ -9,7 +9,6 @@ Run: python bench/welcome.py [--users N]
 """
 
 import argparse
-import socket
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from cryptography.fernet import Fernet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.smtp import Sink, free_port  # noqa: E402 - the SMTP bench's counting sink
 from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site  # noqa: E402
 from moodle_ws.sandbox.model import User  # noqa: E402
 from sidecar import welcome  # noqa: E402
@@ -28,21 +28,6 @@ from sidecar.config import Config  # noqa: E402
 from sidecar.localrun import deliver_job  # noqa: E402
 from sidecar.moodle import open_client  # noqa: E402
 from sidecar.runtime import Runtime  # noqa: E402
-
-
-class Sink:
-    def __init__(self):
-        self.count = 0
-
-    async def handle_DATA(self, server, session, envelope):
-        self.count += 1
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
