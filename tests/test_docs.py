@@ -103,7 +103,7 @@ def served_endpoints(api: bool, pages: bool = False) -> set[str]:
     for rule in ROUTES.iter_rules():
         is_page = rule.endpoint.startswith("page.")
         if rule.rule.startswith("/api/v1/") == api and is_page == pages:
-            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            path = re.sub(r"<(?:[^:>]+:)?(\w+)>", r"{\1}", rule.rule)
             served |= {f"{m} {path}" for m in rule.methods - {"HEAD", "OPTIONS"}}
     return served
 

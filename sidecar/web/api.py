@@ -186,12 +186,13 @@ class Api:
         after = params.decode_cursor(request.args, "runs", (str, int))
         return _page(scheduleview.list_runs(record, after, params.limit_of(request.args)), "runs")
 
-    def runtime_for_runs(self):
-        """The daemon's runtime for a dry run or a run now (pages use it too); 503 without."""
+    def runtime_for_runs(self, what: str = "dry runs and runs need"):
+        """The daemon's runtime for what reads Moodle: a dry run, a run now, a tool (pages
+        use it too); 503 without the daemon or [moodle]."""
         if self.runtime is None:
-            raise ServiceUnavailable("dry runs and runs need the daemon (moodle-offload run)")
+            raise ServiceUnavailable(f"{what} the daemon (moodle-offload run)")
         if self.config.moodle is None:
-            raise ServiceUnavailable("[moodle] is not configured: schedules cannot run")
+            raise ServiceUnavailable(f"[moodle] is not configured: {what} Moodle")
         return self.runtime
 
     def on_dry_run(self, request, principal, scope: Scope, schedule_id: str) -> Response:

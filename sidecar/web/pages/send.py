@@ -1,5 +1,6 @@
-"""The send page (docs/dashboard.md#send): `send csv` from the browser, with the CLI's
-preview and confirm.
+"""The send page (docs/dashboard.md#send): `send csv` and the bulk tools (re-engagement,
+certificates, licence and welcome emails) from the browser, with the CLI's preview and
+confirm.
 
 Uploading a CSV sends nothing: the file is staged (sidecar.uploads) and the page shows
 what `moodle-offload send csv FILE` shows before it asks — valid and invalid rows with
@@ -9,7 +10,10 @@ sidecar.sendcsv.commit as the CLI, under the same idempotency key (a file sent t
 mails nobody twice); the daemon then delivers it and the job's page shows it.
 
 A CSV carries any address, so only site administrators may send one: a company manager
-or a read-only principal gets 403. See sidecar.web.pages for RULES/HANDLERS.
+or a read-only principal gets 403. The tools (sidecar.web.toolsend) preview on a GET of
+`/send/{tool}?fields` and commit on a POST of the fields the preview normalised, with the
+count it showed: a changed preview is shown again (409), never sent unseen. A company
+manager runs them for their own companies. See sidecar.web.pages for RULES/HANDLERS.
 """
 
 from werkzeug.routing import Rule
@@ -19,14 +23,20 @@ from werkzeug.wrappers import Request, Response
 from sidecar import sendcsv, uploads
 from sidecar.db import store
 from sidecar.errors import Aborted, NotFound, TemplateError
-from sidecar.web import sendform
+from sidecar.web import sendform, toolsend
+from sidecar.web.api import moodle_errors
 from sidecar.web.errors import BadRequest, Forbidden, PayloadTooLarge, ServiceUnavailable
+from sidecar.web.pages.schedules import reasons, warnings
+
+_TOOL = "<any(reengagement, certificates, license, welcome):kind>"
 
 RULES = [
     Rule("/send", methods=["GET"], endpoint="page.send"),
     Rule("/send/csv", methods=["POST"], endpoint="page.send_csv_upload"),
     Rule("/send/csv/<token>", methods=["GET"], endpoint="page.send_csv_preview"),
     Rule("/send/csv/<token>", methods=["POST"], endpoint="page.send_csv_commit"),
+    Rule(f"/send/{_TOOL}", methods=["GET"], endpoint="page.send_tool_preview"),
+    Rule(f"/send/{_TOOL}", methods=["POST"], endpoint="page.send_tool_commit"),
 ]
 
 
@@ -37,8 +47,49 @@ def _admin_only(ctx) -> None:
 
 
 def send(ctx, request: Request) -> Response:
-    _admin_only(ctx)
-    return ctx.render("send.html", title="Send", nav="send", templates=_templates(ctx), form={})
+    ctx.require_write()
+    kinds = [k for k in toolsend.KINDS if toolsend.allowed(ctx.principal, k)]
+    if not ctx.principal.is_admin and not kinds:
+        raise Forbidden("sending is for site administrators and company managers")
+    return ctx.render(
+        "send.html", title="Send", nav="send", form={}, kinds=kinds, titles=toolsend.TITLES,
+        templates=_templates(ctx) if ctx.principal.is_admin else [],
+    )  # fmt: skip
+
+
+def tool_preview(ctx, request: Request, kind: str) -> Response:
+    """What the tool would send, sending nothing; the confirm button under it."""
+    ctx.require_write()
+    fields = toolsend.normalise(kind, request.args, ctx.principal, ctx.now())
+    runtime = ctx.dashboard.api.runtime_for_runs("sending needs")  # 503 without the daemon
+    with moodle_errors():
+        view = toolsend.preview(runtime, kind, fields)
+    return _tool_page(ctx, view)
+
+
+def tool_commit(ctx, request: Request, kind: str) -> Response:
+    """Commit what the preview showed: the same fields, previewed again; when the count
+    changed meanwhile, the new preview is shown (409) and nothing is sent."""
+    ctx.require_write()
+    fields = toolsend.normalise(kind, request.form, ctx.principal, ctx.now())
+    expected = toolsend.expected_of(request.form)
+    if expected is None:
+        raise BadRequest("expected: missing (confirm from the preview page)")
+    runtime = ctx.dashboard.api.runtime_for_runs("sending needs")
+    with moodle_errors():
+        view = toolsend.preview(runtime, kind, fields)
+        if view.to_send != expected:
+            return _tool_page(ctx, view, changed_from=expected, status=409)
+        job_ids = toolsend.commit(runtime, view, expected, ctx.by())
+    return _see(f"/jobs/{job_ids[0]}" if len(job_ids) == 1 else "/jobs")
+
+
+def _tool_page(ctx, view: toolsend.View, changed_from: int | None = None, status: int = 200):
+    return ctx.render(
+        "send_tool_preview.html", status, title=f"Preview: {view.title}", nav="send",
+        v=view, c=view.counts or {}, reasons=reasons, warnings=warnings,
+        changed_from=changed_from, tool_title=toolsend.TITLES[view.kind],
+    )  # fmt: skip
 
 
 def upload(ctx, request: Request) -> Response:
@@ -144,4 +195,6 @@ HANDLERS = {
     "send_csv_upload": upload,
     "send_csv_preview": preview,
     "send_csv_commit": commit,
+    "send_tool_preview": tool_preview,
+    "send_tool_commit": tool_commit,
 }

@@ -1,0 +1,233 @@
+"""The bulk tools on the dashboard's Send page, over real HTTP against the Moodle sandbox,
+on every database backend: each previews as the CLI does and sends nothing until
+confirmed; the confirm commits what the preview showed, under the CLI's keys (a tool run
+twice, or a confirm pressed twice, mails nobody twice); a preview that changed meanwhile
+is shown again, not sent; company managers run them for their own companies only."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from moodle_ws import functions
+from moodle_ws.client import ClientSettings, MoodleClient
+from sidecar import tools
+from sidecar.db.models import Certificate, Job, Recipient
+from sidecar.localrun import deliver_job
+from tests.sidecar.api_helpers import audit_events
+from tests.sidecar.test_api_schedules import site  # noqa: F401 - the sandbox fixture
+from tests.sidecar.test_pages_schedules import Pages, make_served, text
+
+IOMAD = "block_iomad_company_admin_"
+
+
+@pytest.fixture
+def served(serve_app, db_url, tmp_path, site):  # noqa: F811
+    site.schedules[:] = []
+    api = make_served(serve_app, db_url, tmp_path, site)
+    yield api
+    api.runtime.close()
+
+
+def to_send(page) -> int:
+    words = text(page.text)
+    return int(words.split("To send ", 1)[1].split()[0])
+
+
+def jobs_of(location: str) -> str:
+    assert location.startswith("/jobs/"), location
+    return location.rsplit("/", 1)[1]
+
+
+def confirm(pages: Pages, page, kind: str, **over):
+    """Press Send on a preview page: its hidden fields, as the browser posts them."""
+    import re
+
+    form = page.text.split(f'action="/send/{kind}"', 1)[1].split("</form>", 1)[0]
+    fields = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', form))
+    fields.pop("csrf")
+    return pages.post(f"/send/{kind}", **{**fields, **over})
+
+
+def moodle_client(site) -> MoodleClient:  # noqa: F811
+    return MoodleClient(ClientSettings(url=site.server_url, token=site.token, attempts=1))
+
+
+def test_reengagement_is_previewed_then_sent_once_and_a_second_confirm_sends_nothing(
+    served,
+    site,  # noqa: F811
+):
+    pages = Pages(served)
+    course = site.main_course_id
+    assert 'action="/send/reengagement"' in pages.get("/send").text
+    page = pages.get("/send/reengagement", course=course, inactive_days=30)
+    assert page.status_code == 200, page.text
+    n = to_send(page)
+    words = text(page.text)
+    tool = tools.reengagement(course, 30, now=served.runtime.clock())
+    expected = tools.preview(served.runtime, tool)
+    assert n == expected.to_send > 0
+    assert "Nothing is sent until you press Send" in words and "Route local" in words
+    assert f"Key reengagement:course:{course}:inactive:30:2026-12-01" in words
+    assert "Subject:" in words  # the rendered sample
+    assert Job.select().count() == 0  # a preview commits nothing
+
+    sent = confirm(pages, page, "reengagement")
+    assert sent.status_code == 303, sent.text
+    job_id = jobs_of(sent.headers["Location"])
+    assert Recipient.select().where(Recipient.job == job_id).count() == n
+    ((_, detail),) = audit_events("tool_send")
+    assert '"tool": "reengagement"' in detail and '"via": "dashboard"' in detail
+
+    again = confirm(pages, page, "reengagement")  # the same confirm, pressed twice
+    assert again.status_code == 409 and "preview changed" in text(again.text)
+    assert Job.select().count() == 1
+    later = pages.get("/send/reengagement", course=course, inactive_days=30)
+    assert to_send(later) == 0 and f"{n} under key" in text(later.text)
+    assert "Nothing to send" in text(later.text)
+
+    counts = deliver_job(served.runtime, job_id, show_progress=False)
+    assert counts == {"sent": n}
+
+
+def test_a_preview_that_changed_is_shown_again_and_nothing_is_sent(served, site):  # noqa: F811
+    pages = Pages(served)
+    page = pages.get("/send/reengagement", course=site.main_course_id, inactive_days=30)
+    n = to_send(page)
+    stale = confirm(pages, page, "reengagement", expected=str(n + 3))
+    assert stale.status_code == 409
+    words = text(stale.text)
+    assert f"It showed {n + 3} to send; now it is {n}" in words
+    assert f"Send to {n} recipients" in words  # confirm the new preview from here
+    assert Job.select().count() == 0
+    assert pages.post("/send/reengagement", course=str(site.main_course_id),
+                      inactive_days="30").status_code == 400  # no count: no send  # fmt: skip
+    assert Job.select().count() == 0
+
+
+def test_certificates_name_who_has_not_completed_and_a_reissue_confirmed_twice_issues_once(
+    served,
+    site,  # noqa: F811
+):
+    pages = Pages(served)
+    course = site.main_course_id
+    enrolled = [
+        u
+        for u, e in site.enrolments[course].items()
+        if site.is_active_enrolment(e, site.now()) and not site.users[u].suspended
+    ]
+    done = sorted(u for u, t in site.course_completions.get(course, {}).items()
+                  if t and u in enrolled)  # fmt: skip
+    not_done = next(u for u in enrolled if u not in done)
+    listed = f"{done[0]}, {done[1]}, {not_done}"
+    page = pages.get("/send/certificates", course=course, users=listed)
+    assert page.status_code == 200, page.text
+    words = text(page.text)
+    assert "Listed but not sent" in words and f"user {not_done} (" in words
+    assert "not completed" in words and to_send(page) == 2
+    job_id = jobs_of(confirm(pages, page, "certificates").headers["Location"])
+    assert Job.get_by_id(job_id).type == "certificate"
+    assert deliver_job(served.runtime, job_id, show_progress=False) == {"sent": 2}
+    assert Certificate.select().count() == 2
+
+    page = pages.get("/send/certificates", course=course, users=f"{done[0]}")
+    assert to_send(page) == 0  # once per course
+    page = pages.get("/send/certificates", course=course, users=f"{done[0]}", reissue="on")
+    assert to_send(page) == 1
+    first = confirm(pages, page, "certificates")
+    assert first.status_code == 303
+    twice = confirm(pages, page, "certificates")  # the reissue's key came from the preview
+    assert twice.status_code == 409 and Job.select().count() == 2
+
+
+def test_licence_emails_are_sent_once_per_allocation(served, site):  # noqa: F811
+    pages = Pages(served)
+    first, _ = served.companies
+    lic = next(lic for lic in site.licenses.values() if lic.companyid == first)
+    seated = {a.userid for a in site.allocations if a.licenseid == lic.id}
+    members = sorted(r.userid for r in site.company_users
+                     if r.companyid == first and r.managertype == 0 and r.userid not in seated
+                     and not site.users[r.userid].suspended)[:3]  # fmt: skip
+    client = moodle_client(site)
+    try:
+        seats = [{"licenseid": lic.id, "userid": u, "licensecourseid": lic.courses[0]}
+                 for u in members]  # fmt: skip
+        assert client.call(IOMAD + "allocate_licenses", {"licenses": seats}) is True
+    finally:
+        client.close()
+    since = datetime.fromtimestamp(site.now() - 3600, UTC).strftime("%Y-%m-%dT%H:%M")
+    page = pages.get("/send/license", since=since, license=lic.id)
+    assert page.status_code == 200, page.text
+    assert to_send(page) == 3 and f"company {first}" in text(page.text)
+    sent = confirm(pages, page, "license")
+    assert sent.status_code == 303
+    assert sorted(r.userid for r in Recipient.select()) == members
+    again = pages.get("/send/license", since=since, license=lic.id)
+    assert to_send(again) == 0 and "already sent (an earlier run) 3" in text(again.text)
+
+
+def test_welcome_previews_a_placeholder_and_welcomes_each_new_user_once(served, site):  # noqa: F811
+    pages = Pages(served)
+    client = moodle_client(site)
+    try:
+        made = functions.create_users(client, [
+            {"username": "new1", "firstname": "N", "lastname": "One",
+             "email": "new1@example.org", "password": "First-123x"},
+            {"username": "sso2", "firstname": "S", "lastname": "Two",
+             "email": "sso2@example.org", "auth": "oauth2"},
+        ])  # fmt: skip
+    finally:
+        client.close()
+    since = datetime.fromtimestamp(site.now() - 60, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    page = pages.get("/send/welcome", since=since)
+    assert page.status_code == 200, page.text
+    words = text(page.text)
+    assert to_send(page) == 2
+    assert "With a temporary password 1" in words and "Without (single sign-on) 1" in words
+    assert "(temporary password: set when the email is sent)" in words
+    assert Job.select().count() == 0
+    job_id = jobs_of(confirm(pages, page, "welcome").headers["Location"])
+    assert sorted(r.userid for r in Recipient.select().where(Recipient.job == job_id)) == sorted(
+        u for u, _ in made)  # fmt: skip
+    by_ids = pages.get("/send/welcome", users=",".join(str(u) for u, _ in made))
+    assert to_send(by_ids) == 0 and "already welcomed 2" in text(by_ids.text)
+    both = pages.get("/send/welcome", users=str(made[0][0]), since=since)
+    assert both.status_code == 400 and "either since or users" in text(both.text)
+
+
+def test_a_company_manager_runs_the_tools_for_their_own_company_only(served, site):  # noqa: F811
+    first, second = served.companies
+    pages = Pages(served, "carol", companies=(first,))
+    form = pages.get("/send")
+    assert form.status_code == 200
+    assert 'action="/send/reengagement"' in form.text and 'action="/send/license"' in form.text
+    assert 'action="/send/welcome"' not in form.text and 'action="/send/csv"' not in form.text
+    course = site.main_course_id
+    assert pages.get("/send/welcome", since="24h").status_code == 403
+    other = pages.get("/send/reengagement", course=course, inactive_days=30, company=second)
+    assert other.status_code == 403 and f"company {second} is not one you manage" in other.text
+    none = pages.get("/send/reengagement", course=course, inactive_days=30)
+    assert none.status_code == 400 and "company: required" in text(none.text)
+    own = pages.get("/send/reengagement", course=course, inactive_days=30, company=first)
+    assert own.status_code == 200, own.text
+    members = {r.userid for r in site.company_users if r.companyid == first}
+    job_id = jobs_of(confirm(pages, own, "reengagement").headers["Location"])
+    got = {r.userid for r in Recipient.select().where(Recipient.job == job_id)}
+    assert got and got <= members
+    forged = confirm(pages, own, "reengagement", company=str(second))
+    assert forged.status_code == 403 and Job.select().count() == 1
+
+
+def test_without_the_daemon_or_write_access_nothing_runs(serve_app, db_url, tmp_path, site):  # noqa: F811
+    site.schedules[:] = []
+    api = make_served(serve_app, db_url, tmp_path, site, runtime=False)
+    try:
+        pages = Pages(api)
+        down = pages.get("/send/reengagement", course=site.main_course_id, inactive_days=30)
+        assert down.status_code == 503 and "needs the daemon" in text(down.text)
+        reader = Pages(api, "rita", read_only=True)
+        assert reader.get("/send").status_code == 403
+        assert reader.get("/send/license", since="24h").status_code == 403
+        bad = pages.get("/send/reengagement", course="x", inactive_days=30)
+        assert bad.status_code == 400 and "course: a whole number" in text(bad.text)
+    finally:
+        api.runtime.close()
