@@ -65,6 +65,7 @@ RULES = [
     _rule("/certificates", "GET", "certificates"),
     _rule("/certificates/<code>/revoke", "POST", "revoke"),
     _rule("/send/csv", "POST", "send_csv"),
+    _rule("/send/<any(reengagement, certificates, license, welcome):kind>", "POST", "send_tool"),
     _rule("/certificates/courses/<int:course>.zip", "GET", "certificates_zip"),
     _rule("/health", "GET", "health"),
     _rule("/activity", "GET", "activity"),
@@ -295,6 +296,32 @@ class Api:
             return _json({**out, "job": job}, 201)
         finally:
             staged.remove()
+
+    def on_send_tool(self, request: Request, principal, scope: Scope, kind: str) -> Response:
+        """A bulk tool over HTTP (sidecar.web.toolsend): a JSON object of the tool's fields;
+        the preview (200), or with `"confirm": true` the jobs (201). With `expected` (the
+        preview's `to_send`), a preview that changed since is 409 and nothing is sent."""
+        from sidecar.web import toolsend
+
+        params.known(request.args, set())
+        body = request.get_json(silent=True) if request.content_length else {}
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object of the tool's fields")
+        unknown = set(body) - toolsend.FIELDS[kind] - {"confirm", "expected"}
+        if unknown:
+            raise BadRequest(f"{sorted(unknown)[0]}: not a field of {kind}")
+        confirm = body.get("confirm") is True
+        if confirm and principal.read_only:
+            raise Forbidden(f"{principal.name} is a read-only token: it cannot send")
+        fields = toolsend.normalise(kind, body, principal, self.dashboard.clock())
+        expected = toolsend.expected_of(body)
+        rt = self.runtime_for_runs("sending needs")
+        with moodle_errors():
+            view = toolsend.preview(rt, kind, fields)
+            if not confirm:
+                return _json({"preview": view.json(), "jobs": []})
+            job_ids = toolsend.commit(rt, view, expected, self._by(principal))
+        return _json({"preview": view.json(), "jobs": job_ids}, 201)
 
     def on_certificates_zip(self, request: Request, principal, scope: Scope, course: int):
         """The course's certificates that `scope` sees in one ZIP, streamed."""

@@ -244,6 +244,57 @@ DOCUMENT: dict = {
                 ],
             )
         },
+        "/send/{kind}": {
+            "post": {
+                **_op(
+                    "Preview a bulk tool's send, or send it (`confirm: true`)",
+                    _ref("ToolSend"),
+                    params=[
+                        _path(
+                            "kind",
+                            "The tool.",
+                            {"enum": ["reengagement", "certificates", "license", "welcome"]},
+                        )
+                    ],
+                    errors=("400", "401", "403", "409", "502", "503"),
+                    extra={
+                        "201": {
+                            "description": "Sent: the jobs are committed (`jobs`).",
+                            "content": {"application/json": {"schema": _ref("ToolSend")}},
+                        }
+                    },
+                ),  # fmt: skip
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "description": "The tool's fields (docs/api.md), `confirm`, "
+                                "`expected`.",
+                                "properties": {
+                                    "course": {"type": ["integer", "string"]},
+                                    "inactive_days": {"type": ["integer", "string"]},
+                                    "exclude_completed": {"type": ["boolean", "string"]},
+                                    "key": {"type": "string", "maxLength": 100},
+                                    "users": {
+                                        "type": ["array", "string"],
+                                        "items": {"type": "integer"},
+                                    },
+                                    "reissue": {"type": ["boolean", "string"]},
+                                    "reissue_at": {"type": "string"},
+                                    "since": {"type": "string"},
+                                    "license": {"type": ["integer", "string"]},
+                                    "company": {"type": ["integer", "string"]},
+                                    "confirm": {"type": "boolean"},
+                                    "expected": {"type": ["integer", "string"]},
+                                },
+                            }
+                        }
+                    },
+                },  # fmt: skip
+            }
+        },
         "/send/csv": {
             "post": {
                 **_op(
@@ -507,6 +558,37 @@ DOCUMENT: dict = {
                     "error": {"type": ["string", "null"]},
                 },
             },
+            "ToolSend": {
+                "type": "object",
+                "required": ["preview", "jobs"],
+                "properties": {
+                    "preview": {
+                        "type": "object",
+                        "required": ["tool", "fields", "to_send", "expected"],
+                        "properties": {
+                            "tool": {"type": "string"},
+                            "fields": {
+                                "type": "object",
+                                "description": "The fields as "
+                                "meant now: send them back to confirm the same.",
+                            },
+                            "to_send": {"type": "integer"},
+                            "expected": {"type": "integer"},
+                            "facts": {"type": "object"},
+                            "left_out": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer"},
+                            },
+                            "refused": {"type": "array", "items": {"type": "string"}},
+                            "notes": {"type": "array", "items": {"type": "string"}},
+                            "route": {"type": "string"},
+                            "route_reason": {"type": "string"},
+                            "sample": {"type": ["object", "null"]},
+                        },
+                    },
+                    "jobs": {"type": "array", "items": {"type": "string"}},
+                },
+            },  # fmt: skip
             "CsvPreview": {
                 "type": "object",
                 "required": ["file", "key", "valid_rows", "invalid_rows", "to_send", "job"],

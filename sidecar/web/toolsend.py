@@ -40,6 +40,12 @@ TITLES = {
     "welcome": "Welcome emails",
 }
 ADMIN_ONLY = frozenset({"welcome"})
+FIELDS = {  # what each tool takes (the API refuses others)
+    "reengagement": {"course", "inactive_days", "exclude_completed", "company", "key"},
+    "certificates": {"course", "users", "reissue", "reissue_at", "company"},
+    "license": {"since", "license", "company"},
+    "welcome": {"since", "users", "company"},
+}
 MAX_KEY = 100
 MAX_IDS = 5000
 _YES = {"on", "true", "1", "yes"}
@@ -74,6 +80,7 @@ class View:
             "expected": self.to_send,
             "facts": dict(self.facts),
             "left_out": dict(self.left_out),
+            "counts": self.counts,
             "refused": self.refused,
             "notes": self.notes,
             "route": self.route,

@@ -231,3 +231,55 @@ def test_without_the_daemon_or_write_access_nothing_runs(serve_app, db_url, tmp_
         assert bad.status_code == 400 and "course: a whole number" in text(bad.text)
     finally:
         api.runtime.close()
+
+
+# --- POST /api/v1/send/{kind}: the same preview and send for programs -----------------------
+
+
+def test_the_api_previews_then_sends_what_the_preview_said_once(served, site):  # noqa: F811
+    token = served.token("ops")
+    course = site.main_course_id
+    ask = {"course": course, "inactive_days": 30, "exclude_completed": True}
+    pv = token.post("/send/reengagement", json=ask)
+    assert pv.status_code == 200, pv.text
+    preview = pv.json()["preview"]
+    assert pv.json()["jobs"] == [] and Job.select().count() == 0
+    n = preview["to_send"]
+    assert n > 0 and preview["route"] == "local" and preview["sample"]["subject"]
+    assert preview["counts"]["left_out"]["course_completed"] > 0
+    assert preview["fields"]["key"] == f"reengagement:course:{course}:inactive:30:2026-12-01"
+
+    stale = token.post("/send/reengagement", json={**preview["fields"], "confirm": True,
+                                                    "expected": n + 1})  # fmt: skip
+    assert stale.status_code == 409 and "preview changed" in stale.json()["error"]
+    assert Job.select().count() == 0
+    sent = token.post("/send/reengagement", json={**preview["fields"], "confirm": True,
+                                                   "expected": n})  # fmt: skip
+    assert sent.status_code == 201, sent.text
+    (job_id,) = sent.json()["jobs"]
+    assert Recipient.select().where(Recipient.job == job_id).count() == n
+    ((_, detail),) = audit_events("tool_send")
+    assert '"name": "ops"' in detail and '"via": "api"' in detail
+    again = token.post("/send/reengagement", json={**preview["fields"], "confirm": True})
+    assert again.status_code == 409 and "nothing to send" in again.json()["error"]
+    assert Job.select().count() == 1
+
+
+def test_the_api_refuses_bad_fields_and_tokens_that_may_not_send(served, site):  # noqa: F811
+    first, second = served.companies
+    admin = served.token("ops")
+    typo = admin.post("/send/reengagement", json={"course": 2, "inactive_day": 3})
+    assert typo.status_code == 400 and "inactive_day: not a field" in typo.json()["error"]
+    missing = admin.post("/send/reengagement", json={"course": 2})
+    assert missing.status_code == 400 and missing.json()["error"] == "inactive_days: required"
+    assert admin.post("/send/welcome", data="[1]").status_code == 400
+    reader = served.token("audit", read_only=True)
+    ask = {"course": site.main_course_id, "inactive_days": 30}
+    assert reader.post("/send/reengagement", json=ask).status_code == 200  # may look
+    assert reader.post("/send/reengagement", json={**ask, "confirm": True}).status_code == 403
+    company = served.token("acme", company=first)
+    other = company.post("/send/reengagement", json={**ask, "company": second})
+    assert other.status_code == 403
+    assert company.post("/send/welcome", json={"since": "24h"}).status_code == 403
+    assert company.post("/send/reengagement", json={**ask, "company": first}).status_code == 200
+    assert Job.select().count() == 0
