@@ -28,7 +28,7 @@ def test_a_csv_is_previewed_confirmed_and_delivered_from_the_page(
     page.get_by_label("CSV file").set_input_files(str(tmp_path / "rooms.csv"))
     page.get_by_label("Subject").fill("Your room")
     page.get_by_label("Message").fill("Hello {{ learner.firstname }}, your room is {{ room }}.")
-    page.get_by_role("button", name="Preview").click()
+    page.get_by_role("button", name="Preview the CSV send").click()
     page.wait_for_url("**/send/csv/*")
     assert "line 7" in page.locator("ul.problems").inner_text()
     assert page.get_by_role("button", name="Send to 5 recipients").count() == 0
@@ -42,7 +42,7 @@ def test_a_csv_is_previewed_confirmed_and_delivered_from_the_page(
     page.get_by_label("CSV file").set_input_files(str(tmp_path / "rooms.csv"))
     page.get_by_label("Subject").fill("Your room")
     page.get_by_label("Message").fill("Hello {{ learner.firstname }}, your room is {{ room }}.")
-    page.get_by_role("button", name="Preview").click()
+    page.get_by_role("button", name="Preview the CSV send").click()
     page.wait_for_url("**/send/csv/*")
     assert "Hello First1, your room is R1." in page.locator("pre.sample-text").text_content()
     send = page.get_by_role("button", name="Send to 5 recipients")
