@@ -283,3 +283,90 @@ def test_the_api_refuses_bad_fields_and_tokens_that_may_not_send(served, site): 
     assert company.post("/send/welcome", json={"since": "24h"}).status_code == 403
     assert company.post("/send/reengagement", json={**ask, "company": first}).status_code == 200
     assert Job.select().count() == 0
+
+
+# --- users import: create the accounts of a CSV in Moodle, then welcome them ---------------
+
+
+def import_csv(rows: int, start: int = 1, extra: str = "") -> bytes:
+    body = "".join(
+        f"webuser{i},webuser{i}@example.org,Web{i},User{i}\n" for i in range(start, start + rows)
+    )
+    return ("username,email,firstname,lastname\n" + body + extra).encode("utf-8")
+
+
+def upload_users(pages: Pages, data: bytes, **fields):
+    return pages.http.post(
+        f"{pages.url}/send/users", data={"csrf": pages.csrf, **fields}, timeout=60,
+        files={"file": ("staff.csv", data, "text/csv")}, allow_redirects=False,
+    )  # fmt: skip
+
+
+def test_users_import_creates_nothing_until_confirmed_then_creates_and_welcomes_once(
+    served,
+    site,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    pages = Pages(served)
+    bad = upload_users(pages, import_csv(3, extra="Bad Name,x@example.org,B,C\n"))
+    where = bad.headers["Location"]
+    refused = pages.get(where)
+    assert refused.status_code == 400 and "line 5: username Bad Name must be lower case" in text(
+        refused.text)  # fmt: skip
+    users_before = len(site.users)
+
+    where = upload_users(pages, import_csv(4)).headers["Location"]
+    page = pages.get(where)
+    assert page.status_code == 200, page.text
+    words = text(page.text)
+    assert "Accounts to create 4" in words and "Already in Moodle 0" in words
+    assert "(temporary password: set when the email is sent)" in words
+    assert len(site.users) == users_before and Job.select().count() == 0
+
+    made = pages.post(where, expected="4")
+    assert made.status_code == 303, made.text
+    job_id = jobs_of(made.headers["Location"])
+    names = {u.username: u for u in site.users.values()}
+    assert all(f"webuser{i}" in names for i in range(1, 5))
+    welcomed = {r.userid for r in Recipient.select().where(Recipient.job == job_id)}
+    assert welcomed == {names[f"webuser{i}"].id for i in range(1, 5)}
+    ((_, detail),) = audit_events("users_import")
+    assert '"created": 4' in detail and "staff.csv" in detail
+    assert pages.post(where, expected="4").status_code == 404  # the file is gone
+
+    # The same file and two more rows: only the two are created, only they are welcomed.
+    where = upload_users(pages, import_csv(6)).headers["Location"]
+    words = text(pages.get(where).text)
+    assert "Accounts to create 2" in words and "Already in Moodle 4" in words
+    job2 = jobs_of(pages.post(where, expected="2").headers["Location"])
+    assert Recipient.select().where(Recipient.job == job2).count() == 2
+
+
+def test_users_import_refuses_a_changed_preview_and_non_administrators(
+    served,
+    site,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    pages = Pages(served)
+    where = upload_users(pages, import_csv(3)).headers["Location"]
+    assert "Accounts to create 3" in text(pages.get(where).text)
+    client = moodle_client(site)
+    try:  # someone creates one of them in Moodle meanwhile
+        functions.create_users(client, [{"username": "webuser2", "firstname": "W",
+                                         "lastname": "U", "email": "webuser2@example.org",
+                                         "password": "First-123x"}])  # fmt: skip
+    finally:
+        client.close()
+    stale = pages.post(where, expected="3")
+    assert stale.status_code == 409
+    assert "It showed 3 accounts to create; now it is 2" in text(stale.text)
+    assert Job.select().count() == 0
+
+    manager = Pages(served, "carol", companies=served.companies[:1])
+    assert upload_users(manager, import_csv(1)).status_code == 403
+    assert manager.get(where).status_code == 403
+    assert 'action="/send/users"' not in manager.get("/send").text

@@ -1,5 +1,5 @@
 """The dashboard's HTML pages (docs/dashboard.md): each area in its own module
-(`overview`, `jobs`, `schedules`, `certificates`, `send`), which declares `RULES`
+(`overview`, `jobs`, `schedules`, `certificates`, `send`, `usersimport`), which declares `RULES`
 (werkzeug Rules whose endpoint is `page.<name>`) and `HANDLERS` ({name: handler}). A handler is
 `handler(ctx: PageContext, request, **route_args) -> Response`.
 
@@ -23,12 +23,12 @@ from sidecar.access import Principal
 from sidecar.errors import Conflict, NotFound
 from sidecar.ledgerview import Scope
 from sidecar.web.errors import Forbidden, HTTPError
-from sidecar.web.pages import certificates, jobs, overview, schedules, send
+from sidecar.web.pages import certificates, jobs, overview, schedules, send, usersimport
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
-_AREAS = (overview, jobs, schedules, certificates, send)
+_AREAS = (overview, jobs, schedules, certificates, send, usersimport)
 
 #: every page route; app.ROUTES includes them
 RULES = [

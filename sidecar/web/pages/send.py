@@ -164,9 +164,10 @@ def _preview(runtime, staged: uploads.Staged) -> sendcsv.CsvPreview:
         raise BadRequest(str(exc).replace(str(staged.path), staged.filename)) from None
 
 
-def _staged(ctx, token: str) -> uploads.Staged:
+def _staged(ctx, token: str, kind: str | None = None) -> uploads.Staged:
+    """The principal's staged upload `token` of `kind` (None: a CSV send); else NotFound."""
     staged = uploads.find(uploads.root(), token, owner=ctx.principal.name)
-    if staged is None:
+    if staged is None or staged.fields.get("kind") != kind:
         raise NotFound("no such upload: it was sent already, has expired, or is another's")
     return staged
 
