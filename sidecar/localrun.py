@@ -1,6 +1,7 @@
 """Deliver one job in this process (for `send csv --deliver` and `demo`), with progress."""
 
 import logging
+import sys
 from contextlib import nullcontext
 
 import click
@@ -24,7 +25,7 @@ def deliver_job(rt: Runtime, job_id: str, *, show_progress: bool | None = None) 
     delivery = rt.delivery()
     counts = store.recipient_counts([job.id]).get(job.id, {})
     todo = sum(counts.get(s, 0) for s in RECIPIENT_OPEN)
-    err = click.get_text_stream("stderr")
+    err = sys.stderr
     if show_progress is None:
         show_progress = err.isatty()
     bar = click.progressbar(length=todo, label="delivering", file=err) if show_progress else None

@@ -1,5 +1,7 @@
 """`send welcome` and `users import FILE`: preview, confirm, commit, deliver."""
 
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -160,9 +162,10 @@ def users_import(obj: Context, file: Path, companyid: int | None, deliver: bool,
                     f"Create {len(plan.to_create)} accounts in Moodle and welcome them?",
                     abort=True,
                 )
-            bar = _progress(len(plan.to_create))
+            update, bar = _progress(len(plan.to_create))
             policy = rt.config.moodle.password_policy
-            created = userimport.create(client, plan, policy, progress=bar)
+            with bar:
+                created = userimport.create(client, plan, policy, progress=update)
             click.echo(f"created {len(created)} accounts in Moodle ({plan.requests} requests)")
         pv = userimport.welcome_preview(rt, client, plan, file)
     finally:
@@ -171,7 +174,14 @@ def users_import(obj: Context, file: Path, companyid: int | None, deliver: bool,
 
 
 def _progress(total: int):
-    err = click.get_text_stream("stderr")
-    if not err.isatty():
-        return None
-    return lambda n: click.echo(f"\rcreating accounts: {n}/{total}", nl=n >= total, err=True)
+    """A progress bar of the accounts created (on a terminal only): `(update, bar)`."""
+    if not sys.stderr.isatty():
+        return None, nullcontext()
+    bar = click.progressbar(length=total, label="creating accounts", file=sys.stderr)
+    seen = [0]
+
+    def update(n: int) -> None:
+        bar.update(n - seen[0])
+        seen[0] = n
+
+    return update, bar
