@@ -21,5 +21,10 @@ class Aborted(SidecarError):
     """The admin declined a confirmation, or the input cannot be used as given."""
 
 
+class MoodleLacks(Aborted):
+    """The token's external service lacks a function the action needs (the message names
+    each one and what to add); nothing was done."""
+
+
 class TemplateError(SidecarError):
     """A template is missing, malformed, or uses an undefined variable."""

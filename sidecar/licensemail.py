@@ -30,7 +30,7 @@ from sidecar import jobs, moodle, routing, runs
 from sidecar.config import _seconds
 from sidecar.csvinput import validate_email
 from sidecar.db import store
-from sidecar.errors import Aborted, Conflict, SidecarError
+from sidecar.errors import Aborted, Conflict, MoodleLacks, SidecarError
 from sidecar.render import RenderedEmail, learner_vars
 from sidecar.runtime import Runtime
 
@@ -124,7 +124,7 @@ class LicensePreview:
 
 
 def check_functions(client: MoodleClient, prefix: str) -> None:
-    """Raise SidecarError naming every function `send license` needs that the token's
+    """Raise MoodleLacks naming every function `send license` needs that the token's
     service lacks, and what to add."""
     site = functions.site_info(client)
     missing = []
@@ -140,7 +140,7 @@ def check_functions(client: MoodleClient, prefix: str) -> None:
     if not site.has(USERS_FN):
         missing.append(f"{USERS_FN} (core)")
     if missing:
-        raise SidecarError(
+        raise MoodleLacks(
             "send license: Moodle lacks " + "; ".join(missing)
             + f": add them to the token's external service ({moodle.SERVICES_PAGE})"
         )  # fmt: skip

@@ -14,7 +14,7 @@ from datetime import datetime
 from moodle_ws import completion, functions, iomad
 from schedules.model import ActionType, Audience, CloudPreference, Frequency, Schedule
 from sidecar.db import store
-from sidecar.errors import SidecarError
+from sidecar.errors import MoodleLacks, SidecarError
 from sidecar.moodle import IOMAD, REQUIRED, SERVICES_PAGE, open_client
 from sidecar.runs import Runner, RunOutcome, _needs_course_completion
 
@@ -120,7 +120,7 @@ def needed_functions(schedule: Schedule, site, prefix: str) -> list[str]:
 
 
 def check_functions(rt, schedule: Schedule) -> None:
-    """Raise SidecarError naming each function the tool needs that the token's service
+    """Raise MoodleLacks naming each function the tool needs that the token's service
     lacks, what it is for, and where to add it."""
     client = open_client(rt.config)
     try:
@@ -131,7 +131,7 @@ def check_functions(rt, schedule: Schedule) -> None:
                if not site.has(n)]  # fmt: skip
     if missing:
         why = {**REQUIRED, **IOMAD}
-        raise SidecarError(
+        raise MoodleLacks(
             "Moodle: not in the token's external service: "
             + "; ".join(f"{n} ({why.get(n, 'needed by this tool')})" for n in missing)
             + f". Add {'it' if len(missing) == 1 else 'them'} to the service under "

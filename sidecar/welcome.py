@@ -25,7 +25,7 @@ from sidecar import jobs
 from sidecar.config import Config, _seconds
 from sidecar.csvinput import validate_email
 from sidecar.db import store
-from sidecar.errors import Aborted
+from sidecar.errors import Aborted, MoodleLacks
 from sidecar.render import RenderedEmail, Renderer, learner_vars
 from sidecar.temppasswords import PLACEHOLDER
 from sidecar.welcomepasswords import JOB_TYPE, welcome_vars
@@ -136,7 +136,7 @@ def find_users(
                 client, since, source.companyid or 0, prefix, tally=tally
             )
         except (FunctionNotInService, FunctionNotInstalled):
-            raise Aborted(
+            raise MoodleLacks(
                 f"{prefix}_get_new_users is not in the token's service, so new users cannot be "
                 f"found: add it under {SERVICES_PAGE} (docs/moodle.md), or name the users "
                 "with --users ID,... or --csv FILE"
@@ -221,7 +221,7 @@ def site_vars(client: MoodleClient, tally: RequestTally) -> dict[str, str]:
     tally.add()
     info = functions.site_info(client)
     if not info.has("core_user_update_users"):
-        raise Aborted(
+        raise MoodleLacks(
             "core_user_update_users is not in the token's service, so temporary passwords "
             f"cannot be set: add it under {SERVICES_PAGE} (docs/moodle.md)"
         )

@@ -24,7 +24,7 @@ from sidecar import certificates, ledgerview, scheduleview
 from sidecar import jobs as ledger
 from sidecar.access import Principal
 from sidecar.db import store
-from sidecar.errors import Aborted, ConfigError, Conflict, NotFound, SidecarError
+from sidecar.errors import Aborted, ConfigError, Conflict, MoodleLacks, NotFound, SidecarError
 from sidecar.ledgerview import CertificateFilter, JobFilter, Scope
 from sidecar.status import JobStatus, RecipientStatus
 from sidecar.web import params
@@ -462,6 +462,8 @@ class moodle_errors:  # noqa: N801 - used as `with moodle_errors():`
             raise ServiceUnavailable(f"Moodle could not be reached: {exc}") from None
         if isinstance(exc, MoodleError):
             raise BadGateway(f"Moodle refused: {exc}") from None
+        if isinstance(exc, MoodleLacks):
+            raise BadGateway(str(exc)) from None
         if isinstance(exc, ConfigError):
             raise ServiceUnavailable(str(exc)) from None
         if isinstance(exc, SidecarError):

@@ -370,3 +370,28 @@ def test_users_import_refuses_a_changed_preview_and_non_administrators(
     assert upload_users(manager, import_csv(1)).status_code == 403
     assert manager.get(where).status_code == 403
     assert 'action="/send/users"' not in manager.get("/send").text
+
+
+def test_a_moodle_without_a_function_a_tool_needs_is_named_and_nothing_runs(
+    served,
+    site,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    pages = Pages(served)
+    site.remove_function("core_enrol_get_enrolled_users")
+    page = pages.get("/send/reengagement", course=site.main_course_id, inactive_days=30)
+    assert page.status_code == 502
+    assert "core_enrol_get_enrolled_users" in text(page.text)
+    assert "Add it to the service" in text(page.text)
+    site.remove_function("local_manireports_get_new_users")
+    page = pages.get("/send/welcome", since="24h")
+    assert page.status_code == 502 and "local_manireports_get_new_users" in text(page.text)
+    site.remove_function("core_user_update_users")
+    where = upload_users(pages, import_csv(2)).headers["Location"]
+    page = pages.get(where)
+    assert page.status_code == 502 and "core_user_update_users" in text(page.text)
+    api = served.token("ops").post("/send/welcome", json={"users": [3]})
+    assert api.status_code == 502 and "core_user_update_users" in api.json()["error"]
+    assert Job.select().count() == 0

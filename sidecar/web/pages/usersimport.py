@@ -22,7 +22,7 @@ from moodle_ws.client import RequestTally
 from moodle_ws.types import NewUser
 from sidecar import uploads, userimport, welcome
 from sidecar.db import store
-from sidecar.errors import Aborted
+from sidecar.errors import Aborted, MoodleLacks
 from sidecar.moodle import open_client
 from sidecar.web.api import moodle_errors
 from sidecar.web.errors import BadRequest, Forbidden, PayloadTooLarge
@@ -119,7 +119,9 @@ def _plan(runtime, staged: uploads.Staged):
         with moodle_errors():
             try:
                 plan = userimport.plan(client, rows, staged.fields.get("company"))
-            except Aborted as exc:
+            except MoodleLacks:
+                raise  # 502, naming the function
+            except Aborted as exc:  # addresses other accounts hold, no such company
                 raise BadRequest(str(exc)) from None
             first = rows[0]
             user = NewUser(id=0, username=first.username, firstname=first.firstname,
