@@ -304,7 +304,7 @@ class CompanyConfig(Section):
     enabled: bool = True
     provider: Literal["aws", "cloudflare", "local"] | None = None
     threshold: int | None = Field(None, ge=0)
-    # the sender of this company's mail (licence emails); default providers.local.from
+    # the sender of this company's mail (every job of the company); default providers.local.from
     from_: str | None = Field(None, alias="from")
 
     @field_validator("from_")
@@ -406,6 +406,14 @@ class Config(Section):
                 "dashboard.enabled: needs security.encryption_key (it signs the sign-in cookies)"
             )
         return self
+
+    def sender_for(self, companyid: int | None) -> tuple[str, str]:
+        """The From of a job of `companyid` (0/None: site-wide) and the key it comes from:
+        the company's `[[companies]] from` when it has one, else `providers.local.from`."""
+        own = next((c for c in self.companies if companyid and c.id == companyid), None)
+        if own is not None and own.from_:
+            return own.from_, f"[[companies]] id = {companyid}: from"
+        return self.providers.local.from_, "providers.local.from"
 
     def secret_values(self) -> list[str]:
         """Every resolved secret (for the log redaction filter)."""

@@ -290,11 +290,7 @@ def email_vars(
 
 def _plan(rt: Runtime, cid: int, name: str, recipients: list[jobs.RecipientIn]) -> CompanyPlan:
     config = rt.config
-    own = next((c for c in config.companies if c.id == cid), None)
-    if own is not None and own.from_:
-        sender, sender_from = own.from_, f"[[companies]] id = {cid}: from"
-    else:
-        sender, sender_from = config.providers.local.from_, "providers.local.from"
+    sender, sender_from = config.sender_for(cid)
     rounds: list[list[jobs.RecipientIn]] = []
     count: Counter = Counter()
     for r in recipients:

@@ -440,7 +440,7 @@ class Runner:
         pulled, sel, route = prepared.pulled, prepared.selection, prepared.route
         cfg = self.config
         common = dict(
-            wwwroot=cfg.moodle.url, sender=cfg.providers.local.from_,
+            wwwroot=cfg.moodle.url, sender=cfg.sender_for(schedule.companyid)[0],
             batch_size=cfg.offload.job_batch_size, now=self.rt.clock(), key=key,
             route=route.route, route_reason=route.reason, schedule_id=schedule_id,
             run_id=run_id, tenant_id=schedule.companyid or None,

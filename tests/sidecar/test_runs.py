@@ -38,8 +38,9 @@ def schedule(site, **over) -> dict:
 def make_runtime(db_url, tmp_path, site):
     made = []
 
-    def make(clock, *, offload=None, aws=None, moodle=None, **schedules_over):
+    def make(clock, *, offload=None, aws=None, moodle=None, companies=(), **schedules_over):
         config = Config.model_validate({
+            "companies": list(companies),
             "moodle": {"url": site.server_url, "token": site.token, "retry_attempts": 1,
                        **(moodle or {})},
             "database": {"url": db_url},
@@ -705,3 +706,23 @@ def test_a_re_engagement_schedule_s_emails_say_how_many_days(site, make_runtime,
     assert len(mails) == run.recipients
     body = mails[0].get_payload(0).get_payload(decode=True).decode()
     assert "It has been 3 days since you last visited" in body
+
+
+def test_a_company_s_schedule_mails_from_the_company_s_own_sender(site, make_runtime):
+    from sidecar.localrun import deliver_job
+
+    company = min(site.companies)
+    rows = (schedule(site, id=1), schedule(site, id=2, name="Company", companyid=company))
+    sender = "Company Training <training@company.example>"
+    clock, rt = start(site, make_runtime, *rows,
+                      companies=[{"id": company, "from": sender}])  # fmt: skip
+    clock.now = START.replace(hour=9, minute=0, second=5)
+    fired = runs.Runner(rt).tick()
+    assert sorted(r.status for r in fired) == ["done", "done"]
+    by_schedule = {j.schedule_id: j for j in Job.select()}
+    assert by_schedule[2].sender == sender
+    assert by_schedule[1].sender == "Academy <noreply@academy.example>"
+    deliver_job(rt, by_schedule[2].id, show_progress=False)
+    mails = list((rt.config.providers.local.maildir / "new").iterdir())
+    assert mails and all(b"From: Company Training <training@company.example>" in m.read_bytes()
+                         for m in mails)  # fmt: skip
