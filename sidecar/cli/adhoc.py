@@ -2,7 +2,8 @@
 
 import click
 
-from sidecar.cli import Context, is_interactive
+from sidecar.cli import Context
+from sidecar.cli.send import confirm_or_stop
 
 
 def preview_and_send(
@@ -28,10 +29,7 @@ def preview_and_send(
     if pv.to_send <= 0:
         click.echo(f"nothing to send (key {tool.key})")
         return
-    if not yes:
-        if not is_interactive():
-            raise click.ClickException("not a terminal: pass --yes to confirm the send")
-        click.confirm(f"Send to {pv.to_send} recipients?", abort=True)
+    confirm_or_stop(pv.to_send, f"Send to {pv.to_send} recipients?", yes=yes, dry_run=False)
     outcome = tools.commit(rt, pv)
     for job_id in outcome.jobs:
         if deliver:

@@ -2,8 +2,8 @@
 
 import click
 
-from sidecar.cli import Context, is_interactive, pass_ctx
-from sidecar.cli.send import send
+from sidecar.cli import Context, pass_ctx
+from sidecar.cli.send import DRY_RUN, confirm_or_stop, send
 
 
 @send.command("license")
@@ -16,11 +16,12 @@ from sidecar.cli.send import send
 @click.option(
     "--deliver", is_flag=True, help="Deliver here and now instead of leaving it to `run`."
 )
+@DRY_RUN
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def send_license(
     obj: Context, since_text: str, companyid: int | None, licenseid: int | None,
-    deliver: bool, yes: bool,
+    deliver: bool, dry_run: bool, yes: bool,
 ) -> None:  # fmt: skip
     """Email the users allocated an IOMAD licence since WHEN: once per allocation, with the
     licence's courses and validity, in each company's own template and sender."""
@@ -37,10 +38,9 @@ def send_license(
     if not pv.plans:
         click.echo("nothing to send")
         return
-    if not yes:
-        if not is_interactive():
-            raise click.ClickException("not a terminal: pass --yes to confirm the send")
-        click.confirm(f"Send {pv.to_send} licence emails?", abort=True)
+    question = f"Send {pv.to_send} licence emails?"
+    if not confirm_or_stop(pv.to_send, question, yes=yes, dry_run=dry_run):
+        return
     created = licensemail.commit(rt, pv)
     for plan, job in created:
         click.echo(

@@ -10,6 +10,24 @@ from sidecar.cli import Context, is_interactive, main, pass_ctx
 MAX_PROBLEMS_SHOWN = 50
 
 
+DRY_RUN = click.option(
+    "--dry-run", is_flag=True, help="Show the preview only; send nothing (exit 0)."
+)
+
+
+def confirm_or_stop(count: int, question: str, *, yes: bool, dry_run: bool) -> bool:
+    """After a tool's preview: False for --dry-run (saying nothing was sent); otherwise ask
+    `question` unless --yes, refusing without a terminal, and True once confirmed."""
+    if dry_run:
+        click.echo(f"dry run: nothing sent; {count} to send")
+        return False
+    if not yes:
+        if not is_interactive():
+            raise click.ClickException("not a terminal: pass --yes to confirm the send")
+        click.confirm(question, abort=True)
+    return True
+
+
 @main.group()
 def send() -> None:
     """Bulk tools: each previews first and asks to confirm (--yes to skip)."""
@@ -30,6 +48,7 @@ def send() -> None:
 @click.option(
     "--deliver", is_flag=True, help="Deliver here and now instead of leaving it to `run`."
 )
+@DRY_RUN
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def send_csv(
@@ -42,6 +61,7 @@ def send_csv(
     key: str | None,
     skip_invalid: bool,
     deliver: bool,
+    dry_run: bool,
     yes: bool,
 ) -> None:
     """Send a message to the rows of a CSV (userid,email,firstname,lastname[,extra...])."""
@@ -59,10 +79,9 @@ def send_csv(
             f"{len(pv.problems)} invalid rows: nothing sent. Fix them, or pass --skip-invalid "
             "to send the valid rows only."
         )
-    if not yes:
-        if not is_interactive():
-            raise click.ClickException("not a terminal: pass --yes to confirm the send")
-        click.confirm(f"Send to {pv.to_send} recipients?", abort=True)
+    question = f"Send to {pv.to_send} recipients?"
+    if not confirm_or_stop(pv.to_send, question, yes=yes, dry_run=dry_run):
+        return
     created = sendcsv.commit(
         pv,
         skip_invalid=skip_invalid,

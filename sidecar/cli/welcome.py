@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from sidecar.cli import Context, is_interactive, main, pass_ctx
-from sidecar.cli.send import deliver_or_leave, send
+from sidecar.cli import Context, main, pass_ctx
+from sidecar.cli.send import DRY_RUN, confirm_or_stop, deliver_or_leave, send
 
 MAX_IDS_SHOWN = 20
 
@@ -37,6 +37,7 @@ def _ids(value: str | None) -> tuple[int, ...]:
 @click.option(
     "--deliver", is_flag=True, help="Deliver here and now instead of leaving it to `run`."
 )
+@DRY_RUN
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
 def send_welcome(
@@ -46,6 +47,7 @@ def send_welcome(
     userids: str | None,
     csv_file: Path | None,
     deliver: bool,
+    dry_run: bool,
     yes: bool,
 ) -> None:
     """Welcome new users, each with a temporary password they must change (SSO users
@@ -70,10 +72,10 @@ def send_welcome(
         pv = welcome.preview(rt.config, client, rt.renderer, source, now)
     finally:
         client.close()
-    confirm_and_send(rt, pv, deliver=deliver, yes=yes)
+    confirm_and_send(rt, pv, deliver=deliver, yes=yes, dry_run=dry_run)
 
 
-def confirm_and_send(rt, pv, *, deliver: bool, yes: bool) -> None:
+def confirm_and_send(rt, pv, *, deliver: bool, yes: bool, dry_run: bool = False) -> None:
     """Print the preview, ask (unless --yes), commit the job, deliver it if asked."""
     from sidecar import welcome
 
@@ -81,10 +83,9 @@ def confirm_and_send(rt, pv, *, deliver: bool, yes: bool) -> None:
     if not pv.recipients:
         click.echo("nobody to welcome: nothing sent")
         return
-    if not yes:
-        if not is_interactive():
-            raise click.ClickException("not a terminal: pass --yes to confirm the send")
-        click.confirm(f"Welcome {len(pv.recipients)} users?", abort=True)
+    question = f"Welcome {len(pv.recipients)} users?"
+    if not confirm_or_stop(len(pv.recipients), question, yes=yes, dry_run=dry_run):
+        return
     from sidecar.temppasswords import Sealer
 
     Sealer.from_config(rt.config)  # no job that could never be delivered
@@ -134,9 +135,15 @@ def users() -> None:
 @click.option(
     "--deliver", is_flag=True, help="Deliver the welcomes here and now instead of by `run`."
 )
+@click.option(
+    "--dry-run", is_flag=True,
+    help="Check the file against Moodle and show the plan; create and send nothing.",
+)  # fmt: skip
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_ctx
-def users_import(obj: Context, file: Path, companyid: int | None, deliver: bool, yes: bool) -> None:
+def users_import(
+    obj: Context, file: Path, companyid: int | None, deliver: bool, dry_run: bool, yes: bool
+) -> None:
     """Create the accounts of a CSV (username,email,firstname,lastname[,auth]) in Moodle
     and welcome them with temporary passwords."""
     from sidecar import userimport
@@ -152,16 +159,15 @@ def users_import(obj: Context, file: Path, companyid: int | None, deliver: bool,
     try:
         plan = userimport.plan(client, rows, companyid)
         userimport.print_plan(plan, click.echo)
+        if dry_run:
+            click.echo(f"dry run: no account created, nothing sent; {len(plan.to_create)} "
+                       f"to create, {len(plan.existing)} already in Moodle")  # fmt: skip
+            return
         if not plan.to_create:
             click.echo("nobody to create")
         else:
-            if not yes:
-                if not is_interactive():
-                    raise click.ClickException("not a terminal: pass --yes to confirm")
-                click.confirm(
-                    f"Create {len(plan.to_create)} accounts in Moodle and welcome them?",
-                    abort=True,
-                )
+            question = f"Create {len(plan.to_create)} accounts in Moodle and welcome them?"
+            confirm_or_stop(len(plan.to_create), question, yes=yes, dry_run=False)
             update, bar = _progress(len(plan.to_create))
             policy = rt.config.moodle.password_policy
             with bar:

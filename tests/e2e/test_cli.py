@@ -92,6 +92,13 @@ def test_without_a_terminal_and_without_yes_the_send_is_refused(tmp_path):
     )
     assert proc.returncode == 1 and "--yes" in proc.stderr
     assert maildir_count(tmp_path) == 0
+    dry = cli(config, "send", "csv", str(tmp_path / "l.csv"), *message_args(tmp_path),
+              "--dry-run", "--yes", "--deliver")  # fmt: skip
+    assert "dry run: nothing sent; 3 to send" in dry.stdout
+    assert maildir_count(tmp_path) == 0
+    sent = cli(config, "send", "csv", str(tmp_path / "l.csv"), *message_args(tmp_path),
+               "--yes", "--deliver")  # fmt: skip
+    assert "0 already sent" in sent.stdout and maildir_count(tmp_path) == 3
 
 
 def test_resubmitted_file_mails_nobody_twice(tmp_path):

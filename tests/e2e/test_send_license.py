@@ -148,6 +148,10 @@ def test_without_a_terminal_or_yes_nothing_is_sent(moodle, two_companies, smtp):
     proc = cli(config, "send", "license", "--since", "24h", check=False)
     assert proc.returncode == 1 and "pass --yes" in proc.stderr
     assert "5 to send" in proc.stdout and not smtp.messages
+    dry = cli(config, "send", "license", "--since", "24h", "--dry-run", "--yes")
+    assert "dry run: nothing sent; 5 to send" in dry.stdout and not smtp.messages
+    run = cli(config, "send", "license", "--since", "24h", "--yes", "--deliver")
+    assert len(smtp.messages) == 5, run.stdout  # the dry run committed nothing
 
 
 @pytest.mark.parametrize(

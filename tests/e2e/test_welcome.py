@@ -187,6 +187,8 @@ def test_a_site_without_the_companion_function_is_told_what_to_add(tmp_path, moo
     assert "local_manireports_get_new_users is not in the token's service" in out.stderr
     assert "--users" in out.stderr and "Traceback" not in out.stderr
     learner = moodle.site.learner_ids[0]
+    dry = cli(config, "send", "welcome", "--users", f"{learner}", "--dry-run")
+    assert "dry run: nothing sent; 1 to send" in dry.stdout and not inbox.messages
     named = cli(config, "send", "welcome", "--users", f"{learner},987654", "--yes", "--deliver")
     assert "not found in Moodle" in named.stdout and "987654" in named.stdout
     assert "delivered: sent 1" in named.stdout
@@ -194,6 +196,9 @@ def test_a_site_without_the_companion_function_is_told_what_to_add(tmp_path, moo
     listed.write_text(f"userid,note\n{learner},x\nabc,y\n")
     bad = cli(config, "send", "welcome", "--csv", str(listed), "--yes", check=False)
     assert bad.returncode == 1 and "line 3: userid 'abc' is not a user id" in bad.stderr
+    dry = cli(config, "users", "import", str(import_file(tmp_path / "u.csv", 2)), "--dry-run")
+    assert "dry run: no account created, nothing sent; 2 to create" in dry.stdout
+    assert "newuser1" not in moodle.site.usernames
     moodle.site.remove_function("core_user_update_users")
     out = cli(config, "users", "import", str(import_file(tmp_path / "u.csv", 2)), "--yes",
               check=False)  # fmt: skip
