@@ -110,9 +110,26 @@ def select(course: int, since: datetime | None = None, scope: Scope = EVERYTHING
     return sorted(out, key=lambda e: e.name.casefold())
 
 
-def opener(certificate_dir: Path, s3: Callable[[], object] | None = None):
-    """`open_pdf(entry)` -> a binary stream (close it), or Unreadable. `s3` gives the
-    providers.aws CertificateStore (built on first use); None: S3 is not configured."""
+_PROVIDER = {"s3": ("S3", "providers.aws"), "r2": ("R2", "providers.cloudflare")}
+
+
+def cloud_stores(config, runtime) -> dict[str, Callable[[], object]]:
+    """{storage: the bucket's store, built on first use} of the configured providers."""
+    stores: dict[str, Callable[[], object]] = {}
+    if runtime is None:
+        return stores
+    if config.providers.aws is not None:
+        stores["s3"] = lambda: runtime.aws.certificates
+    if config.providers.cloudflare is not None and config.providers.cloudflare.r2_bucket:
+        stores["r2"] = lambda: runtime.cloudflare.certificates
+    return stores
+
+
+def opener(certificate_dir: Path, stores: dict[str, Callable[[], object]] | None = None):
+    """`open_pdf(entry)` -> a binary stream (close it), or Unreadable. `stores` gives the
+    bucket of each cloud storage ("s3", "r2"; see cloud_stores); a storage without one is
+    not configured."""
+    stores = stores or {}
 
     def open_pdf(e: Entry) -> BinaryIO:
         if e.storage == "local":
@@ -122,10 +139,11 @@ def opener(certificate_dir: Path, s3: Callable[[], object] | None = None):
                 raise Unreadable(
                     f"{e.key}: {exc.strerror} (providers.local.certificate_dir)"
                 ) from None
-        if e.storage == "s3":
-            if s3 is None:
-                raise Unreadable(f"{e.key}: stored in S3, but providers.aws is not configured")
-            body = s3().open(e.key)
+        if e.storage in _PROVIDER:
+            where, section = _PROVIDER[e.storage]
+            if e.storage not in stores:
+                raise Unreadable(f"{e.key}: stored in {where}, but {section} is not configured")
+            body = stores[e.storage]().open(e.key)
             if body is None:
                 raise Unreadable(f"{e.key}: no such object in the certificates bucket")
             return body

@@ -27,6 +27,8 @@ def run_checks(config: Config) -> list[CheckResult]:
     results.append(_unsubscribe(config))
     if config.providers.aws is not None:
         results.extend(_aws(config))
+    if config.providers.cloudflare is not None:
+        results.extend(_cloudflare(config))
     from sidecar.moodle import check_lines
 
     results.extend(CheckResult(name, ok, detail) for ok, name, detail in check_lines(config))
@@ -227,6 +229,57 @@ def _aws(config: Config) -> list[CheckResult]:
             "aws certificates bucket", "check providers.aws.s3_bucket",
             lambda: (True, offload.certificates.check()),
         )  # fmt: skip
+    finally:
+        offload.close()
+    return out
+
+
+def _cloudflare(config: Config) -> list[CheckResult]:
+    """The Worker (health, version, email sender) or the queue through the REST API, the
+    pulled queues, and the R2 bucket; each failure names the key or setting to fix."""
+    from providers.base import ProviderError
+    from sidecar.cloud import CloudflareOffload
+    from sidecar.runtime import Runtime
+
+    cf = config.providers.cloudflare
+    offload = CloudflareOffload(config, Runtime(config).composer, lambda: None)
+    out: list[CheckResult] = []
+
+    def probe(name: str, fix: str, fn) -> None:
+        try:
+            ok, detail = fn()
+        except ProviderError as exc:
+            ok, detail = False, f"{exc} ({fix})"
+        out.append(CheckResult(name, ok, detail))
+
+    def queue(queue_id: str):
+        def read():
+            info = offload.queue.queue_info(queue_id)
+            return True, f"queue {info.get('queue_name') or queue_id}: reachable"
+
+        return read
+
+    try:
+        if cf.worker_url:
+            probe("cloudflare worker", "check providers.cloudflare.worker_url, deploy the "
+                  "Worker, and its secrets (docs/cloudflare.md)",
+                  lambda: (True, offload.check_queue()))  # fmt: skip
+        if cf.account_id and cf.auth_token:
+            for key in ("queue_id", "results_queue_id", "dlq_id"):
+                if getattr(cf, key):
+                    fix = (f"check providers.cloudflare.{key}, account_id and auth_token "
+                           "(Queues Read and Edit)")  # fmt: skip
+                    probe(f"cloudflare {key}", fix, queue(getattr(cf, key)))
+        if cf.r2_bucket:
+            fix = "check providers.cloudflare.r2_bucket, r2_endpoint and the R2 keys"
+            bucket = offload.certificates
+            probe("cloudflare certificates bucket", fix, lambda: (True, bucket.check()))
+        elif config.offload.certificate_mode != "local":
+            out.append(CheckResult(
+                "cloudflare certificates bucket", False,
+                "no R2 bucket: a certificate job on the cloudflare route cannot be stored "
+                '(set r2_bucket and its keys, or offload.certificate_mode = "local")',
+            ))  # fmt: skip
     finally:
         offload.close()
     return out

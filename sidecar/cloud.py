@@ -167,13 +167,19 @@ class CloudSubmitter:
         self,
         settings: CloudSettings,
         *,
-        sqs: SqsSubmitter,
+        sqs,  # SqsSubmitter, or Cloudflare's QueueSubmitter: the same interface
         composer: Composer,
         pacer: Pacer,
         clock: Callable[[], datetime],
+        store_pdfs: "Callable[[list[tuple[str, str]]], dict[str, str]] | None" = None,
     ):
         self.settings = settings
         self.sqs = sqs
+        # Cloudflare: the Worker cannot make PDFs, so each certificate is rendered here and
+        # stored before its batch is queued; the message carries its key, not its HTML.
+        # `store_pdfs([(key, html)])` answers {key: why} for the ones it could not render,
+        # and raises ProviderError when the bucket cannot take them (the batch waits).
+        self.store_pdfs = store_pdfs
         self.composer = composer
         self.pacer = pacer
         self.clock = clock
@@ -314,11 +320,13 @@ class CloudSubmitter:
         now = self.clock()
         prefix = f"certificates/{job.id}/"
         issued = {}
+        storage = "r2" if self.store_pdfs else "s3"
         if job.actions.get("certificate"):
             issued = certificates.reserve_many(
-                job.id, [r.userid for r in todo], job.courseid, "s3", prefix, now
+                job.id, [r.userid for r in todo], job.courseid, storage, prefix, now
             )
         people, failures, attach = [], [], False
+        pdfs: list[tuple[str, str]] = []
         for r in todo:
             try:
                 cert = issued.get(r.userid)
@@ -336,10 +344,22 @@ class CloudSubmitter:
                 "userid": r.userid, "email": r.email, "firstname": r.firstname,
                 "lastname": r.lastname, "subject": email.subject if email else "",
                 "html": email.html if email else "", "text": email.text if email else "",
-                "certificate_html": html, "vars": {},
+                "certificate_html": None if self.store_pdfs else html, "vars": {},
             })  # fmt: skip
+            if self.store_pdfs and cert is not None:
+                people[-1]["certificate_key"] = cert.key
+                pdfs.append((cert.key, html))
             if unsubscribe_url:  # the worker adds List-Unsubscribe and List-Unsubscribe-Post
                 people[-1]["unsubscribe_url"] = unsubscribe_url
+        if pdfs:  # ProviderError (the bucket): raised, the batch stays pending
+            unrendered = self.store_pdfs(pdfs)
+            if unrendered:
+                by_key = {p.get("certificate_key"): p for p in people}
+                for key, why in unrendered.items():
+                    gone = by_key[key]
+                    people.remove(gone)
+                    why = f"certificate PDF: {why}"[:2000]
+                    failures.append(store.Update(gone["userid"], R.FAILED, error=why))
         if failures:
             with store.atomic():
                 store.apply_updates(job.id, batch.id, failures, now, 1)
@@ -534,3 +554,115 @@ class AwsOffload:
                 part.close()
             except Exception:  # noqa: BLE001 - closing only
                 log.debug("closing an AWS client failed", exc_info=True)
+
+
+class CloudflareOffload:
+    """The Cloudflare pieces of one configuration: the queue (through the Worker or the
+    REST API), the pull readers of the results queue and the DLQ, and R2 for certificates,
+    which are rendered here (the Worker cannot run xhtml2pdf) and stored before their
+    batch is queued."""
+
+    def __init__(self, config, composer: Composer, clock: Callable[[], datetime], pdf_pool=None):
+        from providers.cloudflare.queues import CloudflareSettings, QueueSubmitter
+
+        cf = config.providers.cloudflare
+        self.config = cf
+        token = cf.auth_token.get_secret_value() if cf.auth_token else None
+        secret = config.security.callback_secrets[0].get_secret_value()
+        self.queue_settings = CloudflareSettings(
+            worker_url=cf.worker_url, secret=secret, account_id=cf.account_id,
+            queue_id=cf.queue_id, api_token=token, api_base=cf.api_base,
+        )  # fmt: skip
+        self.queue = QueueSubmitter(self.queue_settings)
+        self.certificates = None
+        if cf.r2_bucket:
+            from providers.cloudflare.r2 import R2Store
+
+            self.certificates = R2Store(cf.r2_bucket, cf.r2_endpoint, cf.r2_access_key_id,
+                                        cf.r2_secret_access_key.get_secret_value())  # fmt: skip
+        self.pdf_pool = pdf_pool
+        public = config.server.public_url.rstrip("/")
+        self.settings = CloudSettings(
+            provider="cloudflare", sender=cf.from_ or config.providers.local.from_,
+            bucket=cf.r2_bucket or "", public_url=public, callback_url=f"{public}/callback",
+            callback_mode="queue" if cf.results_queue_id else "http",
+            url_ttl=config.offload.presigned_url_ttl,
+            max_attempts=config.offload.retry.max_attempts,
+            company_senders=tuple((c.id, c.from_) for c in config.companies if c.from_),
+        )  # fmt: skip
+        self.submitter = CloudSubmitter(
+            self.settings, sqs=self.queue, composer=composer, clock=clock,
+            pacer=Pacer(None, clock, "cloudflare"), store_pdfs=self.store_pdfs,
+        )  # fmt: skip
+        self._readers: dict[str, object] = {}
+        self._checked_at: float | None = None
+        self._problem: str | None = None
+
+    def store_pdfs(self, items: list[tuple[str, str]]) -> dict[str, str]:
+        """Render each (key, html) to a PDF here and put it in R2; {key: why} for the ones
+        that would not render. Raises ProviderError when R2 refuses (the batch waits)."""
+        if self.certificates is None:
+            raise ProviderError(
+                "a certificate job is on the cloudflare route but [providers.cloudflare] has no "
+                "R2 bucket: set r2_bucket, r2_endpoint and the R2 keys, or "
+                'offload.certificate_mode = "local"'
+            )
+        from providers.local.pdf import render_pdf
+
+        htmls = [html for _, html in items]
+        unrendered: dict[str, str] = {}
+        if self.pdf_pool is not None:
+            futures = [self.pdf_pool.submit(html) for html in htmls]
+        else:
+            futures = None
+        for n, (key, html) in enumerate(items):
+            try:
+                pdf = futures[n].result() if futures else render_pdf(html)
+            except Exception as exc:  # noqa: BLE001 - one certificate, recorded on its recipient
+                unrendered[key] = f"{type(exc).__name__}: {exc}"
+                continue
+            self.certificates.put(key, pdf)
+        return unrendered
+
+    def reader(self, queue_id: str):
+        from providers.cloudflare.queues import PullReader
+
+        if queue_id not in self._readers:
+            self._readers[queue_id] = PullReader(self.queue_settings, queue_id)
+        return self._readers[queue_id]
+
+    def problem(self) -> str | None:
+        """Why the queue cannot take batches now (None: it can); asked at most once a
+        minute, for routing a new job."""
+        now = time.monotonic()
+        if self._checked_at is None or now - self._checked_at > 60:
+            try:
+                self.check_queue()
+                self._problem = None
+            except ProviderError as exc:
+                self._problem = str(exc)
+            self._checked_at = now
+        return self._problem
+
+    def check_queue(self) -> str:
+        """The Worker's health (its version and email sender), or the queue through the REST
+        API; raises ProviderError naming what to fix."""
+        if self.queue_settings.via_worker:
+            health = self.queue.health()
+            if health.get("status") != "ok":
+                why = "; ".join(health.get("problems") or ["no reason given"])
+                raise ProviderError(f"the Worker {self.config.worker_url} is misconfigured: {why}")
+            return (f"Worker {self.config.worker_url} version {health.get('version')}, "
+                    f"email by {health.get('email_sender')}, reports by "
+                    f"{health.get('report_mode')}")  # fmt: skip
+        info = self.queue.queue_info()
+        return f"queue {info.get('queue_name') or self.config.queue_id} reachable"
+
+    def close(self) -> None:
+        for part in (self.queue, self.certificates, *self._readers.values()):
+            if part is None:
+                continue
+            try:
+                part.close()
+            except Exception:  # noqa: BLE001 - closing only
+                log.debug("closing a Cloudflare client failed", exc_info=True)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 _FINAL_REJECTIONS = {400, 404, 409, 413}
 
 
-def poll_results(reader: QueueReader, callbacks: CallbackService) -> int:
+def poll_results(reader: QueueReader, callbacks: CallbackService, source: str = "sqs") -> int:
     """Apply one receive's worth of callbacks; returns how many were applied.
 
     A callback with a bad signature stays in the queue (a secret may be mid-rotation:
@@ -38,7 +38,7 @@ def poll_results(reader: QueueReader, callbacks: CallbackService) -> int:
     applied, done = 0, []
     for m in reader.receive():
         try:
-            callbacks.handle(m.body, m.attributes.get(SIGNATURE_ATTRIBUTE), source="sqs")
+            callbacks.handle(m.body, m.attributes.get(SIGNATURE_ATTRIBUTE), source=source)
             applied += 1
         except CallbackRejected as exc:
             if exc.status not in _FINAL_REJECTIONS:

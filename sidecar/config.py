@@ -250,14 +250,53 @@ class AwsConfig(Section):
 
 
 class CloudflareConfig(Section):
-    worker_url: str | None = None
-    auth_token: SecretStr | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    worker_url: str | None = None  # the Worker's base URL: batches go in by its /enqueue
+    auth_token: SecretStr | None = None  # API token: Queues REST API and pull consumer
     account_id: str | None = None
-    queue_id: str | None = None
+    queue_id: str | None = None  # the jobs queue (REST API mode)
+    results_queue_id: str | None = None  # the Worker reports there (REPORT_MODE = "queue")
+    dlq_id: str | None = None  # the jobs queue's dead-letter queue, read by pull
     r2_bucket: str | None = None
     r2_endpoint: str | None = None
     r2_access_key_id: str | None = None
     r2_secret_access_key: SecretStr | None = None
+    from_: str | None = Field(None, alias="from")  # default providers.local.from
+    api_base: str = "https://api.cloudflare.com/client/v4"  # for testing
+    results_poll_interval: Seconds = Field(5, ge=1, le=3600)
+    dlq_poll_interval: Seconds = Field(60, ge=1, le=86_400)
+
+    @field_validator("worker_url", "r2_endpoint", "api_base")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL")
+        return v.rstrip("/") if v else v
+
+    @field_validator("from_")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not _is_sender(v):
+            raise ValueError("must be an address, e.g. 'Academy <noreply@example.org>'")
+        return v
+
+    @model_validator(mode="after")
+    def _a_way_in(self):
+        if not self.worker_url and not (self.account_id and self.queue_id and self.auth_token):
+            raise ValueError(
+                "give worker_url (batches go in through the Worker's /enqueue), or "
+                "account_id, queue_id and auth_token (the Queues REST API)"
+            )
+        pulls = self.results_queue_id or self.dlq_id
+        if pulls and not (self.account_id and self.auth_token):
+            raise ValueError("results_queue_id and dlq_id are read with the Queues pull API: "
+                             "set account_id and auth_token too")  # fmt: skip
+        r2 = [self.r2_bucket, self.r2_endpoint, self.r2_access_key_id, self.r2_secret_access_key]
+        if any(r2) and not all(r2):
+            raise ValueError("certificates in R2 need r2_bucket, r2_endpoint, "
+                             "r2_access_key_id and r2_secret_access_key together")  # fmt: skip
+        return self
 
 
 def _is_sender(value: str) -> bool:

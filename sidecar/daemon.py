@@ -78,8 +78,7 @@ class Daemon:
             self._writeback = threading.Thread(target=self._writeback_loop, name="write-back",
                                                daemon=True)  # fmt: skip
             self._writeback.start()
-        if self.config.providers.aws is not None:
-            rt.aws  # noqa: B018 - built here, once, before the two threads that share it
+        if rt.offloads():  # built here, once, before the two threads that share them
             self._cloud = [
                 threading.Thread(target=self._submit_loop, name="cloud-submit", daemon=True),
                 threading.Thread(target=self._poll_loop, name="cloud-poll", daemon=True),
@@ -260,7 +259,8 @@ class Daemon:
         while not rt.stop.is_set():
             try:
                 with rt.db.connection_context():
-                    rt.aws.submitter.run_once()
+                    for offload in rt.offloads():
+                        offload.submitter.run_once()
                 pause = self.poll_interval
             except ProviderUnavailable as exc:
                 pause = min(max(pause * 2, 5.0), 300.0)
@@ -280,18 +280,32 @@ class Daemon:
         rt = self.runtime
         aws = self.config.providers.aws
         polls = []
-        if aws.results_queue_url:
-            url = aws.results_queue_url
-            reader = partial(rt.aws.reader, url, aws.results_wait_seconds)
-            polls.append([url, 0.0, 0.0, lambda r=reader: poll_results(r(), rt.callbacks)])
-        for url, poll in (
-            (aws.dlq_url, poll_dead_letters),
-            (aws.ses_events_queue_url, poll_ses_events),
-        ):
-            if url:
-                reader = partial(rt.aws.reader, url)
-                polls.append([url, 0.0, aws.dlq_poll_interval,
-                              lambda r=reader, p=poll: p(r(), rt.clock)])  # fmt: skip
+        if aws is not None:
+            if aws.results_queue_url:
+                url = aws.results_queue_url
+                reader = partial(rt.aws.reader, url, aws.results_wait_seconds)
+                polls.append([url, 0.0, 0.0, lambda r=reader: poll_results(r(), rt.callbacks)])
+            for url, poll in (
+                (aws.dlq_url, poll_dead_letters),
+                (aws.ses_events_queue_url, poll_ses_events),
+            ):
+                if url:
+                    reader = partial(rt.aws.reader, url)
+                    polls.append([url, 0.0, aws.dlq_poll_interval,
+                                  lambda r=reader, p=poll: p(r(), rt.clock)])  # fmt: skip
+        cf = self.config.providers.cloudflare
+        if cf is not None:  # the Queues pull API: short polls, so each on an interval
+            if cf.results_queue_id:
+                reader = partial(rt.cloudflare.reader, cf.results_queue_id)
+                poll = partial(poll_results, callbacks=rt.callbacks, source="queue")
+                every = cf.results_poll_interval
+                polls.append([f"cloudflare queue {cf.results_queue_id}", 0.0, every,
+                              lambda r=reader, p=poll: p(r())])  # fmt: skip
+            if cf.dlq_id:
+                reader = partial(rt.cloudflare.reader, cf.dlq_id)
+                polls.append([f"cloudflare queue {cf.dlq_id}", 0.0, cf.dlq_poll_interval,
+                              lambda r=reader: poll_dead_letters(r(), rt.clock)])  # fmt: skip
+        long_polls = aws is not None and aws.results_queue_url and aws.results_wait_seconds > 0
         while not rt.stop.is_set():
             busy = False
             for entry in polls:
@@ -311,9 +325,8 @@ class Daemon:
                 if rt.stop.is_set():
                     return
             if not busy:
-                # the results poll itself waits (long polling) when it has a wait time
-                waits = not aws.results_queue_url or aws.results_wait_seconds == 0
-                rt.stop.wait(self.poll_interval if waits else 0.05)
+                # the SQS results poll itself waits (long polling) when it has a wait time
+                rt.stop.wait(0.05 if long_polls else self.poll_interval)
 
     # --- HTTP helpers ----------------------------------------------------------------------
 
@@ -324,8 +337,9 @@ class Daemon:
             return None
         if cert.revoked_at is not None:
             return certificate_gone(cert.code, cert.revoked_at)
-        if cert.storage == "s3" and self.config.providers.aws is not None:
-            url = self.runtime.aws.certificates.presign(
+        store = self._cloud_store(cert.storage)
+        if store is not None:
+            url = store.presign(
                 cert.key, self.config.offload.presigned_url_ttl, f"certificate-{cert.code}.pdf"
             )
             response = redirect(url, 302)
@@ -341,6 +355,16 @@ class Daemon:
             mimetype="application/pdf",
             headers={"Content-Disposition": f'inline; filename="certificate-{cert.code}.pdf"'},
         )
+
+    def _cloud_store(self, storage: str):
+        """The bucket holding a certificate stored in "s3" (AWS) or "r2" (Cloudflare), when
+        that provider is configured; None otherwise."""
+        providers = self.config.providers
+        if storage == "s3" and providers.aws is not None:
+            return self.runtime.aws.certificates
+        if storage == "r2" and providers.cloudflare is not None:
+            return self.runtime.cloudflare.certificates
+        return None
 
     def _verify_page(self, code: str) -> str | None:
         from html import escape

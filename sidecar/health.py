@@ -415,20 +415,37 @@ class Health:
         return self._part(name, state, summary, used=round(share, 4), **detail)
 
     def check_cloudflare(self) -> Part:
+        """The Worker's /health (ready, its version and email sender), or the jobs queue
+        through the REST API; one attempt within the check's deadline."""
+        from providers.base import ProviderError
+        from providers.cloudflare.queues import CloudflareSettings, QueueSubmitter
+
         name = "cloudflare"
-        off = self.config.offload
-        detail = {"checked": False}
-        if off.enabled and off.provider == "cloudflare":
-            return self._part(
-                name, WARN,
-                "not checked: this version has no Cloudflare connector, so jobs routed to "
-                "cloudflare cannot be handed over",
-                **detail,
-            )  # fmt: skip
-        return self._part(
-            name, OFF, "configured, not checked: this version has no Cloudflare connector",
-            **detail,
+        cf = self.config.providers.cloudflare
+        settings = CloudflareSettings(
+            worker_url=cf.worker_url, account_id=cf.account_id, queue_id=cf.queue_id,
+            api_token=cf.auth_token.get_secret_value() if cf.auth_token else None,
+            api_base=cf.api_base, timeout=self.timeout + 1, attempts=1,
         )  # fmt: skip
+        queue = QueueSubmitter(settings)
+        try:
+            if cf.worker_url:
+                health = queue.health()
+                detail = {"version": health.get("version"),
+                          "email_sender": health.get("email_sender")}  # fmt: skip
+                if health.get("status") != "ok":
+                    why = "; ".join(health.get("problems") or ["no reason given"])
+                    return self._part(name, FAIL, f"the Worker is misconfigured: {why}", **detail)
+                return self._part(
+                    name, OK, f"Worker {detail['version']} ready, email by "
+                    f"{detail['email_sender']}", **detail,
+                )  # fmt: skip
+            info = queue.queue_info()
+            return self._part(name, OK, f"queue {info.get('queue_name') or cf.queue_id} reachable")
+        except ProviderError as exc:
+            return self._part(name, FAIL, str(exc))
+        finally:
+            queue.close()
 
     def check_smtp(self) -> Part:
         from providers.base import ProviderError

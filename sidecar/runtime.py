@@ -161,13 +161,31 @@ class Runtime:
             raise ConfigError("providers.aws: not configured (needed for the aws route)")
         return AwsOffload(self.config, self.composer, self.clock)
 
+    @cached_property
+    def cloudflare(self):
+        """The Cloudflare offload pieces (the queue, pull readers, R2); needs
+        [providers.cloudflare]. Certificates are rendered here, in one worker process."""
+        from sidecar.cloud import CloudflareOffload
+
+        if self.config.providers.cloudflare is None:
+            raise ConfigError(
+                "providers.cloudflare: not configured (needed for the cloudflare route)"
+            )
+        return CloudflareOffload(self.config, self.composer, self.clock, self.pdf_pool())
+
+    def offloads(self) -> list:
+        """The configured cloud offloads (AwsOffload, CloudflareOffload), built."""
+        providers = self.config.providers
+        return [getattr(self, name) for name in ("aws", "cloudflare")
+                if getattr(providers, name) is not None]  # fmt: skip
+
     def cloud_problem(self, provider: str) -> str | None:
         """Why the cloud route `provider` cannot take a job now; None when it can."""
-        if provider != "aws":
+        if provider not in ("aws", "cloudflare"):
             return f"no {provider} connector is available in this version"
-        if self.config.providers.aws is None:
-            return "providers.aws is not configured"
-        return self.aws.problem()
+        if getattr(self.config.providers, provider) is None:
+            return f"providers.{provider} is not configured"
+        return getattr(self, provider).problem()
 
     def health(self) -> tuple[bool, dict]:
         from sidecar.db.models import Job
@@ -196,9 +214,9 @@ class Runtime:
         return ok, state
 
     def close(self) -> None:
-        if "aws" in self.__dict__:
-            self.aws.close()
-            del self.__dict__["aws"]
+        for name in ("aws", "cloudflare"):
+            if name in self.__dict__:
+                self.__dict__.pop(name).close()
         if self._pdf is not None:
             self._pdf.close()
             self._pdf = None

@@ -136,6 +136,15 @@ class CertificateStore:
         except BotoCoreError as exc:
             raise translate(exc, f"S3 GetObject {self.bucket}/{key}") from None
 
+    def put(self, key: str, data: bytes, content_type: str = "application/pdf") -> None:
+        """Store `data` at `key` (replacing what is there); raises ProviderError
+        (ProviderUnavailable: retry)."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                   ContentType=content_type)  # fmt: skip
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"PutObject {self.bucket}/{key}") from None
+
     def check(self) -> str:
         """Raises ProviderError when the bucket cannot be reached with these credentials."""
         try:

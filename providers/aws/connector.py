@@ -26,7 +26,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from providers.aws.clients import Endpoint, client, error_parts, is_transient
-from providers.base import ProviderError, ProviderUnavailable
+from providers.base import (
+    BatchOutcome,
+    MessageOverLimit,
+    ProviderError,
+    ProviderUnavailable,
+    SubmitInterrupted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +41,6 @@ MAX_ENTRIES = 10
 
 _ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,70}")
 _MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
-
-
-class MessageOverLimit(ProviderError):
-    """A body is over the queue's limit: it should have been split by build_batch_messages."""
-
-
-class SubmitInterrupted(ProviderUnavailable):
-    """SQS became unreachable mid-submission; `outcomes` holds what was accepted so far."""
-
-    def __init__(self, message: str, outcomes: "dict[str, BatchOutcome]"):
-        super().__init__(message)
-        self.outcomes = outcomes
 
 
 @dataclass(frozen=True)
@@ -87,24 +81,6 @@ class QueueInfo:
         else:
             redrive = "no redrive policy (DLQ): a poison message is retried until it expires"
         return f"{kind} {self.url}: messages up to {self.max_message_bytes} bytes; {redrive}"
-
-
-@dataclass(frozen=True)
-class BatchOutcome:
-    """One batch's parts: an SQS MessageId per accepted part, an error per failed one."""
-
-    batch_id: str
-    message_ids: tuple[str | None, ...]
-    errors: tuple[str | None, ...]
-
-    @property
-    def queued(self) -> bool:
-        """True when SQS accepted every part of the batch."""
-        return all(self.message_ids)
-
-    @property
-    def error(self) -> str | None:
-        return next((e for e in self.errors if e), None)
 
 
 @dataclass

@@ -114,10 +114,8 @@ def certificates_zip(obj: Context, course: int, since, output: str) -> None:
     path = Path(output)
     if not path.parent.is_dir():
         raise click.ClickException(f"{path.parent}: no such directory")
-    aws = obj.config.providers.aws
     open_pdf = certzip.opener(
-        Path(obj.config.providers.local.certificate_dir),
-        (lambda: rt.aws.certificates) if aws is not None else None,
+        Path(obj.config.providers.local.certificate_dir), certzip.cloud_stores(obj.config, rt)
     )
     if sys.stderr.isatty():
         with click.progressbar(length=len(entries), label="zipping", file=sys.stderr) as bar:

@@ -416,10 +416,8 @@ def zip_response(dashboard, runtime, scope: Scope, course: int, since, **by) -> 
         raise NotFound(f"course {course} has no issued, valid certificate"
                        + (f" since {since:%Y-%m-%d %H:%M}" if since else ""))  # fmt: skip
     config = dashboard.config
-    s3 = None
-    if config.providers.aws is not None and runtime is not None:
-        s3 = lambda: runtime.aws.certificates  # noqa: E731
-    open_pdf = certzip.opener(Path(config.providers.local.certificate_dir), s3)
+    stores = certzip.cloud_stores(config, runtime)
+    open_pdf = certzip.opener(Path(config.providers.local.certificate_dir), stores)
     store.audit("certificates_zipped", dashboard.clock(), None, course=course,
                 since=since, certificates=len(entries), **by)  # fmt: skip
     resp = Response(certzip.stream(entries, open_pdf), mimetype="application/zip")

@@ -49,7 +49,7 @@ def test_a_course_zip_reads_s3_certificates_and_lists_a_missing_one(store, tmp_p
         certzip.Entry("BBB", 2, "s3", "certificates/job/2.pdf", at, "L_G_2026-12-05_BBB.pdf"),
     ]
     missing = certzip.write_file(entries, tmp_path / "c.zip",
-                                 certzip.opener(tmp_path, lambda: store))  # fmt: skip
+                                 certzip.opener(tmp_path, {"s3": lambda: store}))  # fmt: skip
     assert [m.entry.code for m in missing] == ["BBB"]
     with zipfile.ZipFile(tmp_path / "c.zip") as zf:
         assert zf.namelist() == ["L_F_2026-12-05_AAA.pdf", "MISSING.txt"]
