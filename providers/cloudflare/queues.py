@@ -88,9 +88,10 @@ class CloudflareSettings:
 
 @dataclass
 class Pulled:
-    """One message of a pull: its decoded body, lease and id."""
+    """One message of a pull: its decoded body (UTF-8 bytes, as a report was signed),
+    lease and id."""
 
-    body: str
+    body: bytes
     lease_id: str
     message_id: str
     attempts: int = 1
@@ -373,8 +374,9 @@ class PullReader:
         out = []
         for m in (answer.get("result") or {}).get("messages") or []:
             text, attributes = _decode(m.get("body"))
-            out.append(Pulled(text, str(m.get("lease_id", "")), str(m.get("id", "")),
-                              int(m.get("attempts") or 1), attributes))  # fmt: skip
+            lease, mid = str(m.get("lease_id", "")), str(m.get("id", ""))
+            attempts = int(m.get("attempts") or 1)
+            out.append(Pulled(text.encode("utf-8"), lease, mid, attempts, attributes))
         return out
 
     def delete(self, receipts: Sequence[str]) -> None:

@@ -169,7 +169,7 @@ def test_pulled_reports_come_back_as_the_signed_body_and_its_signature(api):
     reader = PullReader(settings(api, qid), qid, batch_size=10)
     got = reader.receive()
     assert [(m.body, m.attributes["signature"]) for m in got] == [
-        (report, "ab" * 32), (report, "cd" * 32)]  # fmt: skip
+        (report.encode(), "ab" * 32), (report.encode(), "cd" * 32)]  # fmt: skip
     reader.delete([m.receipt for m in got])
     assert len(api.queues[qid].acked) == 2 and reader.receive() == []
     api.put(qid, {"job_id": "j", "batch_id": "b", "recipients": []})  # a dead letter
