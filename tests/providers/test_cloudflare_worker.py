@@ -114,11 +114,13 @@ def make_sidecar() -> tuple[ThreadingHTTPServer, str, Recorder]:
     return server, url + "/callback", received
 
 
-def make_email_api() -> tuple[ThreadingHTTPServer, str, Recorder]:
+def make_email_api() -> tuple[ThreadingHTTPServer, str, Recorder, threading.Event]:
     """A fake of Resend's POST /emails. The address's local part decides the answer:
     `throttled-*` gets 429 (Retry-After: 1) the first time and 200 after, `rejected-*`
-    gets 400; anything else 200 with an id. Records (to, status, Idempotency-Key)."""
+    gets 400, `hang-*` is recorded (status None) and answered only once the returned
+    event is set; anything else 200 with an id. Records (to, status, Idempotency-Key)."""
     received = Recorder()
+    release = threading.Event()
     seen: dict[str, int] = {}
     lock = threading.Lock()
 
@@ -129,6 +131,10 @@ def make_email_api() -> tuple[ThreadingHTTPServer, str, Recorder]:
             with lock:
                 seen[to] = seen.get(to, 0) + 1
                 first = seen[to] == 1
+            if to.startswith("hang-"):
+                received.add({"to": to, "status": None, "key": self.headers.get("Idempotency-Key")})
+                release.wait(60)
+                return  # the connection closes unanswered
             if to.startswith("throttled-") and first:
                 status, body, extra = 429, {"message": "Too many requests"}, {"Retry-After": "1"}
             elif to.startswith("rejected-"):
@@ -148,7 +154,7 @@ def make_email_api() -> tuple[ThreadingHTTPServer, str, Recorder]:
             pass
 
     server, url = serve(Handler)
-    return server, url, received
+    return server, url, received, release
 
 
 # --- wrangler dev ------------------------------------------------------------------------
@@ -239,9 +245,10 @@ class Wrangler:
 @pytest.fixture(scope="module")
 def servers():
     sidecar, callback_url, callbacks = make_sidecar()
-    api, api_url, api_calls = make_email_api()
+    api, api_url, api_calls, release = make_email_api()
     yield {"callback_url": callback_url, "callbacks": callbacks,
-           "api_url": api_url, "api_calls": api_calls}  # fmt: skip
+           "api_url": api_url, "api_calls": api_calls, "release": release}  # fmt: skip
+    release.set()
     sidecar.shutdown()
     api.shutdown()
 
@@ -451,6 +458,21 @@ def test_enqueue_refuses_a_bad_signature_or_timestamp_and_enqueues_nothing(
     assert count_emails(worker, refused["batch_id"]) == {}
 
 
+def test_enqueue_refuses_a_message_the_consumer_would_refuse_and_enqueues_nothing(workers, servers):
+    worker = workers["binding"]
+    good = make_batch(servers["callback_url"], ["valid@school.example.org"])
+    bad = make_batch(servers["callback_url"], ["invalid@school.example.org"])
+    bad["recipients"][0]["userid"] = "1001"
+    status, answer = enqueue(worker, messages_of(good) + messages_of(bad, compress=True))
+    assert status == 400, answer
+    assert answer["error"] == "messages[1]: recipients[0].userid: expected a positive integer"
+    status, answer = enqueue(worker, [{"schema": "something.else"}])
+    assert status == 400 and answer["error"].startswith("messages[0]: schema"), answer
+    time.sleep(2.5)  # one consumer batch window (max_batch_timeout = 2 s)
+    assert outcomes(servers["callbacks"], good["batch_id"]) == []
+    assert count_emails(worker, good["batch_id"]) == {}
+
+
 def test_the_same_message_delivered_twice_sends_one_email(workers, servers):
     worker, callbacks = workers["binding"], servers["callbacks"]
     batch = make_batch(servers["callback_url"], [f"twice{i}@school.example.org" for i in range(5)])
@@ -505,3 +527,27 @@ def test_http_api_hard_failure_is_reported_failed_and_not_retried(workers, serve
     got = [c for c in calls.snapshot() if tag in c["to"]]
     assert sorted(c["status"] for c in got) == [200, 400]
     assert len(outcomes(callbacks, batch["batch_id"])) == 2  # one report, not repeated
+
+
+def test_worker_killed_between_send_and_record_reports_unknown_and_never_resends(workers, servers):
+    """Runs last on the `api` Worker: it kills and restarts it (same persisted state)."""
+    worker, callbacks, calls = workers["api"], servers["callbacks"], servers["api_calls"]
+    tag = uuid.uuid4().hex[:8]
+    batch = make_batch(servers["callback_url"], [f"hang-{tag}@school.example.org"])
+    messages = messages_of(batch)
+    assert enqueue(worker, messages)[0] == 200
+    # the email API has the request (it may send it) and the Worker dies before it records
+    calls.wait(lambda items: any(c["to"].startswith(f"hang-{tag}") for c in items))
+    worker.stop(signal.SIGKILL)
+    worker.start()
+    worker.wait_ready()
+    # the sidecar resubmits the batch (its own retry after no report came)
+    assert enqueue(worker, messages)[0] == 200
+
+    final = wait_final(callbacks, batch["batch_id"], [1001], timeout=60)
+    assert final[1001].status == "failed"
+    assert final[1001].error_message.startswith("delivery outcome unknown")
+    assert final[1001].attempts == 1
+    assert [c["to"] for c in calls.snapshot() if tag in c["to"]] == [
+        f"hang-{tag}@school.example.org"
+    ]

@@ -22,8 +22,6 @@ export const UNKNOWN_OUTCOME =
 export const LOST_ANSWER =
   "delivery outcome unknown: the email service may have taken the email but its answer was lost " +
   "({}); not resent to avoid a duplicate (jobs retry sends it again)";
-/** seconds before a message is tried again when another invocation holds a claim */
-const BUSY_DELAY = 60;
 const MAX_ERROR = 1000;
 
 /**
@@ -127,9 +125,9 @@ async function processMessage(message, env, settings, send, pace) {
     b = await parseBatch(message.body);
   } catch (err) {
     if (!(err instanceof MessageError)) throw err;
-    console.error(`queue message ${message.id}: not a valid batch message (${err.message}); retried, ` +
-      `it reaches the dead-letter queue after max_retries (attempt ${message.attempts})`);
-    message.retry();
+    console.error(`queue message ${message.id}: not a valid batch message (${err.message}); retried at ` +
+      `once, it reaches the dead-letter queue after max_retries (delivery ${message.attempts})`);
+    message.retry({ delaySeconds: 0 });
     return;
   }
   const where = `${describe(b)} (queue message ${message.id}, delivery ${message.attempts})`;
@@ -139,7 +137,8 @@ async function processMessage(message, env, settings, send, pace) {
   const updates = [];
   /** @type {number | null} */
   let delay = null;
-  let busy = false;
+  /** @type {number | null} seconds until the last live claim of another invocation ends */
+  let busy = null;
   let replayed = 0;
   /** @type {string | null} */
   let firstError = null;
@@ -157,7 +156,9 @@ async function processMessage(message, env, settings, send, pace) {
     const released = [];
     for (const claim of claims) {
       if (claim.action === "busy") {
-        busy = true;
+        // retried once that claim is settled (then reported from it) or ran out (unknown)
+        const left = Math.ceil(((claim.lease_until ?? 0) - Date.now()) / 1000) + 1;
+        busy = Math.max(busy ?? 1, Math.min(left, 12 * 3600));
       } else if (claim.action === "replay" && claim.record) {
         updates.push(fromRecord(claim.userid, claim.record));
         replayed++;
@@ -209,12 +210,14 @@ async function processMessage(message, env, settings, send, pace) {
     delay = delay ?? DEFAULT_BACKOFF;
   }
   const failedCount = updates.filter((u) => u.status === FAILED).length;
-  const retry = delay !== null || busy;
+  const retry = delay !== null || busy !== null;
+  const wait = Math.max(delay ?? 0, busy ?? 0);
   console.log(`${where}: ${updates.length - failedCount} sent, ${failedCount} failed ` +
     `(${replayed} reported from earlier deliveries)` +
     (firstError ? `; first error: ${firstError}` : "") +
-    (retry ? `; retried in ${delay ?? BUSY_DELAY} s` : ""));
-  if (retry) message.retry({ delaySeconds: delay ?? BUSY_DELAY });
+    (busy !== null ? "; another invocation holds some claims" : "") +
+    (retry ? `; retried in ${wait} s` : ""));
+  if (retry) message.retry({ delaySeconds: wait });
   else message.ack();
 }
 

@@ -6,13 +6,14 @@
 // where each message is one `offload.batch.v1` object or its `offload.envelope.v1` wrapper,
 // at most MAX_MESSAGE_BYTES as compact JSON. Nothing is enqueued unless the signature
 // verifies (401), the timestamp is within MAX_SKEW_SECONDS of the Worker's clock (401) and
-// every message is valid (400, 413). The answer comes once every `sendBatch` resolved,
+// every message is one the consumer would deliver (400 naming the message and field; 413
+// for one over the size limit). The answer comes once every `sendBatch` resolved,
 // that is once the queue has written the messages:
 //   200 {"enqueued": n, "sends": k}
 // A queue error part way answers 503 (429 when throttled) with {"error", "status",
 // "enqueued": n}: messages[0:n] are in the queue, the rest are not.
 
-import { BATCH_SCHEMA, ENVELOPE_SCHEMA } from "./batch.js";
+import { MessageError, parseBatch } from "./batch.js";
 import { verify } from "./signing.js";
 
 export const ENQUEUE_SCHEMA = "offload.enqueue.v1";
@@ -102,12 +103,16 @@ export async function handleEnqueue(request, env) {
   /** @type {number[]} */
   const sizes = [];
   for (const [i, m] of messages.entries()) {
-    if (typeof m !== "object" || m === null || (m.schema !== BATCH_SCHEMA && m.schema !== ENVELOPE_SCHEMA)) {
-      return errorResponse(400, `messages[${i}].schema: expected ${BATCH_SCHEMA} or ${ENVELOPE_SCHEMA}`);
-    }
     const size = encoder.encode(JSON.stringify(m)).byteLength;
     if (size > MAX_MESSAGE_BYTES) {
       return errorResponse(413, `messages[${i}]: ${size} bytes, over the queue's ${MAX_MESSAGE_BYTES}`);
+    }
+    // the consumer's own checks: a message it would refuse never enters the queue
+    try {
+      await parseBatch(m);
+    } catch (err) {
+      if (!(err instanceof MessageError)) throw err;
+      return errorResponse(400, `messages[${i}]: ${err.message}`);
     }
     sizes.push(size);
   }

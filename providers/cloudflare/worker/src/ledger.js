@@ -49,6 +49,7 @@ export const MAX_KEYS = 128;
  * @property {"send" | "replay" | "busy"} action  send it; report it from `record`; or another
  *   live invocation holds it
  * @property {LedgerRecord} [record]
+ * @property {number} [lease_until] busy: epoch ms when the other invocation's claim ends
  */
 
 /** @param {number} userid */
@@ -79,7 +80,7 @@ export class DeliveryLedger extends DurableObject {
         claims[keyOf(userid)] = { state: SENDING, round, owner, lease_until: now + leaseMs };
         result.push({ userid, action: "send" });
       } else if (old.state === SENDING && (old.lease_until ?? 0) > now) {
-        result.push({ userid, action: "busy" });
+        result.push({ userid, action: "busy", lease_until: old.lease_until });
       } else {
         result.push({ userid, action: "replay", record: old });
       }
