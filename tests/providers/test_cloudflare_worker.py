@@ -163,8 +163,10 @@ def make_email_api() -> tuple[ThreadingHTTPServer, str, Recorder, threading.Even
 class Wrangler:
     """One `wrangler dev` of the worker, local mode, its state and temp files in `home`."""
 
-    def __init__(self, wrangler: Path, home: Path, variables: dict[str, str]):
-        self.wrangler, self.home, self.variables = wrangler, home, variables
+    def __init__(
+        self, wrangler: Path, home: Path, variables: dict[str, str], extra: list[Path] = ()
+    ):
+        self.wrangler, self.home, self.variables, self.extra = wrangler, home, variables, extra
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -185,7 +187,9 @@ class Wrangler:
         args = ["node", str(self.wrangler), "dev", "--local", "--ip", "127.0.0.1",
                 "--port", str(port), "--inspector-port", str(inspector),
                 "--persist-to", str(self.home / "state"), "--show-interactive-dev-session=false",
-                "--log-level", "log"]  # fmt: skip
+                "--log-level", "log", "-c", str(WORKER / "wrangler.jsonc")]  # fmt: skip
+        for config in self.extra:  # more Workers in the same local runtime (shared queues)
+            args += ["-c", str(config)]
         for name, value in self.variables.items():
             args += ["--var", f"{name}:{value}"]
         self.log = open(self.home / "wrangler.log", "ab")  # noqa: SIM115 (closed in stop)
@@ -253,17 +257,49 @@ def servers():
     api.shutdown()
 
 
+RELAY_JS = """
+export default {
+  async queue(batch, env) {
+    for (const message of batch.messages) {
+      const { signature, body } = message.body;
+      const resp = await fetch(env.RELAY_URL, {
+        method: "POST", headers: { "content-type": "application/json", "x-signature": signature }, body,
+      });
+      if (resp.ok) message.ack(); else message.retry({ delaySeconds: 1 });
+    }
+  },
+};
+"""
+
+
+def results_relay(home: Path, url: str) -> Path:
+    """A Worker that stands in for the sidecar's Queues pull consumer: it reads the results
+    queue and POSTs each report, as `body` with `signature` as X-Signature, to `url`."""
+    (home / "relay.js").write_text(RELAY_JS)
+    config = {
+        "name": "offload-results-relay", "main": "relay.js", "compatibility_date": "2026-04-20",
+        "vars": {"RELAY_URL": url},
+        "queues": {"consumers": [{"queue": "offload-results", "max_batch_size": 10,
+                                  "max_batch_timeout": 1, "max_retries": 3}]},
+    }  # fmt: skip
+    (home / "wrangler.jsonc").write_text(json.dumps(config))
+    return home / "wrangler.jsonc"
+
+
 @pytest.fixture(scope="module")
 def workers(servers, tmp_path_factory):
-    """The two Workers, started together: `binding` (send_email) and `api` (Resend fake)."""
+    """The two Workers, started together: `binding` (send_email, reports POSTed to the
+    callback URL) and `api` (the Resend fake, reports onto the results queue, which a
+    relay Worker reads and POSTs to the same callback URL)."""
     wrangler = _wrangler_bin()
+    relay = results_relay(tmp_path_factory.mktemp("cf-relay"), servers["callback_url"])
     base = {"CALLBACK_SECRET": SECRET}
     started = {
         "binding": Wrangler(wrangler, tmp_path_factory.mktemp("cf-binding"), base),
         "api": Wrangler(wrangler, tmp_path_factory.mktemp("cf-api"), {
             **base, "EMAIL_SENDER": "resend", "EMAIL_API_URL": servers["api_url"],
-            "EMAIL_API_KEY": "re_test_key", "CLAIM_LEASE_SECONDS": "2",
-        }),
+            "EMAIL_API_KEY": "re_test_key", "CLAIM_LEASE_SECONDS": "2", "REPORT_MODE": "queue",
+        }, [relay]),
     }  # fmt: skip
     try:
         for w in started.values():
@@ -363,7 +399,8 @@ def test_package_pins_wrangler_4_86_and_the_worker_reports_its_version(workers):
     assert status == 200 and health["status"] == "ok", health
     assert health["version"] == package["version"]
     assert health["email_sender"] == "binding" and health["problems"] == []
-    assert workers["api"].request("GET", "/health")[1]["email_sender"] == "resend"
+    api = workers["api"].request("GET", "/health")[1]
+    assert (api["email_sender"], api["report_mode"]) == ("resend", "queue")
 
 
 def test_the_worker_type_checks_with_tsc(workers):
