@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -230,6 +231,18 @@ class Wrangler:
     def tail(self) -> str:
         return (self.home / "wrangler.log").read_text(errors="replace")[-3000:]
 
+    def put_object(self, key: str, data: bytes) -> None:
+        """Store `data` in the local R2 bucket (the sidecar does it through R2's S3 API)."""
+        path = "/cdn-cgi/explorer/api/r2/buckets/offload-certificates/objects/"
+        status, answer = self.request("PUT", path + urllib.parse.quote(key, safe=""), data,
+                                      {"Content-Type": "application/pdf"})  # fmt: skip
+        assert status == 200 and answer["success"], answer
+
+    def attachments(self) -> list[bytes]:
+        """Every attachment the `send_email` simulation wrote so far."""
+        pattern = str(self.home / "tmp" / "**" / "email-attachment" / "*")
+        return [Path(p).read_bytes() for p in glob.glob(pattern, recursive=True)]
+
     def emails(self) -> list[str]:
         """The HTML of every email the `send_email` simulation wrote so far."""
         pattern = str(self.home / "tmp" / "**" / "email-html" / "*.html")
@@ -263,7 +276,9 @@ export default {
     for (const message of batch.messages) {
       const { signature, body } = message.body;
       const resp = await fetch(env.RELAY_URL, {
-        method: "POST", headers: { "content-type": "application/json", "x-signature": signature }, body,
+        method: "POST",
+        headers: { "content-type": "application/json", "x-signature": signature },
+        body,
       });
       if (resp.ok) message.ack(); else message.retry({ delaySeconds: 1 });
     }
@@ -442,6 +457,28 @@ def test_signed_enqueue_is_delivered_once_per_recipient_and_reported(workers, se
     assert all(u.external_id and u.timesent for u in final.values())
     counts = count_emails(worker, batch["batch_id"])
     assert counts == {userid: 1 for userid in range(1001, 1041)}
+
+
+def test_certificate_from_r2_is_attached_and_a_missing_one_reported_failed(workers, servers):
+    worker, callbacks = workers["binding"], servers["callbacks"]
+    batch = make_batch(
+        servers["callback_url"], ["cert1@school.example.org", "cert2@school.example.org"]
+    )
+    prefix = f"certs/{batch['batch_id']}/"
+    batch["header"]["actions"]["certificate"] = True
+    batch["header"]["email"]["attach_certificate"] = True
+    batch["header"]["certificate"] = {"template_id": "default", "bucket": "offload-certificates",
+                                      "key_prefix": prefix, "url_ttl": 3600}  # fmt: skip
+    pdf = f"%PDF-1.4 certificate of Ana Muñoz {batch['batch_id']}".encode()
+    worker.put_object(prefix + "1001.pdf", pdf)  # 1002's PDF was never stored
+    assert enqueue(worker, messages_of(batch))[0] == 200
+
+    final = wait_final(callbacks, batch["batch_id"], [1001, 1002])
+    assert final[1001].status == "sent" and final[1001].certificate_key == prefix + "1001.pdf"
+    assert final[1002].status == "failed"
+    assert final[1002].error_message == f"certificate PDF not found in R2 at {prefix}1002.pdf"
+    assert count_emails(worker, batch["batch_id"]) == {1001: 1}
+    assert pdf in worker.attachments()
 
 
 def test_enqueue_splits_sendbatch_at_100_messages_and_256_kb(workers, servers):
