@@ -481,6 +481,26 @@ def test_certificate_from_r2_is_attached_and_a_missing_one_reported_failed(worke
     assert pdf in worker.attachments()
 
 
+def test_a_1000_recipient_job_is_sent_once_each_and_reported_in_parts_under_128_kb(
+    workers, servers, record_property
+):
+    worker, callbacks = workers["binding"], servers["callbacks"]
+    batch = make_batch(
+        servers["callback_url"], [f"learner{i}@school.example.org" for i in range(1000)]
+    )
+    messages = messages_of(batch)
+    started = time.monotonic()
+    assert enqueue(worker, messages)[0] == 200
+    wait_final(callbacks, batch["batch_id"], range(1001, 2001), timeout=120)
+    elapsed = time.monotonic() - started
+    record_property("emails_per_second", round(1000 / elapsed, 1))
+    print(f"1000 emails in {elapsed:.1f} s: {1000 / elapsed:.0f}/s ({len(messages)} messages)")
+
+    assert count_emails(worker, batch["batch_id"]) == {u: 1 for u in range(1001, 2001)}
+    sizes = [len(raw) for raw, _ in callbacks.snapshot() if batch["batch_id"].encode() in raw]
+    assert len(sizes) > 1 and max(sizes) <= 128_000, sizes
+
+
 def test_enqueue_splits_sendbatch_at_100_messages_and_256_kb(workers, servers):
     worker = workers["binding"]
     batch = make_batch(servers["callback_url"], ["bulk@school.example.org"])
