@@ -116,10 +116,11 @@ def make_sidecar() -> tuple[ThreadingHTTPServer, str, Recorder]:
 
 
 def make_email_api() -> tuple[ThreadingHTTPServer, str, Recorder, threading.Event]:
-    """A fake of Resend's POST /emails. The address's local part decides the answer:
-    `throttled-*` gets 429 (Retry-After: 1) the first time and 200 after, `rejected-*`
-    gets 400, `hang-*` is recorded (status None) and answered only once the returned
-    event is set; anything else 200 with an id. Records (to, status, Idempotency-Key)."""
+    """A fake of Resend's POST /emails and SendGrid's POST /v3/mail/send. The address's
+    local part decides the answer: `throttled-*` gets 429 (Retry-After: 1) the first time
+    and success after, `rejected-*` gets 400, `hang-*` is recorded (status None) and
+    answered only once the returned event is set; anything else succeeds (Resend: 200
+    with an id; SendGrid: 202 with X-Message-Id). Records what each request carried."""
     received = Recorder()
     release = threading.Event()
     seen: dict[str, int] = {}
@@ -128,7 +129,9 @@ def make_email_api() -> tuple[ThreadingHTTPServer, str, Recorder, threading.Even
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            to = json.loads(raw)["to"][0]
+            sendgrid = self.path == "/v3/mail/send"
+            mail = json.loads(raw)
+            to = mail["personalizations"][0]["to"][0]["email"] if sendgrid else mail["to"][0]
             with lock:
                 seen[to] = seen.get(to, 0) + 1
                 first = seen[to] == 1
@@ -140,10 +143,13 @@ def make_email_api() -> tuple[ThreadingHTTPServer, str, Recorder, threading.Even
                 status, body, extra = 429, {"message": "Too many requests"}, {"Retry-After": "1"}
             elif to.startswith("rejected-"):
                 status, body, extra = 400, {"message": "Invalid `to` field"}, {}
+            elif sendgrid:
+                status, body, extra = 202, {}, {"X-Message-Id": f"sg-{uuid.uuid4().hex[:12]}"}
             else:
                 status, body, extra = 200, {"id": str(uuid.uuid4())}, {}
             received.add({"to": to, "status": status, "key": self.headers.get("Idempotency-Key"),
-                          "auth": self.headers.get("Authorization")})  # fmt: skip
+                          "auth": self.headers.get("Authorization"), "path": self.path,
+                          "mail": mail, "at": time.monotonic()})  # fmt: skip
             self.send_response(status)
             for name, value in extra.items():
                 self.send_header(name, value)
@@ -303,9 +309,10 @@ def results_relay(home: Path, url: str) -> Path:
 
 @pytest.fixture(scope="module")
 def workers(servers, tmp_path_factory):
-    """The two Workers, started together: `binding` (send_email, reports POSTed to the
-    callback URL) and `api` (the Resend fake, reports onto the results queue, which a
-    relay Worker reads and POSTs to the same callback URL)."""
+    """The Workers, started together: `binding` (send_email, reports POSTed to the
+    callback URL), `api` (the Resend fake, reports onto the results queue, which a relay
+    Worker reads and POSTs to the same callback URL) and `sendgrid` (the SendGrid fake,
+    paced to 10 emails a second)."""
     wrangler = _wrangler_bin()
     relay = results_relay(tmp_path_factory.mktemp("cf-relay"), servers["callback_url"])
     base = {"CALLBACK_SECRET": SECRET}
@@ -315,6 +322,10 @@ def workers(servers, tmp_path_factory):
             **base, "EMAIL_SENDER": "resend", "EMAIL_API_URL": servers["api_url"],
             "EMAIL_API_KEY": "re_test_key", "CLAIM_LEASE_SECONDS": "2", "REPORT_MODE": "queue",
         }, [relay]),
+        "sendgrid": Wrangler(wrangler, tmp_path_factory.mktemp("cf-sendgrid"), {
+            **base, "EMAIL_SENDER": "sendgrid", "EMAIL_API_URL": servers["api_url"],
+            "EMAIL_API_KEY": "SG.test", "EMAIL_RATE_PER_SECOND": "10",
+        }),
     }  # fmt: skip
     try:
         for w in started.values():
@@ -524,32 +535,34 @@ def test_enqueue_splits_sendbatch_at_100_messages_and_256_kb(workers, servers):
     assert count_emails(worker, batch["batch_id"]) == {1001: 1}
 
 
-@pytest.mark.parametrize(
-    ("case", "secret", "skew"),
-    [("wrong secret", "not-the-secret", 0), ("stale timestamp", SECRET, -3600),
-     ("future timestamp", SECRET, 3600)],
-    ids=["bad-signature", "stale", "future"],
-)  # fmt: skip
-def test_enqueue_refuses_a_bad_signature_or_timestamp_and_enqueues_nothing(
-    workers, servers, case, secret, skew
-):
+#: (case, signing secret or None for no X-Signature, timestamp offset from now in seconds)
+REFUSALS = [
+    ("wrong secret", "not-the-secret", 0),
+    ("no signature", None, 0),
+    ("stale timestamp", SECRET, -301),
+    ("future timestamp", SECRET, 3600),
+]
+
+
+def test_enqueue_refuses_a_bad_signature_or_timestamp_and_enqueues_nothing(workers, servers):
     worker, callbacks = workers["binding"], servers["callbacks"]
-    refused = make_batch(servers["callback_url"], ["refused@school.example.org"])
-    status, answer = enqueue(
-        worker, messages_of(refused), secret=secret, timestamp=int(time.time()) + skew
-    )
-    assert status == 401, answer
-    assert set(answer) == {"error", "status"} and SECRET not in answer["error"]
-    # no signature at all
-    raw = enqueue_body(messages_of(refused))
-    assert worker.request("POST", "/enqueue", raw)[0] == 401
-    # a good batch sent after it is delivered; the refused one never is
+    refused = []
+    for case, secret, skew in REFUSALS:
+        batch = make_batch(servers["callback_url"], ["refused@school.example.org"])
+        raw = enqueue_body(messages_of(batch), timestamp=int(time.time()) + skew)
+        headers = {"X-Signature": sign(secret, raw)} if secret else {}
+        status, answer = worker.request("POST", "/enqueue", raw, headers)
+        assert status == 401, (case, answer)
+        assert set(answer) == {"error", "status"} and SECRET not in answer["error"], case
+        refused.append(batch["batch_id"])
+    # a good batch sent after them is delivered; the refused ones never are
     good = make_batch(servers["callback_url"], ["after@school.example.org"])
     assert enqueue(worker, messages_of(good))[0] == 200
     wait_final(callbacks, good["batch_id"], [1001])
     time.sleep(2.5)  # one more consumer batch window (max_batch_timeout = 2 s)
-    assert outcomes(callbacks, refused["batch_id"]) == []
-    assert count_emails(worker, refused["batch_id"]) == {}
+    for batch_id in refused:
+        assert outcomes(callbacks, batch_id) == []
+        assert count_emails(worker, batch_id) == {}
 
 
 def test_enqueue_refuses_a_message_the_consumer_would_refuse_and_enqueues_nothing(workers, servers):
@@ -621,6 +634,30 @@ def test_http_api_hard_failure_is_reported_failed_and_not_retried(workers, serve
     got = [c for c in calls.snapshot() if tag in c["to"]]
     assert sorted(c["status"] for c in got) == [200, 400]
     assert len(outcomes(callbacks, batch["batch_id"])) == 2  # one report, not repeated
+
+
+def test_sendgrid_sends_paced_reports_its_message_ids_and_retries_a_429(workers, servers):
+    worker, callbacks, calls = workers["sendgrid"], servers["callbacks"], servers["api_calls"]
+    tag = uuid.uuid4().hex[:8]
+    addresses = [f"throttled-{tag}@school.example.org"] + [
+        f"paced{i}-{tag}@school.example.org" for i in range(10)
+    ]
+    batch = make_batch(servers["callback_url"], addresses)
+    batch["recipients"][1]["unsubscribe_url"] = "https://moodle.example.org/unsubscribe/t0k"
+    assert enqueue(worker, messages_of(batch))[0] == 200
+
+    final = wait_final(callbacks, batch["batch_id"], range(1001, 1012))
+    assert {u.status for u in final.values()} == {"sent"}
+    assert all(u.external_id.startswith("sg-") for u in final.values())
+    got = [c for c in calls.snapshot() if tag in c["to"]]
+    assert [c["status"] for c in got] == [429] + [202] * 11
+    assert {c["path"] for c in got} == {"/v3/mail/send"} and got[0]["auth"] == "Bearer SG.test"
+    mail = next(c["mail"] for c in got if c["to"].startswith("paced0-"))
+    assert mail["headers"]["List-Unsubscribe"] == "<https://moodle.example.org/unsubscribe/t0k>"
+    assert [c["type"] for c in mail["content"]] == ["text/plain", "text/html"]
+    # the 11 sends of the redelivery were spaced to EMAIL_RATE_PER_SECOND (10 a second)
+    sent = [c["at"] for c in got[1:]]
+    assert sent[-1] - sent[0] >= 0.9, sent
 
 
 def test_worker_killed_between_send_and_record_reports_unknown_and_never_resends(workers, servers):
