@@ -644,6 +644,7 @@ def test_sendgrid_sends_paced_reports_its_message_ids_and_retries_a_429(workers,
     ]
     batch = make_batch(servers["callback_url"], addresses)
     batch["recipients"][1]["unsubscribe_url"] = "https://moodle.example.org/unsubscribe/t0k"
+    batch["header"]["email"]["from"] = f"Academy <{SENDER}>"
     assert enqueue(worker, messages_of(batch))[0] == 200
 
     final = wait_final(callbacks, batch["batch_id"], range(1001, 1012))
@@ -655,6 +656,7 @@ def test_sendgrid_sends_paced_reports_its_message_ids_and_retries_a_429(workers,
     mail = next(c["mail"] for c in got if c["to"].startswith("paced0-"))
     assert mail["headers"]["List-Unsubscribe"] == "<https://moodle.example.org/unsubscribe/t0k>"
     assert [c["type"] for c in mail["content"]] == ["text/plain", "text/html"]
+    assert mail["from"] == {"email": SENDER, "name": "Academy"}
     # the 11 sends of the redelivery were spaced to EMAIL_RATE_PER_SECOND (10 a second)
     sent = [c["at"] for c in got[1:]]
     assert sent[-1] - sent[0] >= 0.9, sent

@@ -100,9 +100,16 @@ export async function handleQueue(batch, env) {
     return;
   }
   const pace = pacer(settings.ratePerSecond);
+  /** @type {number | null} */
+  let throttled = null;
   for (const message of batch.messages) {
+    if (throttled !== null) {
+      // the email service said to wait: the rest of this batch waits with it, untried
+      message.retry({ delaySeconds: throttled });
+      continue;
+    }
     try {
-      await processMessage(message, env, settings, send, pace);
+      throttled = await processMessage(message, env, settings, send, pace);
     } catch (err) {
       // the loop boundary: one message's failure must not lose the others
       console.error(`queue message ${message.id}: unexpected error; retried: ${/** @type {Error} */ (err).stack || err}`);
@@ -117,6 +124,7 @@ export async function handleQueue(batch, env) {
  * @param {Settings} settings
  * @param {(email: Email) => Promise<string>} send
  * @param {() => Promise<void>} pace
+ * @returns {Promise<number | null>} seconds the email service asked to wait (throttled), or null
  */
 async function processMessage(message, env, settings, send, pace) {
   /** @type {Batch} */
@@ -128,14 +136,14 @@ async function processMessage(message, env, settings, send, pace) {
     console.error(`queue message ${message.id}: not a valid batch message (${err.message}); retried at ` +
       `once, it reaches the dead-letter queue after max_retries (delivery ${message.attempts})`);
     message.retry({ delaySeconds: 0 });
-    return;
+    return null;
   }
   const where = `${describe(b)} (queue message ${message.id}, delivery ${message.attempts})`;
   const owner = `${message.id}:${crypto.randomUUID()}`;
   const ledger = env.LEDGER.get(env.LEDGER.idFromName(b.batch_id));
   /** @type {Update[]} */
   const updates = [];
-  /** @type {number | null} */
+  /** @type {number | null} seconds the email service asked to wait */
   let delay = null;
   /** @type {number | null} seconds until the last live claim of another invocation ends */
   let busy = null;
@@ -202,6 +210,7 @@ async function processMessage(message, env, settings, send, pace) {
     if (released.length) await ledger.release(owner, released);
   }
 
+  const throttled = delay;
   try {
     await report(env, b, updates);
   } catch (err) {
@@ -219,6 +228,7 @@ async function processMessage(message, env, settings, send, pace) {
     (retry ? `; retried in ${wait} s` : ""));
   if (retry) message.retry({ delaySeconds: wait });
   else message.ack();
+  return throttled;
 }
 
 /**

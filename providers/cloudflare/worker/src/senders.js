@@ -68,6 +68,19 @@ export function makeSender(env) {
   return kind === "resend" ? (email) => sendResend(base, key, email) : (email) => sendSendgrid(base, key, email);
 }
 
+const NAMED = /^\s*"?([^"<]*?)"?\s*<([^<>\s]+@[^<>\s]+)>\s*$/;
+
+/**
+ * `Name <addr@example.org>` (or a bare address) as {email, name?}.
+ * @param {string} address
+ * @returns {{email: string, name?: string}}
+ */
+export function parseAddress(address) {
+  const m = NAMED.exec(address);
+  if (!m) return { email: address.trim() };
+  return m[1] ? { email: m[2], name: m[1] } : { email: m[2] };
+}
+
 /** @param {ArrayBuffer} buffer */
 function base64(buffer) {
   const bytes = new Uint8Array(buffer);
@@ -82,10 +95,10 @@ function base64(buffer) {
  */
 async function sendBinding(binding, email) {
   /** @type {Record<string, any>} */
-  const message = { from: email.from, to: email.to, subject: email.subject };
+  const message = { from: parseAddress(email.from), to: email.to, subject: email.subject };
   if (email.html) message.html = email.html;
   if (email.text) message.text = email.text;
-  if (email.reply_to) message.replyTo = email.reply_to;
+  if (email.reply_to) message.replyTo = parseAddress(email.reply_to);
   if (Object.keys(email.headers).length) message.headers = email.headers;
   if (email.attachments.length) {
     message.attachments = email.attachments.map((a) => ({
@@ -136,14 +149,14 @@ async function sendSendgrid(base, key, email) {
   /** @type {Record<string, any>} */
   const body = {
     personalizations: [{ to: [{ email: email.to }] }],
-    from: { email: email.from },
+    from: parseAddress(email.from),
     subject: email.subject,
     content: [
       ...(email.text ? [{ type: "text/plain", value: email.text }] : []),
       ...(email.html ? [{ type: "text/html", value: email.html }] : []),
     ],
   };
-  if (email.reply_to) body.reply_to = { email: email.reply_to };
+  if (email.reply_to) body.reply_to = parseAddress(email.reply_to);
   if (Object.keys(email.headers).length) body.headers = email.headers;
   if (email.attachments.length) {
     body.attachments = email.attachments.map((a) => ({
