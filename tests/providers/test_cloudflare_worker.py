@@ -235,7 +235,10 @@ class Wrangler:
         self.log.close()
 
     def tail(self) -> str:
-        return (self.home / "wrangler.log").read_text(errors="replace")[-3000:]
+        return self.log_text()[-3000:]
+
+    def log_text(self) -> str:
+        return (self.home / "wrangler.log").read_text(errors="replace")
 
     def put_object(self, key: str, data: bytes) -> None:
         """Store `data` in the local R2 bucket (the sidecar does it through R2's S3 API)."""
@@ -634,6 +637,8 @@ def test_http_api_hard_failure_is_reported_failed_and_not_retried(workers, serve
     got = [c for c in calls.snapshot() if tag in c["to"]]
     assert sorted(c["status"] for c in got) == [200, 400]
     assert len(outcomes(callbacks, batch["batch_id"])) == 2  # one report, not repeated
+    # the reason (which may name the address) went to the sidecar, not into the Worker's log
+    assert "Resend HTTP 400" in worker.log_text() and tag not in worker.log_text()
 
 
 def test_sendgrid_sends_paced_reports_its_message_ids_and_retries_a_429(workers, servers):

@@ -148,6 +148,7 @@ async function processMessage(message, env, settings, send, pace) {
   /** @type {number | null} seconds until the last live claim of another invocation ends */
   let busy = null;
   let replayed = 0;
+  let sentNow = 0;
   /** @type {string | null} */
   let firstError = null;
   const seen = new Set();
@@ -183,9 +184,11 @@ async function processMessage(message, env, settings, send, pace) {
             timesent: Math.floor(Date.now() / 1000) };
           outcomes.push({ userid: r.userid, record });
           updates.push(fromRecord(r.userid, record));
+          sentNow++;
         } catch (err) {
           const reason = String(/** @type {Error} */ (err).message).slice(0, MAX_ERROR);
-          firstError = firstError || reason;
+          // logs carry no address: a refusal's code only (its reason goes to the sidecar)
+          firstError = firstError || (err instanceof Refused ? err.code : reason);
           if (err instanceof Backoff) {
             console.warn(`${where}: userid ${r.userid}: ${reason}; retried in ${err.delaySeconds} s`);
             delay = err.delaySeconds;
@@ -218,11 +221,10 @@ async function processMessage(message, env, settings, send, pace) {
       "the redelivery reports again without sending");
     delay = delay ?? DEFAULT_BACKOFF;
   }
-  const failedCount = updates.filter((u) => u.status === FAILED).length;
+  const failedNow = updates.length - replayed - sentNow;
   const retry = delay !== null || busy !== null;
   const wait = Math.max(delay ?? 0, busy ?? 0);
-  console.log(`${where}: ${updates.length - failedCount} sent, ${failedCount} failed ` +
-    `(${replayed} reported from earlier deliveries)` +
+  console.log(`${where}: ${sentNow} sent, ${failedNow} failed, ${replayed} reported from earlier deliveries` +
     (firstError ? `; first error: ${firstError}` : "") +
     (busy !== null ? "; another invocation holds some claims" : "") +
     (retry ? `; retried in ${wait} s` : ""));
@@ -251,7 +253,7 @@ async function deliver(env, b, r, send) {
     } catch (err) {
       throw new Backoff(`R2: ${/** @type {Error} */ (err).message}`, DEFAULT_BACKOFF);
     }
-    if (object === null) throw new Refused(`certificate PDF not found in R2 at ${key}`);
+    if (object === null) throw new Refused(`certificate PDF not found in R2 at ${key}`, "certificate not in R2");
     if (b.attach_certificate) {
       attachments.push({ filename: "certificate.pdf", content: await object.arrayBuffer() });
     }

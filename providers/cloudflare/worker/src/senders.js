@@ -17,7 +17,16 @@ export class Backoff extends Error {
     this.delaySeconds = delaySeconds;
   }
 }
-export class Refused extends Error {}
+export class Refused extends Error {
+  /**
+   * @param {string} message  reported to the sidecar (it may name the address)
+   * @param {string} code  for the Worker's log: never an address
+   */
+  constructor(message, code) {
+    super(message);
+    this.code = code;
+  }
+}
 export class Unknown extends Error {}
 
 export const SENDERS = ["binding", "resend", "sendgrid"];
@@ -115,7 +124,7 @@ async function sendBinding(binding, email) {
     if (/rate|limit|quota|too many|temporar|unavailable|timeout|internal/i.test(reason)) {
       throw new Backoff(`Email Service: ${reason}`, DEFAULT_BACKOFF);
     }
-    throw new Refused(`Email Service refused the email: ${reason}`);
+    throw new Refused(`Email Service refused the email: ${reason}`, "Email Service refused");
   }
 }
 
@@ -196,7 +205,8 @@ async function post(url, key, body, headers, service, idempotent) {
   if (resp.status === 429 || resp.status >= 500) {
     throw new Backoff(`${service} answered HTTP ${resp.status}`, retryAfter(resp.headers.get("retry-after")));
   }
-  throw new Refused(`${service} refused the email: HTTP ${resp.status}: ${detail}`.slice(0, MAX_ERROR));
+  throw new Refused(`${service} refused the email: HTTP ${resp.status}: ${detail}`.slice(0, MAX_ERROR),
+    `${service} HTTP ${resp.status}`);
 }
 
 /**
