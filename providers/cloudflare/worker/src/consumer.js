@@ -161,56 +161,57 @@ async function processMessage(message, env, settings, send, pace) {
     const claims = await ledger.claim(chunk.map((r) => r.userid), b.attempt, owner, settings.leaseMs, settings.ttlMs);
     /** @type {{userid: number, record: LedgerRecord}[]} */
     const outcomes = [];
-    /** @type {number[]} */
-    const released = [];
-    for (const claim of claims) {
-      if (claim.action === "busy") {
-        // retried once that claim is settled (then reported from it) or ran out (unknown)
-        const left = Math.ceil(((claim.lease_until ?? 0) - Date.now()) / 1000) + 1;
-        busy = Math.max(busy ?? 1, Math.min(left, 12 * 3600));
-      } else if (claim.action === "replay" && claim.record) {
-        updates.push(fromRecord(claim.userid, claim.record));
-        replayed++;
-      } else if (claim.action === "send") {
-        const r = /** @type {Recipient} */ (byId.get(claim.userid));
-        if (delay !== null) {
-          released.push(r.userid);
-          continue;
-        }
-        try {
+    // claimed for this invocation and not sent (yet): released when the chunk ends
+    const unsent = new Set(claims.filter((c) => c.action === "send").map((c) => c.userid));
+    try {
+      for (const claim of claims) {
+        if (claim.action === "busy") {
+          // retried once that claim is settled (then reported from it) or ran out (unknown)
+          const left = Math.ceil(((claim.lease_until ?? 0) - Date.now()) / 1000) + 1;
+          busy = Math.max(busy ?? 1, Math.min(left, 12 * 3600));
+        } else if (claim.action === "replay" && claim.record) {
+          updates.push(fromRecord(claim.userid, claim.record));
+          replayed++;
+        } else if (claim.action === "send" && delay === null) {
+          const r = /** @type {Recipient} */ (byId.get(claim.userid));
           await pace();
-          const { externalId, certificateKey } = await deliver(env, b, r, send);
-          const record = { state: SENT, round: b.attempt, external_id: externalId, certificate_key: certificateKey,
-            timesent: Math.floor(Date.now() / 1000) };
-          outcomes.push({ userid: r.userid, record });
-          updates.push(fromRecord(r.userid, record));
-          sentNow++;
-        } catch (err) {
-          const reason = String(/** @type {Error} */ (err).message).slice(0, MAX_ERROR);
-          // logs carry no address: a refusal's code only (its reason goes to the sidecar)
-          firstError = firstError || (err instanceof Refused ? err.code : reason);
-          if (err instanceof Backoff) {
-            console.warn(`${where}: userid ${r.userid}: ${reason}; retried in ${err.delaySeconds} s`);
-            delay = err.delaySeconds;
-            released.push(r.userid);
-          } else if (err instanceof Refused) {
-            const record = { state: FAILED, round: b.attempt, error_message: reason, attempts: b.attempt + 1 };
+          // from here the email may go out: a crash leaves the claim (reported unknown)
+          unsent.delete(r.userid);
+          try {
+            const { externalId, certificateKey } = await deliver(env, b, r, send);
+            const record = { state: SENT, round: b.attempt, external_id: externalId,
+              certificate_key: certificateKey, timesent: Math.floor(Date.now() / 1000) };
             outcomes.push({ userid: r.userid, record });
             updates.push(fromRecord(r.userid, record));
-          } else if (err instanceof Unknown) {
-            console.warn(`${where}: userid ${r.userid}: ${reason}; not sent again`);
-            outcomes.push({ userid: r.userid, record: { state: SENDING, round: b.attempt, owner, lease_until: 0 } });
-            updates.push(failed(r.userid, LOST_ANSWER.replace("{}", reason), b.attempt + 1));
-          } else {
-            throw err; // the claim stays: reported unknown once its lease ends
+            sentNow++;
+          } catch (err) {
+            const reason = String(/** @type {Error} */ (err).message).slice(0, MAX_ERROR);
+            // logs carry no address: a refusal's code only (its reason goes to the sidecar)
+            firstError = firstError || (err instanceof Refused ? err.code : reason);
+            if (err instanceof Backoff) {
+              console.warn(`${where}: userid ${r.userid}: ${reason}; retried in ${err.delaySeconds} s`);
+              delay = err.delaySeconds;
+              unsent.add(r.userid); // not sent, or safe to send again (Resend's key): released
+            } else if (err instanceof Refused) {
+              const record = { state: FAILED, round: b.attempt, error_message: reason, attempts: b.attempt + 1 };
+              outcomes.push({ userid: r.userid, record });
+              updates.push(fromRecord(r.userid, record));
+            } else if (err instanceof Unknown) {
+              console.warn(`${where}: userid ${r.userid}: ${reason}; not sent again`);
+              outcomes.push({ userid: r.userid, record: { state: SENDING, round: b.attempt, owner, lease_until: 0 } });
+              updates.push(failed(r.userid, LOST_ANSWER.replace("{}", reason), b.attempt + 1));
+            } else {
+              throw err; // its claim stays: reported unknown once the lease ends
+            }
           }
         }
       }
+    } finally {
+      // If this write fails the sends stay claimed: the redelivery reports them unknown
+      // once the lease ends, and sends none of them again.
+      if (outcomes.length) await ledger.settle(owner, outcomes);
+      if (unsent.size) await ledger.release(owner, [...unsent]);
     }
-    // If this write fails the sends stay claimed: the redelivery reports them unknown once
-    // the lease ends, and sends none of them again.
-    if (outcomes.length) await ledger.settle(owner, outcomes);
-    if (released.length) await ledger.release(owner, released);
   }
 
   const throttled = delay;
