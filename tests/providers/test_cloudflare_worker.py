@@ -174,6 +174,7 @@ class Wrangler:
         self, wrangler: Path, home: Path, variables: dict[str, str], extra: list[Path] = ()
     ):
         self.wrangler, self.home, self.variables, self.extra = wrangler, home, variables, extra
+        self.config = WORKER / "wrangler.jsonc"
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -194,7 +195,7 @@ class Wrangler:
         args = ["node", str(self.wrangler), "dev", "--local", "--ip", "127.0.0.1",
                 "--port", str(port), "--inspector-port", str(inspector),
                 "--persist-to", str(self.home / "state"), "--show-interactive-dev-session=false",
-                "--log-level", "log", "-c", str(WORKER / "wrangler.jsonc")]  # fmt: skip
+                "--log-level", "log", "-c", str(self.config)]  # fmt: skip
         for config in self.extra:  # more Workers in the same local runtime (shared queues)
             args += ["-c", str(config)]
         for name, value in self.variables.items():
