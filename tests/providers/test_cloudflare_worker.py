@@ -96,13 +96,19 @@ def serve(handler_class) -> tuple[ThreadingHTTPServer, str]:
 
 
 def make_sidecar() -> tuple[ThreadingHTTPServer, str, Recorder]:
-    """The sidecar's POST /callback: records each (raw body, X-Signature), answers 200."""
+    """The sidecar's POST /callback: records each (raw body, X-Signature), answers 200.
+    What the relay Worker reads from the dead-letter queue arrives at /dead-letter and is
+    recorded in the Recorder's `dead`."""
     received = Recorder()
+    received.dead = Recorder()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            received.add((raw, self.headers.get("X-Signature")))
+            if self.path == "/dead-letter":
+                received.dead.add(json.loads(raw))
+            else:
+                received.add((raw, self.headers.get("X-Signature")))
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -280,11 +286,29 @@ def servers():
     api.shutdown()
 
 
+#: a job_id that makes the relay Worker put a poison message on the jobs queue
+POISON_JOB = "00000000-0000-4000-8000-0000000dead0"
+
 RELAY_JS = """
 export default {
   async queue(batch, env) {
     for (const message of batch.messages) {
+      if (batch.queue === "offload-jobs-dlq") {
+        const resp = await fetch(env.DEAD_LETTER_URL, {
+          method: "POST", headers: { "content-type": "application/json" },
+          body: JSON.stringify({ body: message.body, attempts: message.attempts }),
+        });
+        if (resp.ok) message.ack(); else message.retry({ delaySeconds: 1 });
+        continue;
+      }
       const { signature, body } = message.body;
+      const report = JSON.parse(body);
+      if (report.job_id === env.POISON_JOB) {
+        // a batch message the consumer refuses (no recipients) as a broken producer would
+        // send it, bypassing /enqueue's checks
+        await env.JOBS.send({ schema: "offload.batch.v1", job_id: report.job_id,
+                              batch_id: report.batch_id, recipients: [] });
+      }
       const resp = await fetch(env.RELAY_URL, {
         method: "POST",
         headers: { "content-type": "application/json", "x-signature": signature },
@@ -299,13 +323,17 @@ export default {
 
 def results_relay(home: Path, url: str) -> Path:
     """A Worker that stands in for the sidecar's Queues pull consumer: it reads the results
-    queue and POSTs each report, as `body` with `signature` as X-Signature, to `url`."""
+    queue and POSTs each report, as `body` with `signature` as X-Signature, to `url`; and
+    the jobs' dead-letter queue, POSTing each message to the sidecar's /dead-letter."""
     (home / "relay.js").write_text(RELAY_JS)
+    dead_letter_url = url.rsplit("/", 1)[0] + "/dead-letter"
+    consumer = {"max_batch_size": 10, "max_batch_timeout": 1, "max_retries": 3}
     config = {
         "name": "offload-results-relay", "main": "relay.js", "compatibility_date": "2026-04-20",
-        "vars": {"RELAY_URL": url},
-        "queues": {"consumers": [{"queue": "offload-results", "max_batch_size": 10,
-                                  "max_batch_timeout": 1, "max_retries": 3}]},
+        "vars": {"RELAY_URL": url, "DEAD_LETTER_URL": dead_letter_url, "POISON_JOB": POISON_JOB},
+        "queues": {"producers": [{"binding": "JOBS", "queue": "offload-jobs"}],
+                   "consumers": [{"queue": "offload-results", **consumer},
+                                 {"queue": "offload-jobs-dlq", **consumer}]},
     }  # fmt: skip
     (home / "wrangler.jsonc").write_text(json.dumps(config))
     return home / "wrangler.jsonc"
@@ -666,6 +694,30 @@ def test_sendgrid_sends_paced_reports_its_message_ids_and_retries_a_429(workers,
     # the 11 sends of the redelivery were spaced to EMAIL_RATE_PER_SECOND (10 a second)
     sent = [c["at"] for c in got[1:]]
     assert sent[-1] - sent[0] >= 0.9, sent
+
+
+def test_a_poison_message_is_retried_max_retries_then_left_in_the_dead_letter_queue(
+    workers, servers
+):
+    worker, callbacks, calls = workers["api"], servers["callbacks"], servers["api_calls"]
+    tag = uuid.uuid4().hex[:8]
+    batch = make_batch(servers["callback_url"], [f"fine-{tag}@school.example.org"])
+    batch["header"]["job_id"] = POISON_JOB  # the relay then queues a broken copy of it
+    assert enqueue(worker, messages_of(batch))[0] == 200
+
+    dead = callbacks.dead.wait(
+        lambda items: any(d["body"].get("batch_id") == batch["batch_id"] for d in items)
+    )
+    poison = next(d for d in dead if d["body"].get("batch_id") == batch["batch_id"])
+    assert poison["body"]["recipients"] == []
+    log = worker.log_text()
+    assert "not a valid batch message (actions: expected an object)" in log
+    assert "(delivery 6)" in log  # max_retries = 5: six deliveries, then the DLQ
+    # the good batch was sent once; the poison one sent nothing and reported nothing
+    assert [c["to"] for c in calls.snapshot() if tag in c["to"]] == [
+        f"fine-{tag}@school.example.org"
+    ]
+    assert [u.status for u in outcomes(callbacks, batch["batch_id"])] == ["sent"]
 
 
 def test_worker_killed_between_send_and_record_reports_unknown_and_never_resends(workers, servers):
