@@ -78,7 +78,7 @@ class Recorder:
             self.items.append(item)
             self.cond.notify_all()
 
-    def wait(self, predicate: Callable[[list], bool], timeout: float = 30.0) -> list:
+    def wait(self, predicate: Callable[[list], bool], timeout: float = 60.0) -> list:
         with self.cond:
             if not self.cond.wait_for(lambda: predicate(list(self.items)), timeout):
                 raise AssertionError(f"not seen within {timeout} s; got {len(self.items)} items")
