@@ -2,11 +2,13 @@
 
 wrangler dev runs the Worker in workerd with local Queues (retries, dead-letter queue), R2,
 the Durable Object and a simulated `send_email` binding that writes each email's text and
-HTML to files under `$TMPDIR/miniflare-*/files/`. Two Workers start once for the module:
-one sends through that binding, one through an HTTP email API (Resend's shape) faked on
-127.0.0.1. A small HTTP server stands in for the sidecar's `/callback`; every callback's
-signature is checked with `providers.signing`. Nothing leaves 127.0.0.1: no login, no
-Cloudflare account (`CLOUDFLARE_CF_FETCH_ENABLED=false` stops the one lookup wrangler makes).
+HTML to files under `$TMPDIR/miniflare-*/files/`. Three `wrangler dev` start once for the
+module (see `workers`): one sends through that binding, two through HTTP email APIs
+(Resend's and SendGrid's shapes) faked on 127.0.0.1; the Resend one reports onto the
+results queue, which a relay Worker in the same runtime reads. A small HTTP server stands
+in for the sidecar's `/callback`; every callback's signature is checked with
+`providers.signing`. Nothing leaves 127.0.0.1: no login, no Cloudflare account
+(`CLOUDFLARE_CF_FETCH_ENABLED=false` stops the one lookup wrangler makes).
 
 Needs Node.js and the worker's npm packages (`npm ci --prefix providers/cloudflare/worker`,
 run here when they are missing); without `node`/`npm` the module is skipped, unless
