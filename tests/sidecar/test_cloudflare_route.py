@@ -131,9 +131,7 @@ def test_batches_go_to_the_queue_once_rendered_and_reports_come_back_by_pull(rt,
     assert len(cf["api"].queues[cf["results"]].leased) == 1  # the forged one, not acked
 
 
-def test_certificates_are_rendered_here_stored_in_r2_and_linked_through_the_sidecar(
-    rt, cf, clock
-):
+def test_certificates_are_rendered_here_stored_in_r2_and_linked_through_the_sidecar(rt, cf, clock):
     job_id = make_job(clock, 3, certificate=True)
     assert rt.cloudflare.submitter.run_once() == 1
     (body,) = on_queue(cf)
