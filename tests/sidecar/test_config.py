@@ -15,7 +15,7 @@ ENV = {
     "MOODLE_TOKEN": "moodle-token-0123456789",
     "CALLBACK_SECRET": "callback-secret-abcdef",
     "OFFLOAD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-    "CF_WORKER_TOKEN": "cf-worker-token-xyz",
+    "CF_API_TOKEN": "cf-worker-token-xyz",
     "R2_SECRET_ACCESS_KEY": "r2-secret-key-xyz",
     "SMTP_PASSWORD": "smtp-password-xyz",
 }
