@@ -335,10 +335,41 @@ def test_ses_quota_use_above_80_percent_warns_and_used_up_fails(sqlite_url, smal
     assert part.state == FAIL and "used up" in part.summary
 
 
-def test_cloudflare_is_not_checked_and_says_so(sqlite_url):
-    config = make_config(sqlite_url, cloudflare={"account_id": "abc"})
+def test_cloudflare_names_an_unreachable_or_misconfigured_worker(sqlite_url):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.motoserver import free_port
+
+    nobody = f"http://127.0.0.1:{free_port()}"
+    config = make_config(sqlite_url, cloudflare={"worker_url": nobody})
     part = by_name(Health(config).parts())["cloudflare"]
-    assert part.state == OFF and "not checked" in part.summary
+    assert part.state == FAIL and nobody in part.summary
+
+    class Misconfigured(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"status": "misconfigured", "version": "1.0.0",
+                               "email_sender": "resend",
+                               "problems": ["EMAIL_API_KEY is not set"]}).encode()  # fmt: skip
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Misconfigured)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        config = make_config(sqlite_url, cloudflare={"worker_url": url})
+        part = by_name(Health(config).parts())["cloudflare"]
+        assert part.state == FAIL and "EMAIL_API_KEY is not set" in part.summary
+    finally:
+        server.shutdown()
 
 
 # --- the ledger: database and stuck jobs ---------------------------------------------------
