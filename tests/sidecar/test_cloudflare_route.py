@@ -29,6 +29,7 @@ from sidecar.runtime import Runtime
 from sidecar.status import BatchStatus, JobStatus
 from sidecar.status import RecipientStatus as R
 from tests.cloudflare_api import ACCOUNT, TOKEN, CloudflareApi
+from tests.sidecar.test_cloud import aws  # noqa: F401 - the moto stack fixture
 
 SECRET = "cf-route-secret"
 SENDER = "Academy <noreply@academy.example>"
@@ -213,3 +214,67 @@ def test_a_config_without_a_way_in_names_the_keys(tmp_path):
         Config.model_validate({"providers": {"cloudflare": {"r2_bucket": "certs"}}})
     text = str(caught.value)
     assert "providers.cloudflare" in text and "worker_url" in text and "queue_id" in text
+
+
+# --- routing: each company to its own cloud, in one run -----------------------------------
+
+
+def test_a_cloudflare_company_and_an_aws_company_go_each_to_their_own_cloud_in_one_run(
+    db,
+    db_url,
+    cf,
+    aws,
+    tmp_path,  # noqa: F811
+):
+    from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
+    from sidecar import runs, sync
+    from sidecar.moodle import open_client
+    from tests.conftest import Clock, schedule_row
+    from tests.sidecar.test_cloud import SECRET as AWS_SECRET
+    from tests.sidecar.test_cloud import make_config as aws_config
+    from tests.sidecar.test_runs import START
+
+    site = generate_site(SiteSpec(seed=11, learners=40, courses=2, companies=2))
+    aws_co, cf_co = sorted(site.companies)
+    # IOMAD's cloud settings as Moodle serves them: one company on AWS, one on Cloudflare
+    site.cloud_settings[:] = [
+        {"companyid": aws_co, "enabled": 1, "email_provider": "AWS", "threshold": 1},
+        {"companyid": cf_co, "enabled": 1, "email_provider": "CLOUDFLARE", "threshold": 1},
+    ]
+    site.schedules[:] = [
+        schedule_row(site.main_course_id, id=1, name="AWS co", companyid=aws_co),
+        schedule_row(site.main_course_id, id=2, name="CF co", companyid=cf_co),
+    ]
+    with SandboxServer(site) as server:
+        both = aws_config(db_url, aws, tmp_path).model_dump(by_alias=True, mode="json")
+        both["providers"]["cloudflare"] = make_config(db_url, cf, tmp_path).model_dump(
+            by_alias=True, mode="json")["providers"]["cloudflare"]  # fmt: skip
+        both["providers"]["cloudflare"]["auth_token"] = TOKEN
+        both["providers"]["cloudflare"]["r2_secret_access_key"] = "testing"
+        both["security"]["callback_secrets"] = [AWS_SECRET]
+        both["moodle"] = {"url": server.url, "token": site.token, "retry_attempts": 1}
+        both["offload"]["threshold"] = 1000  # the site's own threshold: local
+        both["schedules"] = {"timezone": "Europe/London"}
+        config = Config.model_validate(both)
+        clock = Clock(START)
+        rt = Runtime(config, clock=clock)
+        try:
+            results = sync.sync_all(config, lambda: open_client(config), clock())
+            assert not any(r.error for r in results), results
+            clock.now = START.replace(hour=9, minute=0, second=5)
+            fired = runs.Runner(rt).tick()
+            assert sorted(r.status for r in fired) == ["done", "done"]
+            by_company = {j.tenant_id: j for j in Job.select()}
+            assert by_company[aws_co].route == "aws" and by_company[cf_co].route == "cloudflare"
+            assert f"company {cf_co}" in by_company[cf_co].route_reason
+            assert rt.aws.submitter.run_once() >= 1
+            assert rt.cloudflare.submitter.run_once() >= 1
+            on_cf = {b["job_id"] for b in on_queue(cf)}
+            assert on_cf == {by_company[cf_co].id}
+            from tests.sidecar.test_cloud import receive_all
+
+            on_sqs = {decode_body(m["Body"].encode())["job_id"]
+                      for m in receive_all(aws["sqs"], aws["jobs"])}  # fmt: skip
+            assert on_sqs == {by_company[aws_co].id}
+        finally:
+            rt.close()
