@@ -15,9 +15,13 @@ from providers.aws.account import CertificateStore
 
 
 def r2_client(endpoint: str, key_id: str, secret: str, *, attempts: int = 5) -> Any:
+    # checksums only where S3 requires them: R2 does not take the aws-chunked uploads with
+    # trailing checksums that boto3 sends by default since 1.36 (Cloudflare's R2 docs)
     config = Config(
         region_name="auto", connect_timeout=5.0, read_timeout=30.0, signature_version="s3v4",
         retries={"mode": "standard", "total_max_attempts": attempts},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )  # fmt: skip
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret,

@@ -32,7 +32,27 @@ def worker(tmp_path_factory):
 
 
 @pytest.fixture
-def daemon(tmp_path, worker):
+def make_daemon(tmp_path, worker):
+    started = []
+
+    def start(extra: str = "") -> Daemon:
+        path = write_config(tmp_path, worker, extra)
+        d = Daemon(load(path), path, poll_interval=0.2)
+        d.start(schedules=False)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.shutdown()
+
+
+@pytest.fixture
+def daemon(make_daemon):
+    return make_daemon()
+
+
+def write_config(tmp_path, worker, extra: str = ""):
     port = free_port()
     path = tmp_path / "offload.toml"
     path.write_text(
@@ -43,26 +63,24 @@ def daemon(tmp_path, worker):
         "job_batch_size = 25\n"
         f'[providers.cloudflare]\nworker_url = "{worker.url}"\n'
         'from = "Academy <noreply@academy.example>"\n'
-        f'[providers.local]\nmaildir = "{tmp_path}/mail"\ncertificate_dir = "{tmp_path}/certs"\n'
+        + extra
+        + f'[providers.local]\nmaildir = "{tmp_path}/mail"\ncertificate_dir = "{tmp_path}/certs"\n'
     )
-    d = Daemon(load(path), path, poll_interval=0.2)
-    d.start(schedules=False)
-    try:
-        yield d
-    finally:
-        d.shutdown()
+    return path
 
 
-def make_job(clock_now, n: int) -> str:
+def make_job(clock_now, n: int, *, certificate: bool = False, batch_size: int = 25) -> str:
     people = [jobs.RecipientIn(u, f"learner{u}@school.example.org", f"Zed{u}X", "Learner")
               for u in range(1, n + 1)]  # fmt: skip
     spec = jobs.JobSpec(
-        type="send_reminder", template_id="reminder", source="test", route="cloudflare",
-        route_reason="test: the cloudflare route", courseid=101,
+        type="certificate" if certificate else "send_reminder",
+        template_id="completion" if certificate else "reminder", source="test",
+        route="cloudflare", route_reason="test: the cloudflare route", courseid=101,
+        actions=jobs.Actions(email=True, certificate=certificate),
         template_data={"course": {"fullname": "Sécurité 101", "shortname": "SEC101",
                                   "url": "https://moodle.example.org/course/view.php?id=101"}},
     )  # fmt: skip
-    return jobs.create_job(spec, people, batch_size=25, now=clock_now).job_id
+    return jobs.create_job(spec, people, batch_size=batch_size, now=clock_now).job_id
 
 
 def emails_by_learner(worker: Wrangler, n: int) -> dict[int, int]:
@@ -108,3 +126,54 @@ def test_a_job_goes_through_the_worker_and_back_and_a_resent_batch_mails_nobody_
     wait_until(all_sent, 60, "the resent batch reported again")
     time.sleep(1.0)  # give a second email, if any, the time to be written
     assert emails_by_learner(worker, 60) == {u: 1 for u in range(1, 61)}
+
+
+@pytest.fixture
+def bridge(worker):
+    from tests.r2_bridge import R2Bridge
+
+    b = R2Bridge(worker.url)
+    yield b
+    b.close()
+
+
+def test_1000_learners_get_one_email_each_and_a_certificate_link_that_downloads_their_pdf(
+    make_daemon, worker, bridge
+):
+    from io import BytesIO
+
+    import requests
+    from pypdf import PdfReader
+
+    from sidecar.db.models import Certificate
+
+    n = 1000
+    daemon = make_daemon(
+        'r2_bucket = "offload-certificates"\n'
+        f'r2_endpoint = "{bridge.url}"\nr2_access_key_id = "local"\n'
+        'r2_secret_access_key = "local"\n'
+    )
+    rt = daemon.runtime
+    with rt.db.connection_context():
+        job_id = make_job(rt.clock(), n, certificate=True, batch_size=200)
+    daemon._wake.set()
+
+    def all_sent() -> bool:
+        with rt.db.connection_context():
+            got = {r.status for r in Recipient.select().where(Recipient.job == job_id)}
+        return got == {R.SENT}
+
+    wait_until(all_sent, 600, "every recipient reported sent")
+    assert emails_by_learner(worker, n) == {u: 1 for u in range(1, n + 1)}
+    assert len(bridge.puts) == n  # each PDF rendered here, stored once, before queueing
+    with rt.db.connection_context():
+        certs = {c.userid: c for c in Certificate.select().where(Certificate.job_id == job_id)}
+        assert Job.get_by_id(job_id).status == JobStatus.COMPLETED
+    assert len(certs) == n and {c.storage for c in certs.values()} == {"r2"}
+    base = daemon.config.server.public_url
+    http = requests.Session()
+    for u, cert in sorted(certs.items()):
+        link = http.get(f"{base}/certificates/{cert.code}", timeout=30, allow_redirects=False)
+        assert link.status_code == 302, (u, link.status_code)
+        pdf = http.get(link.headers["Location"], timeout=30)
+        assert f"Zed{u}X" in PdfReader(BytesIO(pdf.content)).pages[0].extract_text(), u

@@ -223,8 +223,8 @@ def test_a_cloudflare_company_and_an_aws_company_go_each_to_their_own_cloud_in_o
     db,
     db_url,
     cf,
-    aws,
-    tmp_path,  # noqa: F811
+    aws,  # noqa: F811
+    tmp_path,
 ):
     from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
     from sidecar import runs, sync
