@@ -30,7 +30,7 @@ from providers.aws import SqsSubmitter, SubmitInterrupted
 from providers.aws.account import SendQuota, SesAccount
 from providers.base import ProviderError, ProviderUnavailable
 from providers.message import MessageTooLarge, build_batch_parts, decode_body
-from sidecar import certificates
+from sidecar import certificates, crashpoints
 from sidecar.compose import Composer
 from sidecar.db import store
 from sidecar.db.models import Batch, Job, Recipient
@@ -417,6 +417,7 @@ class CloudSubmitter:
             raise ProviderUnavailable(
                 f"{exc}; {done} batches were queued before, the rest stay pending"
             ) from exc
+        crashpoints.reach("cloud.accepted")  # the queue has them; the ledger does not yet
         done = self._record(sending.built, outcomes)
         log.debug("%d batches queued in %.2fs", done, time.monotonic() - sending.started)
         return done

@@ -177,3 +177,48 @@ def test_1000_learners_get_one_email_each_and_a_certificate_link_that_downloads_
         assert link.status_code == 302, (u, link.status_code)
         pdf = http.get(link.headers["Location"], timeout=30)
         assert f"Zed{u}X" in PdfReader(BytesIO(pdf.content)).pages[0].extract_text(), u
+
+
+def test_the_daemon_killed_after_the_queue_took_its_batches_mails_nobody_twice(
+    tmp_path, worker, start_daemon
+):
+    """SIGKILL between the Worker accepting the batches and the ledger recording it: the
+    Worker delivers (its reports cannot reach a dead daemon and are retried); the daemon
+    restarted hands the same batches over again; the Worker's record absorbs the copies."""
+    import subprocess
+    import sys
+
+    from sidecar.runtime import Runtime
+
+    from .conftest import cli_env
+
+    path = write_config(tmp_path, worker)
+    config = load(path)
+    rt = Runtime(config)
+    rt.ready_db()
+    with rt.db.connection_context():
+        job_id = make_job(rt.clock(), 60)
+    rt.close()
+    crashed = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "run"], stdin=subprocess.DEVNULL,
+        env=cli_env(path, {"MOODLE_OFFLOAD_CRASH_AT": "cloud.accepted"}),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert crashed.wait(timeout=120) == -9  # killed at the crash point
+    wait_until(lambda: sum(emails_by_learner(worker, 60).values()) == 60, 60,
+               "the Worker delivered the batches the dead daemon handed over")  # fmt: skip
+    rt = Runtime(config)
+    with rt.db.connection_context():  # the ledger never recorded the hand-over
+        assert {b.status for b in Batch.select().where(Batch.job == job_id)} == {
+            BatchStatus.PENDING}  # fmt: skip
+    start_daemon(path)
+
+    def all_sent() -> bool:
+        with rt.db.connection_context():
+            got = {r.status for r in Recipient.select().where(Recipient.job == job_id)}
+        return got == {R.SENT}
+
+    wait_until(all_sent, 120, "every recipient reported sent after the restart")
+    time.sleep(1.0)
+    assert emails_by_learner(worker, 60) == {u: 1 for u in range(1, 61)}
+    rt.close()
