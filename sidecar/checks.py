@@ -181,15 +181,10 @@ def _certificate_dir(config: Config) -> CheckResult:
     return CheckResult("certificates", True, str(path))
 
 
-def _aws(config: Config) -> list[CheckResult]:
-    """The job queue (size limit, redrive), the polled queues, SES quota and sender, bucket."""
+def _prober(out: list[CheckResult]):
+    """`probe(name, fix, fn)`: runs `fn() -> (ok, detail)` and appends its CheckResult; a
+    ProviderError fails the check with its message and `fix`."""
     from providers.base import ProviderError
-    from sidecar.cloud import AwsOffload
-    from sidecar.runtime import Runtime
-
-    aws = config.providers.aws
-    offload = AwsOffload(config, Runtime(config).composer, lambda: None)
-    out: list[CheckResult] = []
 
     def probe(name: str, fix: str, fn) -> None:
         try:
@@ -197,6 +192,20 @@ def _aws(config: Config) -> list[CheckResult]:
         except ProviderError as exc:
             ok, detail = False, f"{exc} ({fix})"
         out.append(CheckResult(name, ok, detail))
+
+    return probe
+
+
+def _aws(config: Config) -> list[CheckResult]:
+    """The job queue (size limit, redrive), the polled queues, SES quota and sender, bucket."""
+    from sidecar.cloud import AwsOffload
+    from sidecar.runtime import Runtime
+
+    aws = config.providers.aws
+    offload = AwsOffload(config, Runtime(config).composer, lambda: None)
+    out: list[CheckResult] = []
+
+    probe = _prober(out)
 
     def job_queue():
         info = offload.sqs.check()
@@ -237,7 +246,6 @@ def _aws(config: Config) -> list[CheckResult]:
 def _cloudflare(config: Config) -> list[CheckResult]:
     """The Worker (health, version, email sender) or the queue through the REST API, the
     pulled queues, and the R2 bucket; each failure names the key or setting to fix."""
-    from providers.base import ProviderError
     from sidecar.cloud import CloudflareOffload
     from sidecar.runtime import Runtime
 
@@ -245,12 +253,7 @@ def _cloudflare(config: Config) -> list[CheckResult]:
     offload = CloudflareOffload(config, Runtime(config).composer, lambda: None)
     out: list[CheckResult] = []
 
-    def probe(name: str, fix: str, fn) -> None:
-        try:
-            ok, detail = fn()
-        except ProviderError as exc:
-            ok, detail = False, f"{exc} ({fix})"
-        out.append(CheckResult(name, ok, detail))
+    probe = _prober(out)
 
     def queue(queue_id: str):
         def read():

@@ -493,7 +493,41 @@ class CloudSubmitter:
             store.apply_updates(job.id, batch.id, updates, now, 1)
 
 
-class AwsOffload:
+class _Offload:
+    """What both clouds' pieces share: the cached answer to "can the queue take a job
+    now" (`check_queue` asked at most once a minute) and closing every client."""
+
+    _checked_at: float | None = None
+    _problem: str | None = None
+
+    def check_queue(self) -> object:
+        raise NotImplementedError
+
+    def parts(self) -> list:
+        raise NotImplementedError
+
+    def problem(self) -> str | None:
+        """Why the job queue cannot take batches now (None: it can); asked at most once a
+        minute, for routing a new job."""
+        now = time.monotonic()
+        if self._checked_at is None or now - self._checked_at > 60:
+            try:
+                self.check_queue()
+                self._problem = None
+            except ProviderError as exc:
+                self._problem = str(exc)
+            self._checked_at = now
+        return self._problem
+
+    def close(self) -> None:
+        for part in self.parts():
+            try:
+                part.close()
+            except Exception:  # noqa: BLE001 - closing only
+                log.debug("closing a %s client failed", type(self).__name__, exc_info=True)
+
+
+class AwsOffload(_Offload):
     """The AWS pieces of one configuration, built on first use and closed together."""
 
     def __init__(self, config, composer: Composer, clock: Callable[[], datetime]):
@@ -526,8 +560,6 @@ class AwsOffload:
             clock=clock,
         )  # fmt: skip
         self._readers: dict[str, object] = {}
-        self._checked_at: float | None = None
-        self._problem: str | None = None
 
     def reader(self, url: str, wait_seconds: int = 0):
         from providers.aws.queues import QueueReader
@@ -536,28 +568,14 @@ class AwsOffload:
             self._readers[url] = QueueReader(url, self.endpoint, wait_seconds=wait_seconds)
         return self._readers[url]
 
-    def problem(self) -> str | None:
-        """Why the job queue cannot take batches now (None: it can); asked at most once a
-        minute, for routing a new job."""
-        now = time.monotonic()
-        if self._checked_at is None or now - self._checked_at > 60:
-            try:
-                self.sqs.check()
-                self._problem = None
-            except ProviderError as exc:
-                self._problem = str(exc)
-            self._checked_at = now
-        return self._problem
+    def check_queue(self):
+        return self.sqs.check()
 
-    def close(self) -> None:
-        for part in (self.sqs, self.ses, self.certificates, *self._readers.values()):
-            try:
-                part.close()
-            except Exception:  # noqa: BLE001 - closing only
-                log.debug("closing an AWS client failed", exc_info=True)
+    def parts(self) -> list:
+        return [self.sqs, self.ses, self.certificates, *self._readers.values()]
 
 
-class CloudflareOffload:
+class CloudflareOffload(_Offload):
     """The Cloudflare pieces of one configuration: the queue (through the Worker or the
     REST API), the pull readers of the results queue and the DLQ, and R2 for certificates,
     which are rendered here (the Worker cannot run xhtml2pdf) and stored before their
@@ -596,8 +614,6 @@ class CloudflareOffload:
             pacer=Pacer(None, clock, "cloudflare"), store_pdfs=self.store_pdfs,
         )  # fmt: skip
         self._readers: dict[str, object] = {}
-        self._checked_at: float | None = None
-        self._problem: str | None = None
 
     def store_pdfs(self, items: list[tuple[str, str]]) -> dict[str, str]:
         """Render each (key, html) to a PDF here and put it in R2; {key: why} for the ones
@@ -632,19 +648,6 @@ class CloudflareOffload:
             self._readers[queue_id] = PullReader(self.queue_settings, queue_id)
         return self._readers[queue_id]
 
-    def problem(self) -> str | None:
-        """Why the queue cannot take batches now (None: it can); asked at most once a
-        minute, for routing a new job."""
-        now = time.monotonic()
-        if self._checked_at is None or now - self._checked_at > 60:
-            try:
-                self.check_queue()
-                self._problem = None
-            except ProviderError as exc:
-                self._problem = str(exc)
-            self._checked_at = now
-        return self._problem
-
     def check_queue(self) -> str:
         """The Worker's health (its version and email sender), or the queue through the REST
         API; raises ProviderError naming what to fix."""
@@ -659,11 +662,5 @@ class CloudflareOffload:
         info = self.queue.queue_info()
         return f"queue {info.get('queue_name') or self.config.queue_id} reachable"
 
-    def close(self) -> None:
-        for part in (self.queue, self.certificates, *self._readers.values()):
-            if part is None:
-                continue
-            try:
-                part.close()
-            except Exception:  # noqa: BLE001 - closing only
-                log.debug("closing a Cloudflare client failed", exc_info=True)
+    def parts(self) -> list:
+        return [p for p in (self.queue, self.certificates, *self._readers.values()) if p]

@@ -277,9 +277,7 @@ class CloudflareConfig(Section):
     @field_validator("from_")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
-        if v is not None and not _is_sender(v):
-            raise ValueError("must be an address, e.g. 'Academy <noreply@example.org>'")
-        return v
+        return _sender_or_none(v)
 
     @model_validator(mode="after")
     def _a_way_in(self):
@@ -297,6 +295,13 @@ class CloudflareConfig(Section):
             raise ValueError("certificates in R2 need r2_bucket, r2_endpoint, "
                              "r2_access_key_id and r2_secret_access_key together")  # fmt: skip
         return self
+
+
+def _sender_or_none(value: str | None) -> str | None:
+    """A `from` key's value: None, or one address with an optional display name."""
+    if value is not None and not _is_sender(value):
+        raise ValueError("must be an address, e.g. 'Acme Training <training@acme.example>'")
+    return value
 
 
 def _is_sender(value: str) -> bool:
@@ -349,9 +354,7 @@ class CompanyConfig(Section):
     @field_validator("from_")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
-        if v is not None and not _is_sender(v):
-            raise ValueError("must be an address, e.g. 'Acme Training <training@acme.example>'")
-        return v
+        return _sender_or_none(v)
 
 
 class SchedulesConfig(Section):

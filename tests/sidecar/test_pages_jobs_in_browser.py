@@ -58,12 +58,12 @@ def sink():
 
 @pytest.fixture
 def daemon(tmp_path):
-    """`daemon(smtp_port, rate)`: the daemon (dashboard on, delivery loop, HTTP server) on a
-    fresh SQLite ledger, delivering by SMTP to 127.0.0.1:smtp_port at `rate` a second, with
-    a local account `ops`."""
+    """`daemon(smtp_port, rate, extra)`: the daemon (dashboard on, delivery loop, HTTP
+    server) on a fresh SQLite ledger, delivering by SMTP to 127.0.0.1:smtp_port at `rate` a
+    second, with a local account `ops`; `extra` is more of its config (e.g. `[moodle]`)."""
     started = []
 
-    def start(smtp_port: int, rate: float = 0.0) -> Daemon:
+    def start(smtp_port: int, rate: float = 0.0, extra: str = "") -> Daemon:
         path = tmp_path / "offload.toml"
         path.write_text(
             f'[database]\nurl = "sqlite:///{tmp_path}/ledger.db"\n'
@@ -72,7 +72,7 @@ def daemon(tmp_path):
             f'[security]\nencryption_key = "{KEY}"\n[dashboard]\nenabled = true\n'
             f'[providers.local]\nfrom = "noreply@academy.example"\nsmtp_host = "127.0.0.1"\n'
             f'smtp_port = {smtp_port}\nsmtp_security = "none"\nrate_per_second = {rate}\n'
-            f'certificate_dir = "{tmp_path}/certs"\n'
+            f'certificate_dir = "{tmp_path}/certs"\n' + extra
         )
         d = Daemon(load(path), path, poll_interval=0.2)
         d.start(schedules=False)

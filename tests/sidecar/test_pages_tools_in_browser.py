@@ -6,13 +6,9 @@ the confirmation dialog, then the job's page while the daemon delivers to a real
 import pytest
 
 from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
-from sidecar import access
-from sidecar.config import load
-from sidecar.daemon import Daemon
 from sidecar.db.models import Job, Recipient
-from tests.e2e.conftest import free_port
 
-from .test_pages_jobs_in_browser import KEY, PASSWORD, sign_in, sink, utcnow, wait_for  # noqa: F401
+from .test_pages_jobs_in_browser import daemon, sign_in, sink, wait_for  # noqa: F401
 
 
 @pytest.fixture
@@ -24,40 +20,16 @@ def moodle():
         yield server
 
 
-@pytest.fixture
-def daemon(tmp_path, moodle):
-    started = []
-
-    def start(smtp_port: int) -> Daemon:
-        path = tmp_path / "offload.toml"
-        path.write_text(
-            f'[database]\nurl = "sqlite:///{tmp_path}/ledger.db"\n'
-            f'[server]\nlisten = "127.0.0.1:{free_port()}"\npublic_url = "http://127.0.0.1"\n'
-            f'[security]\nencryption_key = "{KEY}"\n[dashboard]\nenabled = true\n'
-            f'[moodle]\nurl = "{moodle.url}"\ntoken = "{moodle.site.token}"\n'
-            f'[providers.local]\nfrom = "noreply@academy.example"\nsmtp_host = "127.0.0.1"\n'
-            f'smtp_port = {smtp_port}\nsmtp_security = "none"\n'
-            f'certificate_dir = "{tmp_path}/certs"\n'
-        )
-        d = Daemon(load(path), path, poll_interval=0.2)
-        d.start(schedules=False)
-        started.append(d)
-        access.add_account("ops", PASSWORD, utcnow())
-        return d
-
-    yield start
-    for d in started:
-        d.shutdown()
-
-
 def test_a_re_engagement_is_previewed_confirmed_and_delivered_once_from_the_page(
-    daemon,
+    daemon,  # noqa: F811
     sink,  # noqa: F811
     moodle,
     page,
 ):
     server = sink()
-    d = daemon(server.port)
+    d = daemon(
+        server.port, extra=f'[moodle]\nurl = "{moodle.url}"\ntoken = "{moodle.site.token}"\n'
+    )
     sign_in(page, d.http.url)
     with page.expect_navigation():
         page.get_by_role("link", name="Send", exact=True).click()
