@@ -174,8 +174,24 @@ def run(args, tmp: Path, worker: Wrangler):
     return created, queued, left, captured, ours, posting, rss, profiler
 
 
+def sandboxed_floor(template_data: dict, n: int) -> float:
+    """Seconds the shipped Renderer (sandboxed, as the sidecar must render templates that
+    administrators edit) takes for the same emails, called directly: the least any
+    submission of ours spends rendering."""
+    from sidecar.render import Renderer, learner_vars
+
+    renderer = Renderer()
+    started = time.perf_counter()
+    for p in people(n):
+        ctx = {**template_data, **p.vars, "unsubscribe_url": "", "today": "2026-12-06",
+               **learner_vars(p.userid, p.email, p.firstname, p.lastname)}  # fmt: skip
+        renderer.render_email("reminder", ctx)
+    return time.perf_counter() - started
+
+
 def report(args, created, queued, left, captured, ours, posting, rss, profiler) -> None:
     rendering = render_floor(TEMPLATE_DATA, args.recipients)
+    sandboxed = sandboxed_floor(TEMPLATE_DATA, args.recipients)
     messages = sum(len(json.loads(b)["messages"]) for b in captured)
     total = sum(len(b) for b in captured)
     floor = rendering + posting
@@ -189,7 +205,11 @@ def report(args, created, queued, left, captured, ours, posting, rss, profiler) 
           f"ledger commits")  # fmt: skip
     print(f"render floor:          {rendering:.2f} s  bare Jinja2, the same emails, no sandbox")
     print(f"post floor:            {posting:.2f} s  bare requests, the same bodies, re-signed")
-    print(f"ratio ours/(render floor + post floor): {ours / floor:.2f}  (target <= 1.5)")
+    print(f"ratio ours/(render floor + post floor): {ours / floor:.2f}  (issue's target <= 1.5)")
+    print(f"sandboxed render:      {sandboxed:.2f} s  the shipped Renderer, the same emails "
+          f"({sandboxed / rendering:.2f}x bare Jinja2)")  # fmt: skip
+    print(f"ratio ours/(sandboxed render + post floor): {ours / (sandboxed + posting):.2f}  "
+          "(restated target <= 1.5: see the issue's note)")  # fmt: skip
     print(f"throughput:            {messages / ours:.0f} messages/s, "
           f"{created.pending / ours:.0f} recipients/s "
           f"(post floor {messages / posting:.0f} messages/s)")  # fmt: skip
