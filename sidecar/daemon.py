@@ -51,6 +51,7 @@ class Daemon:
         self._stopping = False
         self.heartbeats = watchdog.Heartbeats()
         self._wedged: list[str] = []
+        self._ledger_lock = None  # the SQLite ledger's shared lock (sidecar.db.backup)
         self._handlers: dict[int, Callable[[], None]] = {
             signal.SIGTERM: self.handle_term,
             signal.SIGINT: self.handle_term,
@@ -61,6 +62,7 @@ class Daemon:
 
     def start(self, *, schedules: bool = True) -> None:
         rt = self.runtime
+        self._hold_ledger()
         applied = rt.upgrade()
         if applied:
             log.info("database: schema now at version %d", applied[-1])
@@ -94,6 +96,16 @@ class Daemon:
         if schedules:
             self._start_schedules()
         self.running = True
+
+    def _hold_ledger(self) -> None:
+        """An SQLite ledger: hold its shared lock while running, so `db restore` refuses
+        to replace it under this daemon (sidecar.db.backup)."""
+        from sidecar.db import backup
+
+        path = backup.sqlite_path(self.config.database.url)
+        if path is not None and self._ledger_lock is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._ledger_lock = backup.hold_shared(path)
 
     def _unsubscribe_service(self):
         from sidecar import unsubscribe
