@@ -64,15 +64,30 @@ class Heartbeats:
 
 def status_line(now: datetime) -> str:
     """One line for `systemctl status`: "3 jobs running; last schedule sync 12:04 UTC"."""
-    from sidecar.db.models import Job, SyncState
+    from sidecar.db.models import Job
     from sidecar.web.pages.overview import RUNNING
 
     running = Job.select().where(Job.status.in_(RUNNING)).count()
+    return f"{running} job{'' if running == 1 else 's'} running; {last_sync_text(now)}"
+
+
+def last_sync_text(now: datetime) -> str:
+    """ "last schedule sync 12:04 UTC" (its date too when older than a day), or "no
+    schedule sync yet"; a sync that failed since says so."""
+    from sidecar.db.models import SyncState
+
     sync = SyncState.get_or_none(SyncState.source == "moodle")
-    if sync is None or sync.ok_at is None:
-        synced = "no schedule sync yet"
-    elif now - sync.ok_at < timedelta(days=1):
-        synced = f"last schedule sync {sync.ok_at:%H:%M} UTC"
-    else:
-        synced = f"last schedule sync {sync.ok_at:%Y-%m-%d %H:%M} UTC"
-    return f"{running} job{'' if running == 1 else 's'} running; {synced}"
+    if sync is None or (sync.ok_at is None and sync.error_at is None):
+        return "no schedule sync yet"
+    text = (
+        "no schedule sync yet"
+        if sync.ok_at is None
+        else f"last schedule sync {_at(sync.ok_at, now)}"
+    )
+    if sync.error_at is not None and (sync.ok_at is None or sync.error_at >= sync.ok_at):
+        text += f" (failed at {_at(sync.error_at, now)})"
+    return text
+
+
+def _at(at: datetime, now: datetime) -> str:
+    return f"{at:%H:%M} UTC" if now - at < timedelta(days=1) else f"{at:%Y-%m-%d %H:%M} UTC"
