@@ -2,9 +2,11 @@
 daemon keeps sending WATCHDOG=1 (with a STATUS= line); one whose delivery thread hangs
 stops, so systemd (WatchdogSec=) would kill and restart it."""
 
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -31,6 +33,7 @@ def daemon(tmp_path):
         )
         procs.append((proc, notify))
         notify.wait_for("READY=1")
+        proc.listen = re.search(r'listen = "([^"]+)"', config.read_text()).group(1)
         return proc, notify
 
     yield start
@@ -60,6 +63,9 @@ def pings(got: list[tuple[float, str]], after: float = 0.0) -> list[str]:
 
 def test_a_healthy_daemon_keeps_pinging_with_a_status_line(daemon):
     proc, notify = daemon({})
+    # READY=1 came only once the database answered and the HTTP port was bound
+    with urllib.request.urlopen(f"http://{proc.listen}/healthz", timeout=5) as answer:
+        assert answer.status == 200
     got = messages(notify, 4.0)
     late = pings(got, after=2.0)
     assert len(late) >= 3, got  # every 0.5 s, on and on
