@@ -4,7 +4,9 @@ Start order: config, database upgrade, HTTP bind, delivery loop, READY=1. Signal
 handlers only enqueue; the main thread handles them. SIGTERM/SIGINT: STOPPING=1, stop
 taking work, let the message in flight finish (bounded by server.drain_timeout), exit 0;
 a second signal stops at once. SIGHUP re-reads the config and keeps the old one if the
-new one is invalid. The ledger holds every recipient whatever the stop.
+new one is invalid. The ledger holds every recipient whatever the stop. Under a systemd
+watchdog (`WatchdogSec=`) the main loop sends WATCHDOG=1 and a STATUS= line while the
+delivery threads make progress (sidecar.watchdog).
 """
 
 import logging
@@ -20,7 +22,7 @@ from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
 from providers.base import ProviderError, ProviderUnavailable
-from sidecar import certificates, systemd
+from sidecar import certificates, systemd, watchdog
 from sidecar.config import Config, load
 from sidecar.errors import ConfigError
 from sidecar.jobs import queue_local_batches
@@ -47,6 +49,9 @@ class Daemon:
         self.running = False
         self.exit_code = 0
         self._stopping = False
+        self.heartbeats = watchdog.Heartbeats()
+        self._wedged: list[str] = []
+        self._ledger_lock = None  # the SQLite ledger's shared lock (sidecar.db.backup)
         self._handlers: dict[int, Callable[[], None]] = {
             signal.SIGTERM: self.handle_term,
             signal.SIGINT: self.handle_term,
@@ -57,6 +62,7 @@ class Daemon:
 
     def start(self, *, schedules: bool = True) -> None:
         rt = self.runtime
+        self._hold_ledger()
         applied = rt.upgrade()
         if applied:
             log.info("database: schema now at version %d", applied[-1])
@@ -73,6 +79,7 @@ class Daemon:
         self.http.start()
         log.info("listening on %s", self.http.url)
         self._worker = threading.Thread(target=self._work_loop, name="delivery", daemon=True)
+        self.heartbeats.watch(self._worker)
         self._worker.start()
         if self.config.moodle is not None:
             self._writeback = threading.Thread(target=self._writeback_loop, name="write-back",
@@ -84,10 +91,21 @@ class Daemon:
                 threading.Thread(target=self._poll_loop, name="cloud-poll", daemon=True),
             ]
             for t in self._cloud:
+                self.heartbeats.watch(t)
                 t.start()
         if schedules:
             self._start_schedules()
         self.running = True
+
+    def _hold_ledger(self) -> None:
+        """An SQLite ledger: hold its shared lock while running, so `db restore` refuses
+        to replace it under this daemon (sidecar.db.backup)."""
+        from sidecar.db import backup
+
+        path = backup.sqlite_path(self.config.database.url)
+        if path is not None and self._ledger_lock is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._ledger_lock = backup.hold_shared(path)
 
     def _unsubscribe_service(self):
         from sidecar import unsubscribe
@@ -129,13 +147,45 @@ class Daemon:
             signal.signal(signum, self._enqueue)
         systemd.notify("READY=1")
         log.info("moodle-offload running (pid ready)")
+        every = watchdog.interval()
+        turn = min(1.0, every / 2) if every else 1.0
+        next_ping = 0.0
         while self.running:
+            if every and time.monotonic() >= next_ping:
+                self.ping_watchdog(every)
+                next_ping = time.monotonic() + every / 2
             try:
-                signum = self._signals.get(timeout=1.0)
+                signum = self._signals.get(timeout=turn)
             except queue.Empty:
                 continue
             self._handlers[signum]()
         return self.exit_code
+
+    def ping_watchdog(self, every: float) -> bool:
+        """WATCHDOG=1 with a STATUS= line, unless a delivery thread died or is stuck for
+        longer than the watchdog interval: then no ping, and systemd restarts the service.
+        Returns whether it pinged."""
+        wedged = [] if self._stopping else self.heartbeats.wedged(every)
+        names = [w.split(" (")[0] for w in wedged]
+        if wedged:
+            if names != self._wedged:
+                log.error(
+                    "watchdog: %s: no WATCHDOG=1 sent, systemd restarts the service",
+                    ", ".join(wedged),
+                )
+            self._wedged = names
+            return False
+        self._wedged = []
+        systemd.notify(f"WATCHDOG=1\nSTATUS={self._status_line()}")
+        return True
+
+    def _status_line(self) -> str:
+        try:
+            with self.runtime.db.connection_context():
+                return watchdog.status_line(self.runtime.clock())
+        except Exception as exc:  # noqa: BLE001 - the status line is informative only
+            log.debug("status line: %s", exc)
+            return f"database not readable: {type(exc).__name__}"
 
     def _enqueue(self, signum: int, _frame) -> None:
         self._signals.put_nowait(signum)
@@ -220,6 +270,7 @@ class Daemon:
     def _work_loop(self) -> None:
         rt = self.runtime
         delivery = rt.delivery()
+        delivery.heartbeat = partial(self.heartbeats.beat, "delivery")
         while not rt.stop.is_set():
             try:
                 with rt.db.connection_context():
@@ -227,6 +278,7 @@ class Daemon:
                     delivery.run_once()
             except Exception:  # noqa: BLE001 - loop boundary: log and go on
                 log.exception("delivery loop error; retrying")
+            self.heartbeats.beat("delivery", idle=self.poll_interval)
             self._wake.wait(self.poll_interval)
             self._wake.clear()
 
@@ -268,6 +320,7 @@ class Daemon:
             except Exception:  # noqa: BLE001 - loop boundary: log and go on
                 log.exception("cloud submission error; retrying")
                 pause = min(max(pause * 2, 5.0), 300.0)
+            self.heartbeats.beat("cloud-submit", idle=pause)
             self._wake.wait(pause)
 
     def _poll_loop(self) -> None:
@@ -306,7 +359,10 @@ class Daemon:
                 polls.append([f"cloudflare queue {cf.dlq_id}", 0.0, cf.dlq_poll_interval,
                               lambda r=reader: poll_dead_letters(r(), rt.clock)])  # fmt: skip
         long_polls = aws is not None and aws.results_queue_url and aws.results_wait_seconds > 0
+        # one turn may long-poll (results_wait_seconds) and then wait poll_interval
+        turn = (aws.results_wait_seconds if long_polls else 0) + self.poll_interval
         while not rt.stop.is_set():
+            self.heartbeats.beat("cloud-poll", idle=turn)
             busy = False
             for entry in polls:
                 url, due, interval, poll = entry

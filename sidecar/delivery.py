@@ -77,6 +77,7 @@ class LocalDelivery:
         self.pdf = pdf
         self.clock = clock
         self.stop = stop or threading.Event()
+        self.heartbeat: Callable[[], None] = lambda: None  # progress, for the watchdog
         # host:pid:token; the token tells this process from an earlier one with the same pid
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:100]
 
@@ -85,9 +86,11 @@ class LocalDelivery:
     def run_once(self) -> int:
         """Deliver every batch that is due now; returns the number of outcomes recorded."""
         done = 0
+        crashpoints.hang("delivery.run")
         self.recover_orphans()
         try:
             while not self.stop.is_set():
+                self.heartbeat()
                 batch = self._claim()
                 if batch is None:
                     break
@@ -185,6 +188,7 @@ class LocalDelivery:
         check_at = time.monotonic() + self.settings.cancel_check_seconds
         try:
             for r in todo:
+                self.heartbeat()
                 if self.stop.is_set():
                     break
                 if time.monotonic() >= check_at:

@@ -96,6 +96,7 @@ from sidecar.cli import (  # noqa: E402,F401  (registers them)
     reengagement,
     schedules,
     send,
+    status,
     suppression,
     welcome,
 )

@@ -1,4 +1,4 @@
-"""`run`, `check`, `db upgrade` and `demo`."""
+"""`run`, `check`, `db upgrade`, `db backup`, `db restore` and `demo`."""
 
 import click
 
@@ -56,6 +56,65 @@ def db_upgrade(obj: Context) -> None:
         )
     else:
         click.echo(f"schema already at version {version}")
+
+
+def _sqlite_or_refuse(obj: Context, file: str, *, restore: bool = False):
+    from sidecar.db import backup
+
+    url = obj.config.database.url
+    path = backup.sqlite_path(url)
+    if path is None:
+        raise click.ClickException(backup.refusal(url, file, restore=restore))
+    return path
+
+
+@db.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_ctx
+def db_backup(obj: Context, file: str) -> None:
+    """Copy the SQLite ledger into FILE while the daemon runs (SQLite's online backup)."""
+    from pathlib import Path
+
+    from sidecar.db import backup
+
+    path = _sqlite_or_refuse(obj, file)
+    try:
+        done = backup.backup(path, Path(file))
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    size = done.target.stat().st_size
+    click.echo(
+        f"backed up {done.source} into {done.target}: schema version {done.version}, "
+        f"{done.jobs} jobs, {size / 1e6:.1f} MB"
+    )
+
+
+@db.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_ctx
+def db_restore(obj: Context, file: str) -> None:
+    """Replace the SQLite ledger by the backup FILE (the daemon stopped); the old file is
+    kept beside it."""
+    from pathlib import Path
+
+    from sidecar.db import backup, migrations
+
+    path = _sqlite_or_refuse(obj, file, restore=True)
+    try:
+        done = backup.restore(Path(file), path)
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"restored {done.source} into {done.target}: schema version {done.version}, "
+        f"{done.jobs} jobs"
+    )
+    if done.kept is not None:
+        click.echo(f"the database it replaced is kept as {done.kept}")
+    if done.version < migrations.LATEST:
+        click.echo(
+            f"schema {done.version} is older than this release's {migrations.LATEST}: "
+            "`db upgrade` (or `run`) upgrades it"
+        )
 
 
 @main.command()
