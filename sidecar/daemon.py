@@ -68,6 +68,7 @@ class Daemon:
             verify_page=self._verify_page,
             unsubscribe=self._unsubscribe_service(),
             dashboard=self._dashboard(),
+            metrics=self._metrics(),
         )
         self.http = HttpServer(app, self.config.server.host, self.config.server.port)
         self.http.start()
@@ -106,6 +107,19 @@ class Daemon:
 
         health = Health(self.config, self.runtime.db, clock=self.runtime.clock)
         return Dashboard(self.config, self.runtime.clock, self.runtime, health)
+
+    def _metrics(self):
+        from datetime import timedelta
+
+        from sidecar.metrics import MetricsEndpoint
+
+        token = self.config.metrics.token
+        return MetricsEndpoint(
+            self.runtime.db,
+            stuck_after=timedelta(seconds=self.config.dashboard.stuck_after),
+            clock=self.runtime.clock,
+            token=token.get_secret_value() if token else None,
+        )
 
     def _start_schedules(self) -> None:
         from sidecar.scheduler import Ticker, schedules_usable
@@ -194,7 +208,7 @@ class Daemon:
             if getattr(new, name) != getattr(self.config, name)
         ]
         # the cloud threads keep the queues and clients they started with
-        restart = {"database", "server", "providers", "unsubscribe", "dashboard"}
+        restart = {"database", "server", "providers", "unsubscribe", "dashboard", "metrics"}
         needs_restart = restart & set(changed)
         if needs_restart:
             log.warning(
