@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from peewee import Database, fn
+from peewee import SQL, Database, fn
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -152,6 +152,31 @@ def _timestamp(at: datetime | None) -> float | None:
     return None if at is None else at.replace(tzinfo=UTC).timestamp()
 
 
+def recipient_counts() -> dict[str, int]:
+    """Recipients by status, every status. Needs an open connection.
+
+    `sent` is the bulk of a ledger that has run for a while, and counting it row by row
+    is what a GROUP BY over a million recipients costs (~120 ms on SQLite, bench/metrics.py).
+    So: a bare COUNT(*) of the table (SQLite counts the pages of its smallest index without
+    reading a row: ~5 ms), the other statuses counted on the (status, ...) index, and
+    `sent` the difference.
+    """
+    from sidecar.db.models import Recipient
+
+    others = [s.value for s in RecipientStatus if s != RecipientStatus.SENT]
+    counts = dict.fromkeys(others, 0)
+    total = Recipient.select(fn.COUNT(SQL("*"))).scalar() or 0
+    for status, n in (
+        Recipient.select(Recipient.status, fn.COUNT(SQL("*")))
+        .where(Recipient.status.in_(others))
+        .group_by(Recipient.status)
+        .tuples()
+    ):
+        counts[status] = n
+    counts[RecipientStatus.SENT.value] = total - sum(counts.values())
+    return counts
+
+
 class LedgerCollector(Collector):
     """Gauges read from the ledger on each scrape (aggregate SQL only).
 
@@ -178,7 +203,7 @@ class LedgerCollector(Collector):
         yield from families
 
     def _read(self) -> list[GaugeMetricFamily]:
-        from sidecar.db.models import Job, Recipient, SyncState
+        from sidecar.db.models import Job, SyncState
         from sidecar.health import stuck_jobs
 
         self.db.connect(reuse_if_open=True)
@@ -198,11 +223,7 @@ class LedgerCollector(Collector):
         recipients = GaugeMetricFamily(
             "moodle_offload_recipients", "Recipients in the ledger by status", labels=["status"]
         )
-        counts = {s.value: 0 for s in RecipientStatus}
-        for status, n in (
-            Recipient.select(Recipient.status, fn.COUNT(Recipient.id)).group_by(Recipient.status)
-        ).tuples():
-            counts[status] = n
+        counts = recipient_counts()
         for status, n in counts.items():
             recipients.add_metric([status], n)
         finished = {s.value for s in JOB_FINAL}
