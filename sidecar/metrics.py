@@ -33,7 +33,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sidecar.status import JOB_FINAL, RecipientStatus
+from sidecar.status import JOB_FINAL, BatchStatus, RecipientStatus
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ DELIVERY_LATENCY = Histogram(
     registry=REGISTRY,
 )
 
+_OPEN_BATCH = [BatchStatus.PENDING.value, BatchStatus.QUEUED.value, BatchStatus.PROCESSING.value]
 _OUTCOMES = {"sent": "sent", "retry_pending": "retry", "failed": "failed"}
 
 
@@ -203,7 +204,7 @@ class LedgerCollector(Collector):
         yield from families
 
     def _read(self) -> list[GaugeMetricFamily]:
-        from sidecar.db.models import Job, SyncState
+        from sidecar.db.models import Batch, Job, SyncState
         from sidecar.health import stuck_jobs
 
         self.db.connect(reuse_if_open=True)
@@ -236,6 +237,25 @@ class LedgerCollector(Collector):
             f"({int(self.stuck_after.total_seconds())}s, [dashboard] stuck_after)",
         )
         stuck.add_metric([], len(stuck_jobs(self.clock() - self.stuck_after)))
+        batches = GaugeMetricFamily(
+            "moodle_offload_batches",
+            "Batches not done by route (local, aws, cloudflare) and status (pending: not yet "
+            "handed over; queued: with the provider or the local queue; processing)",
+            labels=["route", "status"],
+        )
+        batch_recipients = GaugeMetricFamily(
+            "moodle_offload_batch_recipients",
+            "Recipients in the batches not done, by route and status: the queue depth per provider",
+            labels=["route", "status"],
+        )
+        for route, status, n, size in (
+            Batch.select(Batch.route, Batch.status, fn.COUNT(SQL("*")), fn.SUM(Batch.size))
+            .where(Batch.status.in_(_OPEN_BATCH))
+            .group_by(Batch.route, Batch.status)
+            .tuples()
+        ):
+            batches.add_metric([route, status], n)
+            batch_recipients.add_metric([route, status], int(size or 0))
         ok_at = GaugeMetricFamily(
             "moodle_offload_schedule_sync_last_success_timestamp_seconds",
             "When schedules were last synced from the source without error (Unix time)",
@@ -252,7 +272,7 @@ class LedgerCollector(Collector):
             if ok is not None:
                 ok_at.add_metric([source], _timestamp(ok))
             error_at.add_metric([source], _timestamp(err) or 0.0)
-        return [jobs, open_jobs, recipients, stuck, ok_at, error_at]
+        return [jobs, open_jobs, recipients, stuck, batches, batch_recipients, ok_at, error_at]
 
 
 class MetricsEndpoint:

@@ -6,12 +6,15 @@ on SQLite, PostgreSQL and MariaDB; the counters are this process's, so each test
 a scrape after the work with one before it."""
 
 import json
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -186,6 +189,10 @@ def test_metrics_after_a_delivery_a_callback_a_sync_and_a_schedule_run(db_url, d
     assert value(after, "moodle_offload_recipients", status="queued") == 2
     assert value(after, "moodle_offload_recipients", status="cancelled") == 0  # always there
     assert value(after, "moodle_offload_stuck_jobs") == 1
+    # the two cloud jobs' batches wait with AWS; the local ones are done (not listed)
+    assert value(after, "moodle_offload_batches", route="aws", status="queued") == 2
+    assert value(after, "moodle_offload_batch_recipients", route="aws", status="queued") == 3
+    assert value(after, "moodle_offload_batches", route="local", status="queued") == 0
     synced_at = value(after, "moodle_offload_schedule_sync_last_success_timestamp_seconds",
                       source="moodle")  # fmt: skip
     assert abs(synced_at - time.time()) < 120
@@ -257,3 +264,31 @@ def test_without_a_token_anyone_on_the_listener_scrapes(tmp_path, daemon, sink):
     samples = scrape(d.http.url)
     assert value(samples, "moodle_offload_jobs_open") == 0
     assert value(samples, "moodle_offload_stuck_jobs") == 0
+
+
+def test_the_alert_rules_and_the_dashboard_use_only_metrics_the_daemon_serves(
+    tmp_path, daemon, sink
+):
+    d = daemon(f"sqlite:///{tmp_path}/ledger.db", sink.port)
+    served = {name for name, _ in scrape(d.http.url)}
+    # families that have no sample before the first event of their kind
+    for name in ("callbacks", "schedule_runs", "schedule_syncs", "moodle_requests",
+                 "provider_calls"):  # fmt: skip
+        served.add(f"moodle_offload_{name}_total")
+    for name in ("moodle_request_seconds", "delivery_latency_seconds"):
+        served |= {f"moodle_offload_{name}_{s}" for s in ("bucket", "count", "sum")}
+    served |= {"moodle_offload_schedule_sync_last_success_timestamp_seconds",
+               "moodle_offload_schedule_sync_last_error_timestamp_seconds",
+               "moodle_offload_jobs", "moodle_offload_batches",
+               "moodle_offload_batch_recipients"}  # fmt: skip
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    rules = yaml.safe_load((docs / "monitoring" / "alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    dashboard = json.loads((docs / "monitoring" / "grafana-dashboard.json").read_text())
+    exprs += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"moodle_offload_[a-z_]+", e)}
+    assert used and used <= served, used - served
+    page = (docs / "monitoring.md").read_text()
+    families = {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in used | served
+                if n.startswith("moodle_offload_")}  # fmt: skip
+    assert [f for f in families if f"`{f}`" not in page and f"`{f}_total`" not in page] == []
