@@ -98,6 +98,28 @@ DELIVERY_LATENCY = Histogram(
     registry=REGISTRY,
 )
 
+CLOUD_REQUESTS = Counter(
+    "moodle_offload_cloud_requests",
+    "Requests handing batches to a cloud queue (SQS SendMessageBatch, Cloudflare's Queues "
+    "API), by provider and outcome: ok, unavailable (the queue could not be reached; what "
+    "it took is kept, the rest waits), error",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
+CLOUD_SECONDS = Histogram(
+    "moodle_offload_cloud_request_seconds",
+    "Time of one request handing batches to a cloud queue, by provider",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+CLOUD_BATCHES = Counter(
+    "moodle_offload_cloud_batches_queued",
+    "Batches the cloud queue took and the ledger recorded as queued, by provider",
+    ["provider"],
+    registry=REGISTRY,
+)
+
 _OPEN_BATCH = [BatchStatus.PENDING.value, BatchStatus.QUEUED.value, BatchStatus.PROCESSING.value]
 _OUTCOMES = {"sent": "sent", "retry_pending": "retry", "failed": "failed"}
 
@@ -144,6 +166,21 @@ def delivered(provider: str, status: str, committed_at: datetime, sent_at: datet
             DELIVERY_LATENCY.labels(provider).observe(max(seconds, 0.0))
 
     _safely("a delivery", count)
+
+
+def cloud_request(provider: str, outcome: str, seconds: float) -> None:
+    """One request to a cloud queue ended in `outcome` (ok, unavailable, error)."""
+
+    def count() -> None:
+        CLOUD_REQUESTS.labels(provider, outcome).inc()
+        CLOUD_SECONDS.labels(provider).observe(seconds)
+
+    _safely("a cloud request", count)
+
+
+def cloud_batches(provider: str, n: int) -> None:
+    if n:
+        _safely("cloud batches", lambda: CLOUD_BATCHES.labels(provider).inc(n))
 
 
 # --- the ledger, read at scrape time -------------------------------------------------------

@@ -20,17 +20,23 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from moodle_ws import functions
 from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
+from providers.base import ProviderUnavailable
 from providers.signing import sign
 from sidecar import jobs, runs, sync
 from sidecar.config import load
 from sidecar.daemon import Daemon
 from sidecar.db.models import Batch, Job, Recipient, ScheduleRecord
+from sidecar.metrics import MetricsEndpoint
 from sidecar.moodle import open_client
 from sidecar.status import JOB_FINAL
 from sidecar.status import RecipientStatus as R
+from sidecar.web.app import make_app
+from sidecar.web.server import HttpServer
 from tests.conftest import schedule_row
 from tests.e2e.conftest import free_port
 
+from .test_cloud import SqsGoesAway, aws, rt  # noqa: F401 - aws, rt: fixtures
+from .test_cloud import make_job as aws_job
 from .test_delivery import ScriptedHandler, person, queue_job
 
 SECRET = "metrics-test-callback-secret"
@@ -273,9 +279,9 @@ def test_the_alert_rules_and_the_dashboard_use_only_metrics_the_daemon_serves(
     served = {name for name, _ in scrape(d.http.url)}
     # families that have no sample before the first event of their kind
     for name in ("callbacks", "schedule_runs", "schedule_syncs", "moodle_requests",
-                 "provider_calls"):  # fmt: skip
+                 "provider_calls", "cloud_requests", "cloud_batches_queued"):  # fmt: skip
         served.add(f"moodle_offload_{name}_total")
-    for name in ("moodle_request_seconds", "delivery_latency_seconds"):
+    for name in ("moodle_request_seconds", "delivery_latency_seconds", "cloud_request_seconds"):
         served |= {f"moodle_offload_{name}_{s}" for s in ("bucket", "count", "sum")}
     served |= {"moodle_offload_schedule_sync_last_success_timestamp_seconds",
                "moodle_offload_schedule_sync_last_error_timestamp_seconds",
@@ -292,3 +298,35 @@ def test_the_alert_rules_and_the_dashboard_use_only_metrics_the_daemon_serves(
     families = {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in used | served
                 if n.startswith("moodle_offload_")}  # fmt: skip
     assert [f for f in families if f"`{f}`" not in page and f"`{f}_total`" not in page] == []
+
+
+def test_batches_handed_to_aws_and_a_queue_lost_midway(rt, aws, clock, monkeypatch):  # noqa: F811
+    endpoint = MetricsEndpoint(rt.db, stuck_after=timedelta(hours=1), clock=clock)
+    srv = HttpServer(make_app(handle_callback=rt.callbacks.handle, health=lambda: (True, {}),
+                              metrics=endpoint), "127.0.0.1", 0)  # fmt: skip
+    srv.start()
+    try:
+        before = scrape(srv.url)
+        aws_job(clock, 600)  # 12 batches: a request of 10 messages, then one of 2
+        sqs = SqsGoesAway(rt.aws.sqs, aws["endpoint"], monkeypatch)
+        with pytest.raises(ProviderUnavailable):
+            rt.aws.submitter.run_once()
+        middle = scrape(srv.url)
+        sqs.back()
+        assert rt.aws.submitter.run_once() == 2
+        after = scrape(srv.url)
+    finally:
+        srv.stop()
+    assert value(middle, "moodle_offload_batches", route="aws", status="queued") == 10
+    assert value(middle, "moodle_offload_batches", route="aws", status="pending") == 2
+    assert value(middle, "moodle_offload_batch_recipients", route="aws", status="pending") == 100
+    assert delta(before, middle, "moodle_offload_cloud_requests_total",
+                 provider="aws", outcome="ok") == 1  # fmt: skip
+    assert delta(before, middle, "moodle_offload_cloud_requests_total",
+                 provider="aws", outcome="unavailable") == 1  # fmt: skip
+    assert delta(before, after, "moodle_offload_cloud_requests_total",
+                 provider="aws", outcome="ok") == 2  # fmt: skip
+    assert delta(before, after, "moodle_offload_cloud_batches_queued_total", provider="aws") == 12
+    assert delta(before, after, "moodle_offload_cloud_request_seconds_count", provider="aws") == 3
+    assert value(after, "moodle_offload_batch_recipients", route="aws", status="queued") == 600
+    assert value(after, "moodle_offload_recipients", status="queued") == 600
