@@ -318,7 +318,8 @@ class Daemon:
             if cf.dlq_id:
                 reader = partial(rt.cloudflare.reader, cf.dlq_id)
                 polls.append([f"cloudflare queue {cf.dlq_id}", 0.0, cf.dlq_poll_interval,
-                              lambda r=reader: poll_dead_letters(r(), rt.clock)])  # fmt: skip
+                              lambda r=reader: poll_dead_letters(r(), rt.clock,
+                                                                 "cloudflare")])  # fmt: skip
         long_polls = aws is not None and aws.results_queue_url and aws.results_wait_seconds > 0
         while not rt.stop.is_set():
             busy = False

@@ -48,7 +48,8 @@ ProcessCollector(registry=REGISTRY)
 
 CALLBACKS = Counter(
     "moodle_offload_callbacks",
-    "Callbacks from cloud workers, by where they came from (http, or sqs: a results queue) and "
+    "Callbacks from cloud workers, by where they came from (http; sqs or queue: SQS's or "
+    "Cloudflare's results queue) and "
     "outcome: accepted (status 200) or rejected with the HTTP status it got "
     "(400 malformed, 401 signature or clock, 404 unknown job or batch, 409 replay, 413 too big)",
     ["source", "outcome", "status"],
@@ -120,6 +121,20 @@ CLOUD_BATCHES = Counter(
     registry=REGISTRY,
 )
 
+DEAD_LETTERS = Counter(
+    "moodle_offload_dead_letters",
+    "Batch messages read from a dead-letter queue (the cloud worker failed on them as many "
+    "times as the queue allows; their open recipients were marked failed), by provider",
+    ["provider"],
+    registry=REGISTRY,
+)
+SES_EVENTS = Counter(
+    "moodle_offload_ses_events",
+    "Addresses SES reported as a permanent bounce or a complaint (each is suppressed), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+
 _OPEN_BATCH = [BatchStatus.PENDING.value, BatchStatus.QUEUED.value, BatchStatus.PROCESSING.value]
 _OUTCOMES = {"sent": "sent", "retry_pending": "retry", "failed": "failed"}
 
@@ -181,6 +196,15 @@ def cloud_request(provider: str, outcome: str, seconds: float) -> None:
 def cloud_batches(provider: str, n: int) -> None:
     if n:
         _safely("cloud batches", lambda: CLOUD_BATCHES.labels(provider).inc(n))
+
+
+def dead_letter(provider: str) -> None:
+    _safely("a dead letter", lambda: DEAD_LETTERS.labels(provider).inc())
+
+
+def ses_event(kind: str, addresses: int) -> None:
+    """`addresses` reported in one SES event of `kind` (bounce, complaint)."""
+    _safely("an SES event", lambda: SES_EVENTS.labels(kind).inc(addresses))
 
 
 # --- the ledger, read at scrape time -------------------------------------------------------

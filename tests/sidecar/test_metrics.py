@@ -23,6 +23,7 @@ from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
 from providers.base import ProviderUnavailable
 from providers.signing import sign
 from sidecar import jobs, runs, sync
+from sidecar.cloudpoll import poll_dead_letters, poll_ses_events
 from sidecar.config import load
 from sidecar.daemon import Daemon
 from sidecar.db.models import Batch, Job, Recipient, ScheduleRecord
@@ -35,7 +36,7 @@ from sidecar.web.server import HttpServer
 from tests.conftest import schedule_row
 from tests.e2e.conftest import free_port
 
-from .test_cloud import SqsGoesAway, aws, rt  # noqa: F401 - aws, rt: fixtures
+from .test_cloud import SqsGoesAway, aws, receive_all, rt, ses_event  # noqa: F401 - aws, rt: fixtures
 from .test_cloud import make_job as aws_job
 from .test_delivery import ScriptedHandler, person, queue_job
 
@@ -279,7 +280,8 @@ def test_the_alert_rules_and_the_dashboard_use_only_metrics_the_daemon_serves(
     served = {name for name, _ in scrape(d.http.url)}
     # families that have no sample before the first event of their kind
     for name in ("callbacks", "schedule_runs", "schedule_syncs", "moodle_requests",
-                 "provider_calls", "cloud_requests", "cloud_batches_queued"):  # fmt: skip
+                 "provider_calls", "cloud_requests", "cloud_batches_queued", "dead_letters",
+                 "ses_events"):  # fmt: skip
         served.add(f"moodle_offload_{name}_total")
     for name in ("moodle_request_seconds", "delivery_latency_seconds", "cloud_request_seconds"):
         served |= {f"moodle_offload_{name}_{s}" for s in ("bucket", "count", "sum")}
@@ -330,3 +332,31 @@ def test_batches_handed_to_aws_and_a_queue_lost_midway(rt, aws, clock, monkeypat
     assert delta(before, after, "moodle_offload_cloud_request_seconds_count", provider="aws") == 3
     assert value(after, "moodle_offload_batch_recipients", route="aws", status="queued") == 600
     assert value(after, "moodle_offload_recipients", status="queued") == 600
+
+
+def test_a_dead_lettered_batch_and_an_ses_bounce_are_counted(rt, aws, clock):  # noqa: F811
+    endpoint = MetricsEndpoint(rt.db, stuck_after=timedelta(hours=1), clock=clock)
+    before = _samples(endpoint)
+    job_id = aws_job(clock, 3)
+    rt.aws.submitter.run_once()
+    (msg,) = receive_all(aws["sqs"], aws["jobs"])
+    aws["sqs"].send_message(QueueUrl=aws["dlq"], MessageBody=msg["Body"])
+    assert poll_dead_letters(rt.aws.reader(aws["dlq"]), clock) == 1
+    event = ses_event("Bounce", "learner2@example.com", job_id, 2)
+    aws["sqs"].send_message(QueueUrl=aws["events"], MessageBody=json.dumps(event))
+    poll_ses_events(rt.aws.reader(aws["events"]), clock)
+    after = _samples(endpoint)
+    assert delta(before, after, "moodle_offload_dead_letters_total", provider="aws") == 1
+    assert delta(before, after, "moodle_offload_ses_events_total", kind="bounce") == 1
+    assert delta(before, after, "moodle_offload_ses_events_total", kind="complaint") == 0
+    assert value(after, "moodle_offload_recipients", status="failed") == 2
+    assert value(after, "moodle_offload_recipients", status="permanently_failed") == 1
+
+
+def _samples(endpoint: MetricsEndpoint) -> dict[Sample, float]:
+    """One scrape without HTTP (the text the endpoint serves, parsed)."""
+    out = {}
+    for family in text_string_to_metric_families(endpoint.render().decode()):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
