@@ -253,7 +253,9 @@ class LedgerCollector(Collector):
 
     def collect(self):
         try:
-            families = self._read()
+            self.db.connect(reuse_if_open=True)
+            with self.db.atomic():  # one snapshot where the database gives one (SQLite's WAL)
+                families = self._read()
         except Exception as exc:  # noqa: BLE001 - a scrape reports, never fails on the DB
             log.warning("metrics: the ledger could not be read: %s", type(exc).__name__)
             families = []
@@ -268,7 +270,6 @@ class LedgerCollector(Collector):
         from sidecar.db.models import Batch, Job, SyncState
         from sidecar.health import stuck_jobs
 
-        self.db.connect(reuse_if_open=True)
         jobs = GaugeMetricFamily(
             "moodle_offload_jobs",
             "Jobs in the ledger by type and status",
@@ -324,7 +325,8 @@ class LedgerCollector(Collector):
         )
         error_at = GaugeMetricFamily(
             "moodle_offload_schedule_sync_last_error_timestamp_seconds",
-            "When the last schedule sync from the source failed (Unix time; 0: never)",
+            "When the last schedule sync from the source failed (Unix time; 0: the last one "
+            "succeeded)",
             labels=["source"],
         )
         for source, ok, err in SyncState.select(

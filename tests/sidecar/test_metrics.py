@@ -360,3 +360,14 @@ def _samples(endpoint: MetricsEndpoint) -> dict[Sample, float]:
         for s in family.samples:
             out[(s.name, frozenset(s.labels.items()))] = s.value
     return out
+
+
+def test_a_database_that_does_not_answer_gives_ledger_up_0_and_the_counters(tmp_path):
+    from peewee import SqliteDatabase
+
+    broken = SqliteDatabase(str(tmp_path))  # a folder: it cannot be opened
+    endpoint = MetricsEndpoint(broken, stuck_after=timedelta(hours=1), clock=utcnow)
+    samples = _samples(endpoint)
+    assert value(samples, "moodle_offload_ledger_up") == 0
+    assert not any(name == "moodle_offload_recipients" for name, _ in samples)
+    assert any(name == "process_cpu_seconds_total" for name, _ in samples)
