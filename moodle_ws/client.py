@@ -11,8 +11,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -70,9 +70,31 @@ class ClientSettings:
     backoff: float = 1.0  # first retry delay in seconds; doubles, with jitter
     max_backoff: float = 30.0
     max_input_vars: int = 1000  # PHP's limit on form variables in one request
+    # called after every HTTP request to the web services (each retry too) with
+    # (function, outcome, seconds); outcome is one of OUTCOMES. For metrics; never raises.
+    observe: Callable[[str, str, float], None] | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # never the token
         return f"ClientSettings(url={self.url!r}, max_concurrency={self.max_concurrency})"
+
+
+#: what `ClientSettings.observe` is told of a request
+OUTCOMES = ("ok", "error", "maintenance", "unreachable", "disabled", "protocol")
+
+
+def outcome_of(exc: BaseException | None) -> str:
+    """The outcome of a request that raised `exc` (None: it succeeded), one of OUTCOMES."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, SiteMaintenance):
+        return "maintenance"
+    if isinstance(exc, MoodleAPIError):
+        return "error"
+    if isinstance(exc, MoodleUnavailable):
+        return "unreachable"
+    if isinstance(exc, WebServicesDisabled):
+        return "disabled"
+    return "protocol"
 
 
 class RequestTally:
@@ -169,13 +191,28 @@ class MoodleClient:
     def _post(self, function, form, params, tally) -> Any:
         url = self.base + REST_PATH
         started = time.monotonic()
-        response = self._send(url, form, function, tally)
-        log.debug("moodle %s: HTTP %d in %.3f s", function, response.status_code,
-                  time.monotonic() - started)  # fmt: skip
-        body = self._decode(response, function)
-        if isinstance(body, dict) and _is_error(body):
-            raise error_from_body(function, body, params)
-        return body
+        failure: BaseException | None = None
+        try:
+            response = self._send(url, form, function, tally)
+            log.debug("moodle %s: HTTP %d in %.3f s", function, response.status_code,
+                      time.monotonic() - started)  # fmt: skip
+            body = self._decode(response, function)
+            if isinstance(body, dict) and _is_error(body):
+                raise error_from_body(function, body, params)
+            return body
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self._observe(function, failure, time.monotonic() - started)
+
+    def _observe(self, function: str, failure: BaseException | None, seconds: float) -> None:
+        if self.settings.observe is None:
+            return
+        try:
+            self.settings.observe(function, outcome_of(failure), seconds)
+        except Exception:  # noqa: BLE001 - an observer never breaks a call
+            log.debug("moodle %s: the request observer failed", function, exc_info=True)
 
     def _send(self, url, form, what, tally) -> requests.Response:
         with self._slots:

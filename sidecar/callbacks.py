@@ -18,6 +18,7 @@ from peewee import IntegrityError
 
 from providers import signing
 from providers.message import Callback, MessageError, parse_callback
+from sidecar import metrics
 from sidecar.db import store
 from sidecar.errors import SidecarError
 from sidecar.status import RecipientStatus
@@ -57,8 +58,9 @@ class CallbackService:
         now = self.clock()
         try:
             cb = self._verify(raw, signature, now, check_age=source != "sqs")
-            return self._apply(cb, now)
+            result = self._apply(cb, now)
         except CallbackRejected as exc:
+            metrics.callback(source, exc.status)
             log.warning("callback rejected (%s, %d): %s", source, exc.status, exc.reason)
             try:
                 with store.atomic():
@@ -69,6 +71,8 @@ class CallbackService:
             except Exception:  # noqa: BLE001 - the answer matters more than the audit line
                 log.exception("could not write the audit line for a rejected callback")
             raise
+        metrics.callback(source, 200)
+        return result
 
     def _verify(
         self, raw: bytes, signature: str | None, now: datetime, *, check_age: bool = True

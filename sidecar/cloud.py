@@ -30,7 +30,7 @@ from providers.aws import SqsSubmitter, SubmitInterrupted
 from providers.aws.account import SendQuota, SesAccount
 from providers.base import ProviderError, ProviderUnavailable
 from providers.message import MessageTooLarge, build_batch_parts, decode_body
-from sidecar import certificates, crashpoints
+from sidecar import certificates, crashpoints, metrics
 from sidecar.compose import Composer
 from sidecar.db import store
 from sidecar.db.models import Batch, Job, Recipient
@@ -410,15 +410,23 @@ class CloudSubmitter:
         """Wait for a request and commit what SQS accepted; returns the batches queued."""
         if sending is None:
             return 0
+        provider = self.settings.provider
         try:
             outcomes = sending.future.result()
         except SubmitInterrupted as exc:
+            metrics.cloud_request(provider, "unavailable", time.monotonic() - sending.started)
             done = self._record(sending.built, exc.outcomes)
+            metrics.cloud_batches(provider, done)
             raise ProviderUnavailable(
                 f"{exc}; {done} batches were queued before, the rest stay pending"
             ) from exc
+        except BaseException:
+            metrics.cloud_request(provider, "error", time.monotonic() - sending.started)
+            raise
+        metrics.cloud_request(provider, "ok", time.monotonic() - sending.started)
         crashpoints.reach("cloud.accepted")  # the queue has them; the ledger does not yet
         done = self._record(sending.built, outcomes)
+        metrics.cloud_batches(provider, done)
         log.debug("%d batches queued in %.2fs", done, time.monotonic() - sending.started)
         return done
 

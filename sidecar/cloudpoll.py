@@ -17,7 +17,7 @@ from datetime import datetime
 
 from providers.aws.queues import SIGNATURE_ATTRIBUTE, QueueReader, Received
 from providers.message import MessageError, decode_body
-from sidecar import suppression
+from sidecar import metrics, suppression
 from sidecar.callbacks import CallbackRejected, CallbackService
 from sidecar.db import store
 from sidecar.status import RecipientStatus
@@ -49,11 +49,14 @@ def poll_results(reader: QueueReader, callbacks: CallbackService, source: str = 
     return applied
 
 
-def poll_dead_letters(reader: QueueReader, clock: Callable[[], datetime]) -> int:
+def poll_dead_letters(
+    reader: QueueReader, clock: Callable[[], datetime], provider: str = "aws"
+) -> int:
     """Mark the open recipients of each dead-lettered batch failed; returns batches read."""
     seen, done = 0, []
     for m in reader.receive():
         _dead_letter(m, clock())
+        metrics.dead_letter(provider)
         done.append(m.receipt)
         seen += 1
     if done:
@@ -145,6 +148,7 @@ def _ses_event(m: Received, now: datetime) -> int:
             if job_id and _int(userid) is not None:
                 marked += suppression.mark_undeliverable(job_id, _int(userid), reason, now)
         store.audit(source, now, job_id, userid=userid, recipients=len(addresses))
+    metrics.ses_event("bounce" if kind == "Bounce" else "complaint", len(addresses))
     log.warning("job %s: user %s: %s; address suppressed", job_id, userid, what)
     return marked
 

@@ -414,6 +414,11 @@ class DashboardConfig(Section):
         return v
 
 
+class MetricsConfig(Section):
+    # when set, GET /metrics needs `Authorization: Bearer <token>`
+    token: SecretStr | None = None
+
+
 class Config(Section):
     moodle: MoodleConfig | None = None
     database: DatabaseConfig = DatabaseConfig()
@@ -426,6 +431,7 @@ class Config(Section):
     templates: TemplatesConfig = TemplatesConfig()
     unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _cloud_needs(self):
@@ -483,6 +489,7 @@ SECRET_KEYS = (
     "providers.local.smtp_password",
     "providers.cloudflare.auth_token",
     "providers.cloudflare.r2_secret_access_key",
+    "metrics.token",
 )
 
 

@@ -74,6 +74,7 @@ class Daemon:
             verify_page=self._verify_page,
             unsubscribe=self._unsubscribe_service(),
             dashboard=self._dashboard(),
+            metrics=self._metrics(),
         )
         self.http = HttpServer(app, self.config.server.host, self.config.server.port)
         self.http.start()
@@ -124,6 +125,19 @@ class Daemon:
 
         health = Health(self.config, self.runtime.db, clock=self.runtime.clock)
         return Dashboard(self.config, self.runtime.clock, self.runtime, health)
+
+    def _metrics(self):
+        from datetime import timedelta
+
+        from sidecar.metrics import MetricsEndpoint
+
+        token = self.config.metrics.token
+        return MetricsEndpoint(
+            self.runtime.db,
+            stuck_after=timedelta(seconds=self.config.dashboard.stuck_after),
+            clock=self.runtime.clock,
+            token=token.get_secret_value() if token else None,
+        )
 
     def _start_schedules(self) -> None:
         from sidecar.scheduler import Ticker, schedules_usable
@@ -244,7 +258,7 @@ class Daemon:
             if getattr(new, name) != getattr(self.config, name)
         ]
         # the cloud threads keep the queues and clients they started with
-        restart = {"database", "server", "providers", "unsubscribe", "dashboard"}
+        restart = {"database", "server", "providers", "unsubscribe", "dashboard", "metrics"}
         needs_restart = restart & set(changed)
         if needs_restart:
             log.warning(
@@ -357,7 +371,8 @@ class Daemon:
             if cf.dlq_id:
                 reader = partial(rt.cloudflare.reader, cf.dlq_id)
                 polls.append([f"cloudflare queue {cf.dlq_id}", 0.0, cf.dlq_poll_interval,
-                              lambda r=reader: poll_dead_letters(r(), rt.clock)])  # fmt: skip
+                              lambda r=reader: poll_dead_letters(r(), rt.clock,
+                                                                 "cloudflare")])  # fmt: skip
         long_polls = aws is not None and aws.results_queue_url and aws.results_wait_seconds > 0
         # one turn may long-poll (results_wait_seconds) and then wait poll_interval
         turn = (aws.results_wait_seconds if long_polls else 0) + self.poll_interval

@@ -26,7 +26,7 @@ from providers.base import (
 )
 from providers.email import build_message, make_message_id
 from providers.local.pdf import PdfPool
-from sidecar import certificates, crashpoints, welcomepasswords
+from sidecar import certificates, crashpoints, metrics, welcomepasswords
 from sidecar.compose import Composer
 from sidecar.db import store
 from sidecar.db.models import Batch, Job, Recipient
@@ -202,11 +202,13 @@ class LocalDelivery:
                 extra = {"temporary_password": passwords.get(r.userid, "")} if welcome else None
                 update, unavailable = self._deliver_one(job, r, certs.get(r.userid), extra)
                 with store.atomic():
-                    store.apply_updates(
+                    applied, _ = store.apply_updates(
                         job.id, batch.id, [update], self.clock(), self.settings.max_attempts
                     )
                     if welcome:
                         welcomepasswords.settle(r, update.status, self.clock())
+                if applied:
+                    metrics.delivered("local", update.status, job.created_at, update.timesent)
                 done += 1
                 if unavailable:
                     # The server is down: leave the rest of the batch queued until then.

@@ -13,6 +13,7 @@ from moodle_ws.accounts import Accounts, accounts_by_id
 from moodle_ws.client import ClientSettings, MoodleClient, RequestTally
 from moodle_ws.errors import MoodleError
 from moodle_ws.types import Course, CourseCompletions, EnrolledUser, SiteInfo
+from sidecar import metrics
 from sidecar.config import Config, MoodleConfig
 from sidecar.errors import ConfigError
 
@@ -65,6 +66,7 @@ def client_settings(m: MoodleConfig) -> ClientSettings:
         verify_tls=m.verify_tls,
         attempts=m.retry_attempts,
         max_input_vars=m.max_input_vars,
+        observe=metrics.moodle_request,
     )
 
 

@@ -27,7 +27,7 @@ from moodle_ws.errors import MoodleError, MoodleUnavailable
 from schedules.model import ActionType, Audience, Schedule
 from schedules.selection import Learner, Selection, label, select_recipients
 from schedules.timing import due_now, next_due
-from sidecar import csvinput, routing
+from sidecar import csvinput, metrics, routing
 from sidecar.coursejobs import create_course_job
 from sidecar.db import store
 from sidecar.db.models import Certificate, Company, Job, Recipient, ScheduleRecord, ScheduleRun
@@ -231,6 +231,7 @@ class Runner:
         if run is None:
             return None
         if not due.fire:
+            metrics.schedule_run("skipped")
             return RunOutcome(schedule, run.due_at, "skipped")
         return self.execute(record, run)
 
@@ -304,9 +305,13 @@ class Runner:
 
     def _close(self, run: ScheduleRun, status: str, why: str) -> None:
         log.warning("schedule run %d (due %s): %s: %s", run.id, run.due_at, status, why)
-        ScheduleRun.update(status=status, error=why, finished_at=self.rt.clock()).where(
-            ScheduleRun.id == run.id, ScheduleRun.status == run.status
-        ).execute()
+        closed = (
+            ScheduleRun.update(status=status, error=why, finished_at=self.rt.clock())
+            .where(ScheduleRun.id == run.id, ScheduleRun.status == run.status)
+            .execute()
+        )
+        if closed:
+            metrics.schedule_run(status)
 
     # --- one run ---------------------------------------------------------------------------
 
@@ -337,7 +342,8 @@ class Runner:
             log.exception("schedule %s/%d: run %d failed", schedule.source, schedule.id, run.id)
             outcome = RunOutcome(schedule, run.due_at, "failed",
                                  error=f"{type(exc).__name__}: {exc}")  # fmt: skip
-        self._record(run, outcome)
+        if self._record(run, outcome):
+            metrics.schedule_run(outcome.status)
         level = logging.ERROR if outcome.status == "failed" else logging.INFO
         log.log(level, "%s", outcome.summary)
         return outcome
@@ -470,8 +476,8 @@ class Runner:
         prepared.counts["jobs"] = job_ids
         return prepared
 
-    def _record(self, run: ScheduleRun, o: RunOutcome) -> None:
-        """Record the outcome, only while this daemon still holds the claim."""
+    def _record(self, run: ScheduleRun, o: RunOutcome) -> bool:
+        """Record the outcome, only while this daemon still holds the claim (True: it did)."""
         with store.atomic():
             kept = ScheduleRun.update(
                 status=o.status, finished_at=self.rt.clock(), recipients=o.recipients,
@@ -481,6 +487,7 @@ class Runner:
                     ScheduleRun.status == "claimed").execute()  # fmt: skip
         if not kept:
             log.warning("schedule run %d: taken over meanwhile; its outcome stays", run.id)
+        return bool(kept)
 
     # --- templates -------------------------------------------------------------------------
 

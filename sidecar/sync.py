@@ -17,6 +17,7 @@ from moodle_ws import companion
 from moodle_ws.client import MoodleClient
 from moodle_ws.errors import MoodleError
 from schedules.model import MalformedSchedule, Schedule
+from sidecar import metrics
 from sidecar.config import Config
 from sidecar.db import store
 from sidecar.db.models import Company, ScheduleRecord, SyncState
@@ -191,6 +192,7 @@ def _apply(source: str, parsed: list[Schedule], skipped, now: datetime) -> SyncR
             "ok_at": now, "error": None, "error_at": None, "schedules": len(seen),
             "skipped": len(skipped),
         })  # fmt: skip
+    metrics.schedule_sync(source, True)
     return result
 
 
@@ -198,6 +200,7 @@ def _failed(source: str, error: str, now: datetime) -> SyncResult:
     log.warning("schedule sync from %s failed, keeping the last good copy: %s", source, error)
     with store.atomic():
         store.upsert(SyncState, {"source": source}, {"error": error, "error_at": now})
+    metrics.schedule_sync(source, False)
     return SyncResult(source, error=error)
 
 

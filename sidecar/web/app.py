@@ -41,6 +41,7 @@ ROUTES = Map(
     [
         Rule("/callback", methods=["POST"], endpoint="callback"),
         Rule("/healthz", methods=["GET"], endpoint="healthz"),
+        Rule("/metrics", methods=["GET"], endpoint="metrics"),
         Rule("/certificates/<code>", methods=["GET"], endpoint="certificate"),
         Rule("/verify/<code>", methods=["GET"], endpoint="verify"),
         Rule("/unsubscribe/<token>", methods=["GET", "POST"], endpoint="unsubscribe"),
@@ -115,6 +116,14 @@ def read_body(request: Request, max_body: int) -> bytes:
     return b"".join(chunks)
 
 
+class MetricsSource(Protocol):
+    """What `/metrics` needs (sidecar.metrics.MetricsEndpoint)."""
+
+    def authorised(self, authorization: str | None) -> bool: ...
+
+    def render(self) -> bytes: ...
+
+
 class OffloadApp:
     """The WSGI callable built by `make_app`; `max_body` tells the server the body cap."""
 
@@ -127,8 +136,10 @@ class OffloadApp:
         verify_page: Callable[[str], str | None] | None,
         unsubscribe: Unsubscriber | None = None,
         dashboard: Dashboard | None = None,
+        metrics: MetricsSource | None = None,
     ):
         self.dashboard = dashboard
+        self.metrics = metrics
         self.handle_callback = handle_callback
         self.health = health
         self.max_body = max_body
@@ -182,6 +193,20 @@ class OffloadApp:
     def on_healthz(self, request: Request) -> Response:
         ok, state = self.health()
         resp = json_response({"ok": ok, **state}, 200 if ok else 503)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    def on_metrics(self, request: Request) -> Response:
+        """Prometheus text format; 401 without the bearer token when `[metrics] token` is set."""
+        if self.metrics is None:
+            raise NotFoundError("metrics are not served here")
+        if not self.metrics.authorised(request.headers.get("Authorization")):
+            resp = render(HTTPError("a bearer token is required ([metrics] token)", status=401))
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return resp
+        from sidecar.metrics import CONTENT_TYPE
+
+        resp = Response(self.metrics.render(), status=200, content_type=CONTENT_TYPE)
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
@@ -310,16 +335,24 @@ def make_app(
     verify_page: Callable[[str], str | None] | None = None,
     unsubscribe: Unsubscriber | None = None,
     dashboard: Dashboard | None = None,
+    metrics: MetricsSource | None = None,
 ) -> OffloadApp:
     """The WSGI app; `handle_callback` raises CallbackRejected to refuse a callback.
     Without `unsubscribe`, `/unsubscribe/<token>` answers 404 with a page saying that the
     site handles unsubscribing (the feature is off). Without `dashboard`, the sign-in
-    pages and `/api/v1/...` answer 404.
+    pages and `/api/v1/...` answer 404; without `metrics`, `/metrics` does.
 
     Raises ValueError for a non-positive `max_body`.
     """
     if max_body <= 0:
         raise ValueError(f"max_body must be positive, got {max_body}")
     return OffloadApp(
-        handle_callback, health, max_body, certificate, verify_page, unsubscribe, dashboard
+        handle_callback,
+        health,
+        max_body,
+        certificate,
+        verify_page,
+        unsubscribe,
+        dashboard,
+        metrics,
     )
