@@ -414,6 +414,13 @@ class DashboardConfig(Section):
         return v
 
 
+class RetentionConfig(Section):
+    # finished jobs older than this lose their recipients' personal data (counts stay)
+    recipient_days: int = Field(180, ge=1, le=36_500)
+    # stored certificate PDFs older than this are deleted (None: kept)
+    certificate_days: int | None = Field(None, ge=1, le=36_500)
+
+
 class Config(Section):
     moodle: MoodleConfig | None = None
     database: DatabaseConfig = DatabaseConfig()
@@ -426,6 +433,7 @@ class Config(Section):
     templates: TemplatesConfig = TemplatesConfig()
     unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _cloud_needs(self):
