@@ -34,7 +34,7 @@ from sidecar.db.models import (
     SendKey,
     SuppressedAddress,
 )
-from sidecar.status import JOB_FINAL
+from sidecar.status import JOB_FINAL, RECIPIENT_OPEN, RecipientStatus
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class PurgeReport:
     userid: int
     recipients: int = 0
     jobs: int = 0
+    cancelled: int = 0  # of `recipients`: not sent yet, now never
     certificates: dict[str, int] = field(default_factory=dict)  # storage -> files deleted
     certificate_records: int = 0
     send_keys: int = 0
@@ -79,6 +80,8 @@ class PurgeReport:
         if self.recipients:
             out.append(f"ledger: {self.recipients} recipient rows in {self.jobs} jobs erased "
                        "(address, names, variables, errors, user id; counts kept)")  # fmt: skip
+        if self.cancelled:
+            out.append(f"ledger: {self.cancelled} of them not sent yet: cancelled")
         for storage, n in sorted(self.certificates.items()):
             out.append(f"certificates: {n} PDFs deleted {_STORE_NAME.get(storage, storage)}")
         if self.certificate_records:
@@ -103,6 +106,7 @@ class PurgeReport:
     def as_json(self) -> dict:
         return {
             "userid": self.userid, "recipients": self.recipients, "jobs": self.jobs,
+            "cancelled": self.cancelled,
             "certificate_files": dict(self.certificates),
             "certificate_records": self.certificate_records, "send_keys": self.send_keys,
             "suppressed_hashed": self.suppressed_hashed,
@@ -183,24 +187,35 @@ def _purge(userid, certificate_dir, stores, include_suppression, now, by) -> Pur
             )
 
     rows = list(
-        Recipient.select(Recipient.id, Recipient.job, Recipient.last_error)
+        Recipient.select(Recipient.id, Recipient.job, Recipient.batch, Recipient.status,
+                         Recipient.last_error)
         .where(Recipient.userid == userid)
         .tuples()
-    )
-    report.jobs = len({job for _, job, _ in rows})
+    )  # fmt: skip
+    report.jobs = len({job for _, job, _, _, _ in rows})
+    open_ = {s.value for s in RECIPIENT_OPEN}
+    stopped: set[tuple[str, str]] = set()
     for start in range(0, len(rows), BATCH):
         with store.atomic():
-            for rid, _job, error in rows[start : start + BATCH]:
+            for rid, job, batch, status, error in rows[start : start + BATCH]:
                 if error and pattern is not None:
                     error = pattern.sub(ERASED, error)
-                report.recipients += (
-                    Recipient.update(
-                        userid=-rid, email="", firstname="", lastname="", vars={},
-                        last_error=error, certificate_key=None, external_id=None,
-                    )
-                    .where(Recipient.id == rid)
-                    .execute()
-                )  # fmt: skip
+                fields = dict(userid=-rid, email="", firstname="", lastname="", vars={},
+                              last_error=error, certificate_key=None, external_id=None)  # fmt: skip
+                if status in open_:  # never sent now: there is no address to send to
+                    fields.update(status=RecipientStatus.CANCELLED, next_attempt_at=None,
+                                  updated_at=now)  # fmt: skip
+                    stopped.add((job, batch))
+                report.recipients += Recipient.update(**fields).where(Recipient.id == rid).execute()
+    for job, batch in sorted(stopped):  # a batch left with nothing open is done
+        with store.atomic():
+            if (
+                not Recipient.select()
+                .where(Recipient.batch == batch, Recipient.status.in_(sorted(open_)))
+                .exists()
+            ):
+                store.refresh_progress(job, batch, now)  # fmt: skip
+    report.cancelled = sum(1 for r in rows if r[3] in open_)
 
     with store.atomic():
         report.send_keys = SendKey.delete().where(SendKey.userid == userid).execute()

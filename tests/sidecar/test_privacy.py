@@ -14,6 +14,7 @@ from sidecar.cli import main
 from sidecar.config import Config
 from sidecar.db import store
 from sidecar.db.models import ALL_MODELS, Batch, Certificate, Job, Recipient
+from sidecar.errors import Conflict
 from sidecar.runtime import Runtime
 from sidecar.status import JobStatus
 from sidecar.status import RecipientStatus as R
@@ -206,6 +207,8 @@ def test_purge_user_cli_asks_refuses_without_a_terminal_and_prints_what_it_did(
     assert "kept only as a SHA-256 hash" in done.output
     second = runner.invoke(main, ["-c", str(toml), "purge-user", str(TARGET), "--yes"])
     assert second.output.strip() == f"user {TARGET}: nothing left to delete"
+    show = runner.invoke(main, ["-c", str(toml), "jobs", "show", world["jobs"][0]])
+    assert "(purged) permanently_failed" in show.output and ADDRESS not in show.output
 
 
 def test_purge_user_api_for_site_wide_writers_only(world, db, clock, serve_app):
@@ -323,3 +326,26 @@ def test_certificate_retention_deletes_old_pdfs_locally_and_in_s3(world, db, clo
     erased = Certificate.select().where(Certificate.storage == privacy.ERASED_STORAGE).count()
     assert erased == 6  # the records stay: /verify still answers for them
     assert report.jobs == 0  # recipients are kept 365 days
+
+
+def test_purge_cancels_what_was_not_sent_and_retry_skips_the_purged(world, db, clock):
+    suppression.unsuppress(ADDRESS, clock())  # else the new job records them suppressed
+    waiting = make_job(clock, users=[3, 6])  # not sent yet: both pending
+    cloud, _ = world["jobs"]
+    report = privacy.purge(world["config"], world["rt"], TARGET, include_suppression=False)
+    assert report.cancelled == 1
+    assert store.recipient_counts([waiting])[waiting] == {"cancelled": 1, "pending": 1}
+    assert Job.get_by_id(waiting).total == 2
+    # user 3 failed in `cloud`: a retry leaves the purged row alone (no address to send to)
+    with pytest.raises(Conflict, match="no failed recipient"):
+        jobs.retry_job(cloud, clock())
+
+
+def test_retry_of_a_job_retention_erased_is_refused(db, clock, tmp_path):
+    old = big_job(clock, 20)
+    clock.advance(200 * 86400)
+    privacy.run_retention(recipient_days=180, certificate_days=None, certificate_dir=tmp_path,
+                          stores={}, now=clock(), perf=lambda: 0.0)  # fmt: skip
+    with pytest.raises(Conflict, match="erased"):
+        jobs.retry_job(old, clock())
+    assert store.recipient_counts([old])[old] == {"permanently_failed": 2, "sent": 18}
