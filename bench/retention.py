@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from sidecar import jobs, privacy  # noqa: E402
 from sidecar.db import migrations, store  # noqa: E402
 from sidecar.db.connect import open_database  # noqa: E402
-from sidecar.db.models import Job, Recipient  # noqa: E402
+from sidecar.db.models import Batch, Job, Recipient  # noqa: E402
 
 DAYS = 180
 
@@ -50,6 +50,7 @@ def populate(url: str, count: int, per_job: int, now: datetime) -> None:
         job_id = jobs.create_job(spec, people, batch_size=200, now=old).job_id
         with store.atomic():
             Recipient.update(status="sent", timesent=old).where(Recipient.job == job_id).execute()
+            Batch.update(status="done").where(Batch.job == job_id).execute()
             Job.update(status="completed", finished_at=old).where(Job.id == job_id).execute()
         made += n
         uid += n
@@ -102,20 +103,21 @@ def main() -> None:
     alone = callbacks.run()
 
     out: dict = {}
+    ledger: dict = {}
 
-    def during(_url, config_path):
-        db_url = next(
-            line.split('"')[1] for line in config_path.read_text().splitlines()
-            if line.startswith("url")
-        )  # fmt: skip
+    def setup(db_url):
+        ledger["url"] = db_url
         populate(db_url, args.count, args.per_job, now)
-        thread = threading.Thread(target=lambda: out.update(r=retain(db_url, now, args.batch)))
+
+    def during(_url, _config_path):
+        thread = threading.Thread(
+            target=lambda: out.update(r=retain(ledger["url"], now, args.batch))
+        )
         thread.start()
         time.sleep(0.5)  # retention under way before the first callback
-
         return thread.join
 
-    together = callbacks.run(during=during)
+    together = callbacks.run(during=during, setup=setup)
     report, wall = out["r"]
     print(f"callbacks alone:        {alone['rate']:,.0f} updates/s")
     print(f"callbacks + retention:  {together['rate']:,.0f} updates/s  "
