@@ -349,3 +349,31 @@ def test_retry_of_a_job_retention_erased_is_refused(db, clock, tmp_path):
     with pytest.raises(Conflict, match="erased"):
         jobs.retry_job(old, clock())
     assert store.recipient_counts([old])[old] == {"permanently_failed": 2, "sent": 18}
+
+
+def test_purge_deletes_a_pdf_stored_in_r2(db, clock, tmp_path, moto, bucket):
+    from providers.cloudflare.r2 import R2Store
+
+    s3, name = bucket  # moto speaks S3, as R2's API does
+    job_id = make_job(clock, users=[TARGET, 4], route="cloudflare")
+    issued = certificates.reserve_many(job_id, [TARGET, 4], 101, "r2", f"r2/{job_id}/", clock())
+    for uid, cert in issued.items():
+        s3.put_object(Bucket=name, Key=cert.key, Body=b"%PDF " + address(uid).encode())
+    r2 = R2Store(name, moto, "test", "test")
+    report = privacy.purge_user(TARGET, certificate_dir=tmp_path, stores={"r2": lambda: r2},
+                                include_suppression=False, now=clock())  # fmt: skip
+    r2.close()
+    assert report.certificates == {"r2": 1} and report.problems == []
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=name)["Contents"]] == [issued[4].key]
+
+
+def test_purge_keeps_the_record_of_a_pdf_it_cannot_delete_and_says_so(world, db, clock):
+    stores = {}  # S3 not configured: the PDF in the bucket cannot be reached
+    report = privacy.purge_user(TARGET, certificate_dir=world["certs"], stores=stores,
+                                include_suppression=False, now=clock())  # fmt: skip
+    assert len(report.problems) == 1 and "not configured" in report.problems[0]
+    assert any(line.startswith("NOT DONE: certificate") for line in report.lines())
+    assert Certificate.select().where(Certificate.userid == TARGET).count() == 1
+    again = privacy.purge(world["config"], world["rt"], TARGET, include_suppression=False)
+    assert again.certificates == {"s3": 1} and again.problems == []
+    assert not Certificate.select().where(Certificate.userid == TARGET).exists()
