@@ -36,8 +36,10 @@ RETENTION_EVERY = 24 * 3600.0
 
 
 class Daemon:
-    def __init__(self, config: Config, config_path: Path | None = None, *, poll_interval=1.0):
+    def __init__(self, config: Config, config_path: Path | None = None, *, poll_interval=1.0,
+                 retention_delay: float = RETENTION_FIRST):  # fmt: skip
         self.config = config
+        self.retention_delay = retention_delay
         self.config_path = config_path
         self.runtime = Runtime(config)
         self.poll_interval = poll_interval
@@ -263,7 +265,7 @@ class Daemon:
         from sidecar import privacy
 
         rt = self.runtime
-        pause = RETENTION_FIRST
+        pause = self.retention_delay
         while not rt.stop.wait(pause):
             try:
                 with rt.db.connection_context():

@@ -3,6 +3,7 @@ retention of old jobs, on every backend."""
 
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
@@ -377,3 +378,28 @@ def test_purge_keeps_the_record_of_a_pdf_it_cannot_delete_and_says_so(world, db,
     again = privacy.purge(world["config"], world["rt"], TARGET, include_suppression=False)
     assert again.certificates == {"s3": 1} and again.problems == []
     assert not Certificate.select().where(Certificate.userid == TARGET).exists()
+
+
+def test_the_daemon_runs_retention_by_itself(db, db_url, clock, tmp_path):
+    from sidecar.config import load
+    from sidecar.daemon import Daemon
+    from sidecar.runtime import utcnow
+
+    old = big_job(clock, 30)
+    with store.atomic():
+        Job.update(finished_at=utcnow() - timedelta(days=40)).where(Job.id == old).execute()
+    path = tmp_path / "offload.toml"
+    path.write_text(f'[database]\nurl = "{db_url}"\n[server]\nlisten = "127.0.0.1:0"\n'
+                    f'[providers.local]\nmaildir = "{tmp_path}/mail"\n'
+                    "[retention]\nrecipient_days = 30\n")  # fmt: skip
+    daemon = Daemon(load(path), path, retention_delay=0.1)
+    daemon.start(schedules=False)
+    try:
+        deadline = time.monotonic() + 30
+        while Job.get_by_id(old).erased_at is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling the ledger for the daemon's work, not timing it
+    finally:
+        daemon.shutdown()
+    assert Job.get_by_id(old).erased_at is not None
+    assert not Recipient.select().where(Recipient.job == old, Recipient.email != "").exists()
+    assert store.recipient_counts([old])[old] == {"permanently_failed": 3, "sent": 27}
