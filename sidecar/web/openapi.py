@@ -510,6 +510,7 @@ DOCUMENT: dict = {
                             "template_id": {"type": "string"},
                             "actions": _OBJ,
                             "error": {"type": ["string", "null"]},
+                            "erased": {"type": ["object", "null"]},
                             "batches": {"type": "array", "items": _OBJ},
                             "run": {"type": ["object", "null"]},
                         },

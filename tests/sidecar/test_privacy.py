@@ -10,7 +10,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from sidecar import certificates, jobs, privacy, suppression, unsubscribe
+from sidecar import certificates, jobs, ledgerview, privacy, suppression, unsubscribe
 from sidecar.cli import main
 from sidecar.config import Config
 from sidecar.db import store
@@ -307,6 +307,9 @@ def test_jobs_show_says_what_retention_erased(db, db_url, clock, tmp_path):
     assert "addresses, names, variables and the addresses in errors" in out.output
     assert "finished more than 180 days ago" in out.output
     assert "permanently_failed 2  sent 18" in out.output, out.output  # the counts stay
+    detail = ledgerview.job_detail(ledgerview.EVERYTHING, old)  # the API's job
+    assert detail["erased"]["at"].startswith("2026-06-06") and "names" in detail["erased"]["what"]
+    assert detail["counts"] == {"permanently_failed": 2, "sent": 18}
 
 
 def test_certificate_retention_deletes_old_pdfs_locally_and_in_s3(world, db, clock):
