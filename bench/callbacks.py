@@ -59,9 +59,10 @@ def main() -> None:
 
 
 def run(count: int = 50_000, per_callback: int = 200, clients: int = 4, *,
-        security: str = "", dashboard: str = "", during=None) -> dict:  # fmt: skip
+        security: str = "", dashboard: str = "", during=None, setup=None) -> dict:  # fmt: skip
     """One run on a fresh ledger. `security`: more lines of [security]; `dashboard`: more
-    config at the end (e.g. a [dashboard] section);
+    config at the end (e.g. a [dashboard] section); `setup(db_url)`: called on the fresh
+    ledger before the daemon starts (bench/retention.py fills it);
     `during(url, config_path)`: called when the daemon is up and before the callbacks, it
     returns a function called after them (bench/overview.py polls the dashboard)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
@@ -74,14 +75,17 @@ def run(count: int = 50_000, per_callback: int = 200, clients: int = 4, *,
     )
     db = open_database(f"sqlite:///{tmp}/offload.db")
     migrations.upgrade(db)
+    if setup is not None:
+        setup(f"sqlite:///{tmp}/offload.db")
+        db = open_database(f"sqlite:///{tmp}/offload.db")
     now = datetime.now(UTC).replace(tzinfo=None)
     people = [jobs.RecipientIn(i, f"u{i}@example.org", "F", "L") for i in range(1, count + 1)]
     spec = jobs.JobSpec(type="send_reminder", template_id="reminder", source="bench", route="aws")
     created = jobs.create_job(spec, people, batch_size=per_callback, now=now)
-    Batch.update(status="queued").execute()
-    Recipient.update(status="queued").execute()
+    Batch.update(status="queued").where(Batch.job == created.job_id).execute()
+    Recipient.update(status="queued").where(Recipient.job == created.job_id).execute()
     batches = []
-    for b in Batch.select().order_by(Batch.index):
+    for b in Batch.select().where(Batch.job == created.job_id).order_by(Batch.index):
         query = Recipient.select(Recipient.userid).where(Recipient.batch == b.id)
         batches.append((b.id, [uid for (uid,) in query.tuples()]))
     db.close()
@@ -144,7 +148,11 @@ def run(count: int = 50_000, per_callback: int = 200, clients: int = 4, *,
         proc.wait(timeout=60)
 
     db = open_database(f"sqlite:///{tmp}/offload.db")
-    sent = Recipient.select().where(Recipient.status == "sent").count()
+    sent = (
+        Recipient.select()
+        .where(Recipient.job == created.job_id, Recipient.status == "sent")
+        .count()
+    )
     db.close()
     return {"callbacks": len(bodies), "body_kb": len(bodies[0][0]) // 1024, "accepted": accepted,
             "sent": sent, "wall": wall, "rate": count / wall, "floor": floor,

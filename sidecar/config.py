@@ -419,6 +419,13 @@ class MetricsConfig(Section):
     token: SecretStr | None = None
 
 
+class RetentionConfig(Section):
+    # finished jobs older than this lose their recipients' personal data (counts stay)
+    recipient_days: int = Field(180, ge=1, le=36_500)
+    # stored certificate PDFs older than this are deleted (None: kept)
+    certificate_days: int | None = Field(None, ge=1, le=36_500)
+
+
 class Config(Section):
     moodle: MoodleConfig | None = None
     database: DatabaseConfig = DatabaseConfig()
@@ -432,6 +439,7 @@ class Config(Section):
     unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
     dashboard: DashboardConfig = DashboardConfig()
     metrics: MetricsConfig = MetricsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _cloud_needs(self):

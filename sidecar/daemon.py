@@ -32,10 +32,16 @@ from sidecar.web.server import HttpServer
 
 log = logging.getLogger(__name__)
 
+#: retention runs this long after start, then every RETENTION_EVERY seconds
+RETENTION_FIRST = 60.0
+RETENTION_EVERY = 24 * 3600.0
+
 
 class Daemon:
-    def __init__(self, config: Config, config_path: Path | None = None, *, poll_interval=1.0):
+    def __init__(self, config: Config, config_path: Path | None = None, *, poll_interval=1.0,
+                 retention_delay: float = RETENTION_FIRST):  # fmt: skip
         self.config = config
+        self.retention_delay = retention_delay
         self.config_path = config_path
         self.runtime = Runtime(config)
         self.poll_interval = poll_interval
@@ -94,6 +100,7 @@ class Daemon:
             for t in self._cloud:
                 self.heartbeats.watch(t)
                 t.start()
+        threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
         if schedules:
             self._start_schedules()
         self.running = True
@@ -317,6 +324,22 @@ class Daemon:
                 log.exception("certificate write-back error; retrying")
                 pause = min(max(pause * 2, 30.0), 600.0)
             rt.stop.wait(pause)
+
+    def _retention_loop(self) -> None:
+        """Erase what `[retention]` says is too old (sidecar.privacy): a minute after start,
+        then once a day; in batches of 500 rows, so callbacks never wait long."""
+        from sidecar import privacy
+
+        rt = self.runtime
+        pause = self.retention_delay
+        while not rt.stop.wait(pause):
+            try:
+                with rt.db.connection_context():
+                    privacy.retain(self.config, rt, time.perf_counter)
+                pause = RETENTION_EVERY
+            except Exception:  # noqa: BLE001 - loop boundary: log and go on
+                log.exception("retention error; trying again in an hour")
+                pause = 3600.0
 
     def _submit_loop(self) -> None:
         """Hand pending cloud batches to their queue; back off while it is unreachable."""

@@ -347,6 +347,11 @@ def retry_job(job_id: str, now: datetime, *, by: Mapping[str, object] | None = N
     job = store.get_job(job_id)
     if job.status == JobStatus.CANCELLED:
         raise Conflict(f"job {job.id} was cancelled: create a new job instead")
+    if job.erased_at is not None:
+        raise Conflict(
+            f"job {job.id}: its recipients' addresses were erased on "
+            f"{job.erased_at:%Y-%m-%d} ([retention]): create a new job instead"
+        )
     failed = [R.FAILED.value, R.PERMANENTLY_FAILED.value]
     with store.atomic():
         found = list(
@@ -355,6 +360,7 @@ def retry_job(job_id: str, now: datetime, *, by: Mapping[str, object] | None = N
                 Recipient.job == job.id,
                 Recipient.status.in_(failed),
                 ~Recipient.last_error.startswith("invalid address"),
+                Recipient.email != "",  # erased by purge-user (sidecar.privacy)
             )
             .tuples()
         )

@@ -177,6 +177,10 @@ def job_detail(scope: Scope, job_id: str) -> dict:
         "actions": job.actions,
         "idempotency_key": job.idempotency_key,
         "error": job.error,
+        # [retention] erased the recipients' personal data (sidecar.privacy): when and what
+        "erased": None
+        if job.erased_at is None
+        else {"at": iso(job.erased_at), "what": job.erased},  # fmt: skip
         "batches": batches,
         "run": None
         if run is None

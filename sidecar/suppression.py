@@ -8,8 +8,11 @@ a learner as `suppressed` with the reason, and `jobs retry` leaves them alone.
 
 An address is kept, looked up and taken off in one form, `key(address)`: the job ledger's
 (an IDN domain in its xn-- form), lowercased whole because SES may report another case.
+After `purge-user` (sidecar.privacy) the row keeps only `hashed(key(address))`: the address
+stays suppressed without being stored, and every lookup tries both forms.
 """
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -37,6 +40,23 @@ def key(email: str) -> str:
     return address.lower()[:254]
 
 
+HASH_PREFIX = "sha256:"
+
+
+def hashed(address: str) -> str:
+    """The form a purged user's address is kept in: SHA-256 of its key, hex."""
+    return _hash_of_key(key(address))
+
+
+def _hash_of_key(address_key: str) -> str:
+    return HASH_PREFIX + hashlib.sha256(address_key.encode()).hexdigest()
+
+
+def _forms(address: str) -> list[str]:
+    k = key(address)
+    return [k, _hash_of_key(k)]
+
+
 def suppress(
     email: str, reason: str, source: str, now: datetime,
     job_id: str | None = None, userid: int | None = None,
@@ -46,7 +66,7 @@ def suppress(
     Call inside a transaction.
     """
     address = key(email)
-    if SuppressedAddress.get_or_none(SuppressedAddress.email == address) is not None:
+    if SuppressedAddress.select().where(SuppressedAddress.email.in_(_forms(email))).exists():
         return False
     store.upsert(
         SuppressedAddress,
@@ -76,7 +96,8 @@ def suppressed_among(emails: Iterable[str]) -> dict[str, str]:
     """{address (as given): reason} for the given addresses that are on the list."""
     wanted: dict[str, list[str]] = {}
     for e in emails:
-        wanted.setdefault(key(e), []).append(e)
+        for form in _forms(e):
+            wanted.setdefault(form, []).append(e)
     if not wanted or not SuppressedAddress.select().exists():
         return {}  # the common case: an empty list, nothing to look up
     out: dict[str, str] = {}
@@ -102,7 +123,7 @@ def unsuppress(email: str, now: datetime) -> bool:
     """Take `email` off the list (its mailbox was fixed); False when it was not on it."""
     address = key(email)
     # and as written: a row kept in another form (by hand, say) goes as `list` shows it
-    forms = [address, email.strip().lower()]
+    forms = [address, email.strip().lower(), hashed(email)]
     with store.atomic():
         n = SuppressedAddress.delete().where(SuppressedAddress.email.in_(forms)).execute()
         if n:

@@ -145,6 +145,23 @@ class CertificateStore:
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, f"PutObject {self.bucket}/{key}") from None
 
+    def delete(self, key: str) -> bool:
+        """Delete the object at `key`; False when the bucket had no such key. Idempotent.
+        Raises ProviderError (ProviderUnavailable: retry)."""
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if error_parts(exc)[0] in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise translate(exc, f"S3 HeadObject {self.bucket}/{key}") from None
+        except BotoCoreError as exc:
+            raise translate(exc, f"S3 HeadObject {self.bucket}/{key}") from None
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc, f"S3 DeleteObject {self.bucket}/{key}") from None
+        return True
+
     def check(self) -> str:
         """Raises ProviderError when the bucket cannot be reached with these credentials."""
         try:

@@ -93,6 +93,7 @@ from sidecar.cli import (  # noqa: E402,F401  (registers them)
     commands,
     jobs,
     license,
+    privacy,
     reengagement,
     schedules,
     send,

@@ -67,9 +67,12 @@ def jobs_show(obj: Context, job_id: str, statuses: tuple[str, ...], limit: int) 
     )
     if job.error:
         click.echo(f"  error: {job.error}")
+    if job.erased_at is not None:
+        click.echo(f"  personal data erased {job.erased_at:%Y-%m-%d %H:%M} UTC: {job.erased}")
     click.echo("  " + "  ".join(f"{s} {n}" for s, n in sorted(counts.items())))
     for r in ledger.recipients_of(job.id, statuses or None, limit):
-        line = f"  {r.userid:>10} {r.status:18} attempts {r.attempts}"
+        who = r.userid if r.userid > 0 else "(purged)"  # sidecar.privacy.purge_user
+        line = f"  {who:>10} {r.status:18} attempts {r.attempts}"
         if r.last_error:
             line += f"  {r.last_error}"
         click.echo(line)

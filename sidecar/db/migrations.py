@@ -75,6 +75,11 @@ def _step_10_record_state(db: Database) -> None:
     _add_indexes(db, m.Certificate)
 
 
+def _step_11_retention(db: Database) -> None:
+    _add_column(db, "job", "erased_at", m.Job.erased_at)
+    _add_column(db, "job", "erased", m.Job.erased)
+
+
 def _add_indexes(db: Database, model) -> None:
     """Create the model's declared indexes that the table lacks (by name: MariaDB has no
     CREATE INDEX IF NOT EXISTS in peewee's dialect)."""
@@ -104,6 +109,7 @@ STEPS: list[tuple[int, str, Callable[[Database], None]]] = [
     ),  # fmt: skip
     (9, "why a certificate was revoked", _step_9_revoke_reason),
     (10, "certificates written back to Moodle", _step_10_record_state),
+    (11, "what retention erased from a job", _step_11_retention),
 ]
 
 LATEST = STEPS[-1][0]

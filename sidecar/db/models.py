@@ -81,6 +81,9 @@ class Job(BaseModel):
     created_at = DateTimeField(index=True)
     updated_at = DateTimeField()
     finished_at = DateTimeField(null=True)
+    # retention (sidecar.privacy): when the recipients' personal data was erased, and what
+    erased_at = DateTimeField(null=True)
+    erased = TextField(null=True)
 
 
 class Batch(BaseModel):

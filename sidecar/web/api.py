@@ -69,9 +69,10 @@ RULES = [
     _rule("/certificates/courses/<int:course>.zip", "GET", "certificates_zip"),
     _rule("/health", "GET", "health"),
     _rule("/activity", "GET", "activity"),
+    _rule("/users/<int:userid>/purge", "POST", "purge_user"),
 ]
 
-_NEEDS_WRITE = {"retry", "cancel", "run", "revoke"}
+_NEEDS_WRITE = {"retry", "cancel", "run", "revoke", "purge_user"}
 _PAGE = {"cursor", "limit"}
 
 
@@ -329,6 +330,29 @@ class Api:
         since = params.time_of(request.args, "since")
         return zip_response(self.dashboard, self.runtime, scope, course, since,
                             **self._by(principal))  # fmt: skip
+
+    # --- privacy ---------------------------------------------------------------------------
+
+    def on_purge_user(self, request: Request, principal, scope: Scope, userid: int) -> Response:
+        """Erase what the sidecar holds about one user (sidecar.privacy), for a Moodle
+        privacy provider; site-wide principals only. `include_suppression=true` also deletes
+        their suppression and unsubscribe entries. Idempotent: 200 with what was deleted
+        (`nothing_left` true when there was nothing)."""
+        from sidecar import privacy
+
+        params.known(request.args, {"include_suppression"})
+        flag = params.choice_of(request.args, "include_suppression", {"true", "false"})
+        if not principal.is_admin:
+            raise Forbidden("only a site-wide principal may purge a user")
+        if userid < 1:
+            raise BadRequest("userid: a Moodle user id, 1 or more")
+        if self.runtime is None:
+            raise ServiceUnavailable("purging needs the daemon's runtime")
+        by = self._by(principal)
+        report = privacy.purge(
+            self.config, self.runtime, userid, include_suppression=flag == "true", by=by
+        )
+        return _json(report.as_json())  # `problems` non-empty: call again later
 
     # --- the description -------------------------------------------------------------------
 

@@ -358,6 +358,23 @@ DOCUMENT: dict = {
                 },
             )
         },  # fmt: skip
+        "/users/{userid}/purge": {
+            "post": _op(
+                "Erase everything the sidecar holds about one user (site-wide principals "
+                "only; idempotent)",
+                _OBJ,
+                params=[
+                    _path("userid", "The Moodle user id.", {"type": "integer", "minimum": 1}),
+                    _query(
+                        "include_suppression",
+                        "`true`: also delete their suppression and unsubscribe entries.",
+                        {"enum": ["true", "false"]},
+                    ),
+                ],
+                errors=["400", "401", "503"],
+                write=True,
+            )
+        },  # fmt: skip
         "/certificates/{code}/revoke": {
             "post": {
                 **_op(
@@ -493,6 +510,7 @@ DOCUMENT: dict = {
                             "template_id": {"type": "string"},
                             "actions": _OBJ,
                             "error": {"type": ["string", "null"]},
+                            "erased": {"type": ["object", "null"]},
                             "batches": {"type": "array", "items": _OBJ},
                             "run": {"type": ["object", "null"]},
                         },
