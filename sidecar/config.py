@@ -414,6 +414,17 @@ class DashboardConfig(Section):
         return v
 
 
+class LoggingConfig(Section):
+    # one line per event on stderr (journald): "text", or "json" for a log shipper
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v):
+        return v.upper() if isinstance(v, str) else v
+
+
 class MetricsConfig(Section):
     # when set, GET /metrics needs `Authorization: Bearer <token>`
     token: SecretStr | None = None
@@ -439,6 +450,7 @@ class Config(Section):
     unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
     dashboard: DashboardConfig = DashboardConfig()
     metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
     retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")

@@ -265,7 +265,15 @@ class Daemon:
             if getattr(new, name) != getattr(self.config, name)
         ]
         # the cloud threads keep the queues and clients they started with
-        restart = {"database", "server", "providers", "unsubscribe", "dashboard", "metrics"}
+        restart = {
+            "database",
+            "server",
+            "providers",
+            "unsubscribe",
+            "dashboard",
+            "metrics",
+            "logging",
+        }
         needs_restart = restart & set(changed)
         if needs_restart:
             log.warning(

@@ -41,6 +41,35 @@ def add_secrets(values: Iterable[str]) -> None:
     _SECRETS.update(v for v in values if v and len(v) >= 4)
 
 
+def formatter(style: str = "text") -> logging.Formatter:
+    """One line per event: `text` (level, logger, message; a timestamp unless journald
+    adds its own) or `json` (one object a line: time, level, logger, message, and the
+    exception when there is one), for a log shipper. Secrets are redacted before either."""
+    if style == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
+        )
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    return logging.Formatter(fmt)
+
+
+def configure(style: str, level: str | None = None) -> None:
+    """Switch the handler setup() added to `style` (and the root logger to `level`): the
+    daemon's `[logging]` section, applied once the config is read."""
+    root = logging.getLogger()
+    if level:
+        root.setLevel(level.upper())
+    for handler in root.handlers:
+        if getattr(handler, "_moodle_offload", False):
+            handler.setFormatter(formatter(style))
+
+
 def setup(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     """Log to stderr; no timestamp under journald. Idempotent."""
     add_secrets(secrets)
@@ -50,10 +79,7 @@ def setup(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
         if getattr(handler, "_moodle_offload", False):
             return
     handler = logging.StreamHandler(sys.stderr)
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(formatter("text"))
     handler.addFilter(RedactingFilter())
     handler._moodle_offload = True
     root.addHandler(handler)

@@ -9,13 +9,15 @@ from sidecar.cli import Context, main, pass_ctx
 @pass_ctx
 def run(obj: Context) -> None:
     """The daemon: HTTP (callbacks, health) and the delivery loop, until SIGTERM."""
-    import logging
     import os
 
+    from sidecar import logsetup
     from sidecar.daemon import Daemon
 
-    if not obj.verbose and "MOODLE_OFFLOAD_LOG_LEVEL" not in os.environ:
-        logging.getLogger().setLevel(logging.INFO)
+    # [logging]: its level unless -v or MOODLE_OFFLOAD_LOG_LEVEL say otherwise, its format
+    logs = obj.config.logging
+    explicit = obj.verbose or "MOODLE_OFFLOAD_LOG_LEVEL" in os.environ
+    logsetup.configure(logs.format, None if explicit else logs.level)
 
     raise SystemExit(Daemon(obj.config, obj.path).serve())
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from sidecar.config import Config, FractionalSeconds, Seconds, load
 from sidecar.errors import ConfigError
@@ -286,3 +286,11 @@ def test_a_wrong_secret_is_never_echoed(tmp_path):
 def test_a_company_sender_is_taken_with_a_display_name(tmp_path):
     path = write(tmp_path, "[[companies]]\nid = 3\nfrom = 'Acme Training <t@acme.example>'\n")
     assert load(path, {}).companies[0].from_ == "Acme Training <t@acme.example>"
+
+
+def test_logging_takes_text_or_json_and_names_a_bad_level():
+    logs = Config.model_validate({"logging": {"format": "json", "level": "debug"}}).logging
+    assert (logs.format, logs.level) == ("json", "DEBUG")
+    with pytest.raises(ValidationError) as caught:
+        Config.model_validate({"logging": {"format": "xml"}})
+    assert "logging.format" in str(caught.value)
