@@ -211,7 +211,28 @@ class Runtime:
                 state["last_sync"] = last_sync() or None
             except Exception as exc:  # noqa: BLE001 - health reports, never raises
                 state["last_sync"] = {"error": type(exc).__name__}
+        state["stuck_jobs"] = self._stuck() if ok else None
+        stuck = bool((state["stuck_jobs"] or {}).get("count"))
+        state["status"] = "down" if not ok else "degraded" if stuck else "ok"
         return ok, state
+
+    def _stuck(self) -> dict:
+        """Jobs idle longer than `[dashboard] stuck_after`: degraded, not down (a stuck job
+        needs a person, not a restart). {count, oldest: {id, last_activity}}."""
+        from datetime import timedelta
+
+        from sidecar.health import stuck_jobs
+
+        after = timedelta(seconds=self.config.dashboard.stuck_after)
+        try:
+            found = stuck_jobs(self.clock() - after)
+        except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            return {"error": type(exc).__name__}
+        oldest = None
+        if found:
+            first = found[0]
+            oldest = {"id": first["id"], "last_activity": first["last_activity"].isoformat() + "Z"}
+        return {"count": len(found), "after_seconds": int(after.total_seconds()), "oldest": oldest}
 
     def close(self) -> None:
         for name in ("aws", "cloudflare"):

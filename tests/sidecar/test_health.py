@@ -465,3 +465,26 @@ def test_a_bad_health_setting_is_refused_naming_the_key(tmp_path, line, message)
     path.write_text(f"[dashboard]\n{line}\n")
     with pytest.raises(ConfigError, match=message):
         load(path, env={})
+
+
+def test_healthz_says_degraded_not_down_for_a_stuck_job(db, db_url, clock):
+    from sidecar.runtime import Runtime
+    from sidecar.web.app import make_app
+    from tests.sidecar.api_helpers import make_job
+
+    rt = Runtime(make_config(db_url, dashboard={"stuck_after": "1h"}), clock=clock)
+    try:
+        job_id = make_job(clock, 3)
+        ok, state = rt.health()
+        assert ok and state["status"] == "ok" and state["stuck_jobs"]["count"] == 0
+        clock.advance(2 * 3600)  # nothing moved for two hours
+        ok, state = rt.health()
+        assert ok and state["status"] == "degraded"
+        assert state["stuck_jobs"]["count"] == 1 and state["stuck_jobs"]["oldest"]["id"] == job_id
+        app = make_app(handle_callback=lambda raw, sig: {}, health=rt.health)
+        from werkzeug.test import Client
+
+        resp = Client(app).get("/healthz")
+        assert resp.status_code == 200 and resp.get_json()["status"] == "degraded"
+    finally:
+        rt.close()
