@@ -43,13 +43,24 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@click.option("--dry-run", is_flag=True, help="List the migrations it would apply; change nothing.")
 @pass_ctx
-def db_upgrade(obj: Context) -> None:
+def db_upgrade(obj: Context, dry_run: bool) -> None:
     """Apply schema migrations (also done by `run` at start)."""
     from sidecar.db import migrations
     from sidecar.runtime import Runtime
 
     rt = Runtime(obj.config)
+    if dry_run:
+        steps = migrations.pending(rt.db)
+        version = migrations.current_version(rt.db)
+        if not steps:
+            click.echo(f"schema at version {version}: nothing to apply")
+            return
+        click.echo(f"schema at version {version}; `db upgrade` would apply:")
+        for number, name in steps:
+            click.echo(f"  {number}: {name}")
+        return
     applied = rt.upgrade()
     version = migrations.current_version(rt.db)
     if applied:

@@ -179,6 +179,14 @@ def upgrade(db: Database) -> list[int]:
     return applied
 
 
+def pending(db: Database) -> list[tuple[int, str]]:
+    """(version, what it does) of each step `upgrade` would apply, changing nothing.
+    Raises ConfigError when another application's tables have our names."""
+    refuse_shared(db)
+    done = applied_versions(db)
+    return [(version, name) for version, name, _ in STEPS if version not in done]
+
+
 def current_version(db: Database) -> int:
     done = applied_versions(db)
     return max(done) if done else 0

@@ -176,7 +176,14 @@ def test_demo_once_fires_two_schedules_on_the_sandbox_and_delivers_mail_and_pdfs
 
 def test_db_upgrade_then_check_pass_on_a_good_config(tmp_path):
     config = write_config(tmp_path)
+    dry = cli(config, "db", "upgrade", "--dry-run").stdout
+    assert "schema at version 0; `db upgrade` would apply:" in dry
+    assert (
+        f"  {migrations.LATEST}: {migrations.STEPS[-1][1]}" in dry and "  1: initial ledger" in dry
+    )
     assert "applied migrations 1, 2, 3" in cli(config, "db", "upgrade").stdout
+    nothing = cli(config, "db", "upgrade", "--dry-run").stdout
+    assert f"schema at version {migrations.LATEST}: nothing to apply" in nothing
     again = cli(config, "db", "upgrade").stdout
     assert f"already at version {migrations.LATEST}" in again
     checked = cli(config, "check")
