@@ -158,11 +158,13 @@ def test_the_daily_report_is_due_at_its_hour_in_the_sites_zone_and_counts(db_url
     assert alerts.daily_report(config, day + timedelta(hours=25))  # the next day's, due
 
 
-def test_two_daemons_racing_make_one_daily_report(db_url):
-    """Two threads, each with its own connection, create the report at the same moment."""
+def test_two_daemons_racing_make_one_daily_report_and_one_stuck_alert(db_url):
+    """Two threads, each with its own connection, check at the same moment."""
     config = make_config(db_url, free_port(), daily_report_at="00:00")
     db = open_database(db_url)
     now = datetime(2025, 11, 18, 9, 0)
+    with db.connection_context():
+        stuck = stuck_job("aws", now)
     barrier = threading.Barrier(2)
     made, errors = [], []
 
@@ -172,6 +174,7 @@ def test_two_daemons_racing_make_one_daily_report(db_url):
                 barrier.wait()
                 for _ in range(5):
                     made.append(alerts.daily_report(config, now))
+                    made.extend(alerts.alert_stuck(config, now))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -181,10 +184,12 @@ def test_two_daemons_racing_make_one_daily_report(db_url):
     for t in threads:
         t.join(60)
     assert not errors, errors
-    assert len([m for m in made if m]) == 1
+    assert len([m for m in made if m]) == 2  # the report's job id, the stuck job's id
+    assert made.count(stuck) == 1
     with db.connection_context():
-        assert Job.select().where(Job.type == "daily_report").count() == 1
-        assert Recipient.select().join(Job).where(Job.type == "daily_report").count() == 2
+        for kind in ("daily_report", "stuck_alert"):
+            assert Job.select().where(Job.type == kind).count() == 1
+            assert Recipient.select().join(Job).where(Job.type == kind).count() == 2
 
 
 @pytest.mark.parametrize(
