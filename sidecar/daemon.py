@@ -365,6 +365,9 @@ class Daemon:
         rt = self.runtime
         pause, first = 1.0, True
         while not rt.stop.wait(pause):
+            if not self.config.alerts.admin_emails:  # nobody to tell
+                pause, first = self.alerts_every, False
+                continue
             try:
                 with rt.db.connection_context():
                     # self.config: SIGHUP

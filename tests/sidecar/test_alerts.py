@@ -13,7 +13,7 @@ from sidecar import alerts, jobs
 from sidecar.config import Config, load
 from sidecar.daemon import Daemon
 from sidecar.db.connect import open_database
-from sidecar.db.models import Job, Recipient
+from sidecar.db.models import Certificate, Job, OptOut, Recipient, SuppressedAddress
 from sidecar.errors import ConfigError
 from sidecar.status import RecipientStatus
 from tests.motoserver import free_port
@@ -143,6 +143,13 @@ def test_the_daily_report_is_due_at_its_hour_in_the_sites_zone_and_counts(db_url
     Recipient.update(status=RecipientStatus.PERMANENTLY_FAILED,
                      last_error="smtp: 550 no such user x@example.org").where(
         Recipient.job == failed).execute()  # fmt: skip
+    at = day + timedelta(minutes=30)
+    for i, when in enumerate((at - timedelta(hours=1), at - timedelta(hours=25))):  # in, out
+        SuppressedAddress.insert(email=f"b{i}@example.org", reason="bounce", source="ses_bounce",
+                                 created_at=when).execute()  # fmt: skip
+        OptOut.insert(userid=i + 1, kind="reminders", source="page", created_at=when).execute()
+        Certificate.insert(code=f"C{i}", job_id=failed, userid=i + 1, storage="local", key="k",
+                           issued_at=when).execute()  # fmt: skip
     assert alerts.daily_report(config, day) is None
     job_id = alerts.daily_report(config, day + timedelta(minutes=30))  # 07:30 in Berlin
     assert job_id
@@ -152,6 +159,8 @@ def test_the_daily_report_is_due_at_its_hour_in_the_sites_zone_and_counts(db_url
     assert data["jobs_total"] == 1 and data["failures"] == 3
     assert data["top_reasons"] == [["smtp: 550 no such user <address>", 3]]
     assert data["stuck"][0]["id"] == failed
+    assert (data["bounces"], data["suppressed"], data["unsubscribes"]) == (1, 1, 1)
+    assert data["certificates"] == 1
     assert data["dashboard_url"] == "https://offload.example.org/"
     assert alerts.daily_report(config, day + timedelta(hours=10)) is None  # same day
     assert alerts.daily_report(config, day + timedelta(hours=24)) is None  # 07:00 next day
