@@ -437,6 +437,36 @@ class RetentionConfig(Section):
     certificate_days: int | None = Field(None, ge=1, le=36_500)
 
 
+class AlertsConfig(Section):
+    # who gets the stuck-job alerts and the daily report (none: neither is sent)
+    admin_emails: tuple[str, ...] = ()
+    # "HH:MM" in [schedules] timezone; None: no daily report
+    daily_report_at: str | None = None
+
+    @field_validator("admin_emails")
+    @classmethod
+    def _emails(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from sidecar.csvinput import validate_email
+
+        out = []
+        for address in v:
+            try:
+                out.append(validate_email(address))
+            except ValueError as exc:
+                raise ValueError(f"{address!r} is not an email address: {exc}") from None
+        return tuple(dict.fromkeys(out))
+
+    @field_validator("daily_report_at")
+    @classmethod
+    def _hhmm(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", v.strip())
+        if not m:
+            raise ValueError(f'{v!r} is not a time of day: give HH:MM, e.g. "07:30"')
+        return f"{int(m[1]):02d}:{m[2]}"
+
+
 class Config(Section):
     moodle: MoodleConfig | None = None
     database: DatabaseConfig = DatabaseConfig()
@@ -452,6 +482,7 @@ class Config(Section):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     retention: RetentionConfig = RetentionConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _cloud_needs(self):

@@ -32,6 +32,8 @@ from sidecar.web.server import HttpServer
 
 log = logging.getLogger(__name__)
 
+#: the alerts loop (stuck jobs, the daily report) checks this often
+ALERTS_EVERY = 60.0
 #: retention runs this long after start, then every RETENTION_EVERY seconds
 RETENTION_FIRST = 60.0
 RETENTION_EVERY = 24 * 3600.0
@@ -39,8 +41,10 @@ RETENTION_EVERY = 24 * 3600.0
 
 class Daemon:
     def __init__(self, config: Config, config_path: Path | None = None, *, poll_interval=1.0,
-                 retention_delay: float = RETENTION_FIRST):  # fmt: skip
+                 retention_delay: float = RETENTION_FIRST,
+                 alerts_every: float = ALERTS_EVERY):  # fmt: skip
         self.config = config
+        self.alerts_every = alerts_every
         self.retention_delay = retention_delay
         self.config_path = config_path
         self.runtime = Runtime(config)
@@ -101,6 +105,7 @@ class Daemon:
                 self.heartbeats.watch(t)
                 t.start()
         threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
+        threading.Thread(target=self._alerts_loop, name="alerts", daemon=True).start()
         if schedules:
             self._start_schedules()
         self.running = True
@@ -348,6 +353,29 @@ class Daemon:
             except Exception:  # noqa: BLE001 - loop boundary: log and go on
                 log.exception("retention error; trying again in an hour")
                 pause = 3600.0
+
+    def _alerts_loop(self) -> None:
+        """Alert `[alerts] admin_emails` once per newly stuck job and create the day's
+        report when due (sidecar.alerts), every minute. Both are ledger jobs on the local
+        route, which the delivery loop sends; two daemons on one database make one. The
+        first check, a second after start, makes a report missed while down; stuck jobs
+        are judged from the next one, when this daemon has had a minute to move them."""
+        from sidecar import alerts
+
+        rt = self.runtime
+        pause, first = 1.0, True
+        while not rt.stop.wait(pause):
+            if not self.config.alerts.admin_emails:  # nobody to tell
+                pause, first = self.alerts_every, False
+                continue
+            try:
+                with rt.db.connection_context():
+                    # self.config: SIGHUP
+                    if alerts.tick(self.config, rt.clock(), stuck=not first):
+                        self._wake.set()
+            except Exception:  # noqa: BLE001 - loop boundary: log and go on
+                log.exception("alerts error; trying again in a minute")
+            pause, first = self.alerts_every, False
 
     def _submit_loop(self) -> None:
         """Hand pending cloud batches to their queue; back off while it is unreachable."""
