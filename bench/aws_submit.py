@@ -81,17 +81,19 @@ def make_config(db_url: str, endpoint: str, queue_url: str, tmp: Path, batch_siz
     })  # fmt: skip
 
 
-def create(n: int, batch_size: int) -> jobs.Created:
+def create(n: int, batch_size: int, route: str = "aws", now=None) -> jobs.Created:
+    """One reminder job of `n` recipients on the cloud route `route` (the other cloud
+    benches make theirs here too)."""
     spec = jobs.JobSpec(
         type="send_reminder",
         template_id="reminder",
         source="bench",
-        route="aws",
+        route=route,
         route_reason="bench: forced cloud",
         courseid=101,
         template_data=TEMPLATE_DATA,
     )
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = now or datetime.now(UTC).replace(tzinfo=None)
     return jobs.create_job(spec, people(n), batch_size=batch_size, now=now)
 
 

@@ -32,10 +32,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.aws_submit import TEMPLATE_DATA, people  # noqa: E402
+from bench.aws_submit import create  # noqa: E402
 from bench.cloudflare_worker import email_files, floor_config  # noqa: E402
 from providers.signing import sign  # noqa: E402
-from sidecar import jobs  # noqa: E402
 from sidecar.config import load  # noqa: E402
 from sidecar.daemon import Daemon  # noqa: E402
 from sidecar.db.models import Recipient  # noqa: E402
@@ -63,19 +62,6 @@ def write_config(tmp: Path, worker_url: str, batch_size: int) -> Path:
     return path
 
 
-def create(n: int, batch_size: int, now) -> jobs.Created:
-    spec = jobs.JobSpec(
-        type="send_reminder",
-        template_id="reminder",
-        source="bench",
-        route="cloudflare",
-        route_reason="bench: forced cloud",
-        courseid=101,
-        template_data=TEMPLATE_DATA,
-    )
-    return jobs.create_job(spec, people(n), batch_size=batch_size, now=now)
-
-
 def sent(rt, job_id: str) -> int:
     with rt.db.connection_context():
         return (
@@ -93,7 +79,7 @@ def end_to_end(tmp: Path, worker: Wrangler, args) -> tuple[float, list[bytes], i
     rt = daemon.runtime
     rt.upgrade()
     with rt.db.connection_context():
-        created = create(args.recipients, args.batch_size, rt.clock())
+        created = create(args.recipients, args.batch_size, route="cloudflare", now=rt.clock())
     captured: list[bytes] = []
     queue = rt.cloudflare.queue
     post = queue.http.post
