@@ -18,6 +18,7 @@ import hashlib
 import logging
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -501,18 +502,20 @@ class CloudSubmitter:
             store.apply_updates(job.id, batch.id, updates, now, 1)
 
 
-class _Offload:
+class _Offload(ABC):
     """What both clouds' pieces share: the cached answer to "can the queue take a job
     now" (`check_queue` asked at most once a minute) and closing every client."""
 
     _checked_at: float | None = None
     _problem: str | None = None
 
+    @abstractmethod
     def check_queue(self) -> object:
-        raise NotImplementedError
+        """Reach the job queue; raise ProviderError naming what is wrong."""
 
+    @abstractmethod
     def parts(self) -> list:
-        raise NotImplementedError
+        """The clients to close."""
 
     def problem(self) -> str | None:
         """Why the job queue cannot take batches now (None: it can); asked at most once a
