@@ -97,6 +97,22 @@ def create(n: int, batch_size: int, route: str = "aws", now=None) -> jobs.Create
     return jobs.create_job(spec, people(n), batch_size=batch_size, now=now)
 
 
+def submit_all(submitter, job_id: str, profile: bool):
+    """(batches queued, seconds, the cProfile.Profile or None): `run_once` until the job
+    has nothing left to hand over, timed (and profiled when asked)."""
+    profiler = cProfile.Profile() if profile else None
+    t = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    queued = 0
+    while n := submitter.run_once(job_id):
+        queued += n
+    seconds = time.perf_counter() - t
+    if profiler:
+        profiler.disable()
+    return queued, seconds, profiler
+
+
 def render_floor(template_data: dict, n: int) -> float:
     """Seconds bare Jinja2 takes to render the reminder's three blocks for n learners."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(SHIPPED)), autoescape=True,
@@ -147,19 +163,7 @@ def main() -> None:
 
         aws = rt.aws  # clients built here, untimed; the first request is inside the timing
         aws.sqs.client.meta.events.register("provide-client-params.sqs.SendMessageBatch", record)
-        profiler = cProfile.Profile() if args.profile else None
-        t = time.perf_counter()
-        if profiler:
-            profiler.enable()
-        queued = 0
-        while True:
-            n = aws.submitter.run_once(created.job_id)
-            queued += n
-            if not n:
-                break
-        ours = time.perf_counter() - t
-        if profiler:
-            profiler.disable()
+        queued, ours, profiler = submit_all(aws.submitter, created.job_id, args.profile)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         left = Batch.select().where(Batch.job == created.job_id,
                                     Batch.status == BatchStatus.PENDING).count()  # fmt: skip

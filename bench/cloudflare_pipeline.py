@@ -28,13 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.aws_submit import create  # noqa: E402
-from bench.cloudflare_worker import email_files, floor_config  # noqa: E402
-from providers.signing import sign  # noqa: E402
+from bench.cloudflare_worker import email_files, post_again, worker_pair  # noqa: E402
 from sidecar.config import load  # noqa: E402
 from sidecar.daemon import Daemon  # noqa: E402
 from sidecar.db.models import Recipient  # noqa: E402
@@ -107,25 +104,14 @@ def end_to_end(tmp: Path, worker: Wrangler, args) -> tuple[float, list[bytes], i
 def floor_run(floor: Wrangler, captured: list[bytes], n: int) -> float:
     """Seconds from posting the captured bodies (re-signed) to the floor Worker until its
     `send_email` simulation wrote n emails."""
-    messages = [json.loads(body)["messages"] for body in captured]  # untimed
-    session = requests.Session()
     started = time.perf_counter()
-    for batch in messages:
-        body = json.dumps({"schema": "offload.enqueue.v1", "timestamp": int(time.time()),
-                           "messages": batch}, ensure_ascii=False,
-                          separators=(",", ":")).encode()  # fmt: skip
-        resp = session.post(f"{floor.url}/enqueue", data=body, timeout=120,
-                            headers={"Content-Type": "application/json",
-                                     "X-Signature": sign(SECRET, body)})  # fmt: skip
-        assert resp.status_code == 200, (resp.status_code, resp.text[:300])
+    post_again(f"{floor.url}/enqueue", captured)
     deadline = time.monotonic() + TIMEOUT
     while email_files(floor) < n:
         if time.monotonic() > deadline:
             raise AssertionError(f"floor: {email_files(floor)} of {n} emails in {TIMEOUT:.0f} s")
         time.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    session.close()
-    return elapsed
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -136,16 +122,8 @@ def main() -> None:
     wrangler = _wrangler_bin()
     with tempfile.TemporaryDirectory(prefix="bench-cf-pipeline-") as tmpdir:
         root = Path(tmpdir)
-        for name in ("worker", "floor", "sidecar"):
-            (root / name).mkdir()
-        real = Wrangler(wrangler, root / "worker", {"CALLBACK_SECRET": SECRET})
-        floor = Wrangler(wrangler, root / "floor", {"CALLBACK_SECRET": SECRET})
-        floor.config = floor_config(root / "floor")
-        try:
-            real.start()
-            floor.start()
-            real.wait_ready()
-            floor.wait_ready()
+        (root / "sidecar").mkdir()
+        with worker_pair(wrangler, root) as (real, floor):
             ours, captured, batches = end_to_end(root / "sidecar", real, args)
             messages = sum(len(json.loads(b)["messages"]) for b in captured)
             print(f"{args.recipients} emails, {batches} batches, {messages} messages "
@@ -161,9 +139,6 @@ def main() -> None:
             ratio = ours / floor_s
             verdict = "meets" if ratio <= 1.3 else "misses"
             print(f"ratio {ratio:.2f}x the floor: {verdict} the target (<= 1.3x)")
-        finally:
-            real.stop()
-            floor.stop()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Run: python bench/cloudflare_submit.py [--recipients N] [--batch-size N] [--prof
 """
 
 import argparse
-import cProfile
 import json
 import os
 import pstats
@@ -32,12 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.aws_submit import TEMPLATE_DATA, create, people, render_floor  # noqa: E402
-from providers.signing import sign  # noqa: E402
+from bench.aws_submit import TEMPLATE_DATA, create, people, render_floor, submit_all  # noqa: E402
+from bench.cloudflare_worker import post_again  # noqa: E402
 from sidecar.config import Config  # noqa: E402
 from sidecar.db.models import Batch  # noqa: E402
 from sidecar.runtime import Runtime  # noqa: E402
@@ -75,25 +72,6 @@ def make_config(db_url: str, worker_url: str, tmp: Path, batch_size: int) -> Con
                       "local": {"certificate_dir": str(tmp / "certs"),
                                 "maildir": str(tmp / "mail")}},
     })  # fmt: skip
-
-
-def post_floor(url: str, captured: list[bytes]) -> float:
-    """Seconds bare `requests` takes to post the captured /enqueue bodies again, each with
-    a fresh timestamp and signature."""
-    messages = [json.loads(body)["messages"] for body in captured]  # untimed
-    session = requests.Session()
-    started = time.perf_counter()
-    for batch in messages:
-        body = json.dumps({"schema": "offload.enqueue.v1", "timestamp": int(time.time()),
-                           "messages": batch}, ensure_ascii=False,
-                          separators=(",", ":")).encode()  # fmt: skip
-        resp = session.post(url, data=body, timeout=120,
-                            headers={"Content-Type": "application/json",
-                                     "X-Signature": sign(SECRET, body)})  # fmt: skip
-        assert resp.status_code == 200, (resp.status_code, resp.text[:300])
-    elapsed = time.perf_counter() - started
-    session.close()
-    return elapsed
 
 
 def main() -> None:
@@ -136,25 +114,13 @@ def run(args, tmp: Path, worker: Wrangler):
         return post(what, url, data=data, headers=headers)
 
     cf.queue.http.post = record
-    profiler = cProfile.Profile() if args.profile else None
-    t = time.perf_counter()
-    if profiler:
-        profiler.enable()
-    queued = 0
-    while True:
-        n = cf.submitter.run_once(created.job_id)
-        queued += n
-        if not n:
-            break
-    ours = time.perf_counter() - t
-    if profiler:
-        profiler.disable()
+    queued, ours, profiler = submit_all(cf.submitter, created.job_id, args.profile)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     left = Batch.select().where(Batch.job == created.job_id,
                                 Batch.status == BatchStatus.PENDING).count()  # fmt: skip
     rt.close()
 
-    posting = post_floor(f"{worker.url}/enqueue", captured)
+    posting = post_again(f"{worker.url}/enqueue", captured)
     return created, queued, left, captured, ours, posting, rss, profiler
 
 

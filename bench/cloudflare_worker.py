@@ -21,10 +21,14 @@ import re
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from providers.signing import sign  # noqa: E402
 from tests.providers.test_cloudflare_worker import (  # noqa: E402 - the tests' harness
     SECRET,
     WORKER,
@@ -61,6 +65,45 @@ export default {
 """
 
 
+@contextmanager
+def worker_pair(wrangler: Path, root: Path):
+    """(real, floor): the Worker as shipped and the floor Worker (no record, no report),
+    each in `wrangler dev` with its own state under `root`, started together, stopped."""
+    for name in ("worker", "floor"):
+        (root / name).mkdir(exist_ok=True)
+    real = Wrangler(wrangler, root / "worker", {"CALLBACK_SECRET": SECRET})
+    floor = Wrangler(wrangler, root / "floor", {"CALLBACK_SECRET": SECRET})
+    floor.config = floor_config(root / "floor")
+    try:
+        real.start()
+        floor.start()
+        real.wait_ready()
+        floor.wait_ready()
+        yield real, floor
+    finally:
+        real.stop()
+        floor.stop()
+
+
+def post_again(url: str, captured: list[bytes]) -> float:
+    """Seconds bare `requests` takes to post captured /enqueue bodies again to `url`, each
+    with a fresh timestamp and signature (the Worker refuses a stale one)."""
+    messages = [json.loads(body)["messages"] for body in captured]  # untimed
+    session = requests.Session()
+    started = time.perf_counter()
+    for batch in messages:
+        body = json.dumps({"schema": "offload.enqueue.v1", "timestamp": int(time.time()),
+                           "messages": batch}, ensure_ascii=False,
+                          separators=(",", ":")).encode()  # fmt: skip
+        resp = session.post(url, data=body, timeout=120,
+                            headers={"Content-Type": "application/json",
+                                     "X-Signature": sign(SECRET, body)})  # fmt: skip
+        assert resp.status_code == 200, (resp.status_code, resp.text[:300])
+    elapsed = time.perf_counter() - started
+    session.close()
+    return elapsed
+
+
 def floor_config(home: Path) -> Path:
     """The Worker's wrangler.jsonc with `main` pointing at the floor's queue handler."""
     (home / "floor.js").write_text(FLOOR_JS % {"src": WORKER / "src"})
@@ -85,16 +128,7 @@ def main() -> None:
     wrangler = _wrangler_bin()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "worker").mkdir()
-        (root / "floor").mkdir()
-        real = Wrangler(wrangler, root / "worker", {"CALLBACK_SECRET": SECRET})
-        floor = Wrangler(wrangler, root / "floor", {"CALLBACK_SECRET": SECRET})
-        floor.config = floor_config(root / "floor")
-        try:
-            real.start()
-            floor.start()
-            real.wait_ready()
-            floor.wait_ready()
+        with worker_pair(wrangler, root) as (real, floor):
             addresses = [f"learner{i}@school.example.org" for i in range(args.emails)]
             batches = [
                 make_batch(callback_url, addresses[i : i + args.batch_size], first_userid=1001 + i)
@@ -135,10 +169,7 @@ def main() -> None:
             ratio = real_s / floor_s
             verdict = "meets" if ratio <= 1.3 else "misses"
             print(f"ratio {ratio:.2f}x the floor: {verdict} the target (<= 1.3x)")
-        finally:
-            real.stop()
-            floor.stop()
-            sidecar.shutdown()
+    sidecar.shutdown()
 
 
 if __name__ == "__main__":
