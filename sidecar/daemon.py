@@ -378,23 +378,31 @@ class Daemon:
             pause, first = self.alerts_every, False
 
     def _submit_loop(self) -> None:
-        """Hand pending cloud batches to their queue; back off while it is unreachable."""
+        """Hand pending cloud batches to their queue. Each cloud backs off on its own while
+        it is unreachable: AWS down does not hold Cloudflare's batches back, nor the other
+        way round."""
         rt = self.runtime
-        pause = self.poll_interval
+        paused: dict[str, tuple[float, float]] = {}  # provider -> (until, last pause)
         while not rt.stop.is_set():
-            try:
-                with rt.db.connection_context():
-                    for offload in rt.offloads():
+            for offload in rt.offloads():
+                name = offload.settings.provider
+                until, pause = paused.get(name, (0.0, 0.0))
+                if time.monotonic() < until:
+                    continue
+                try:
+                    with rt.db.connection_context():
                         offload.submitter.run_once()
-                pause = self.poll_interval
-            except ProviderUnavailable as exc:
-                pause = min(max(pause * 2, 5.0), 300.0)
-                log.warning("cloud submission paused for %.0fs: %s", pause, exc)
-            except Exception:  # noqa: BLE001 - loop boundary: log and go on
-                log.exception("cloud submission error; retrying")
-                pause = min(max(pause * 2, 5.0), 300.0)
-            self.heartbeats.beat("cloud-submit", idle=pause)
-            self._wake.wait(pause)
+                    paused.pop(name, None)
+                    continue
+                except ProviderUnavailable as exc:
+                    pause = min(max(pause * 2, 5.0), 300.0)
+                    log.warning("%s submission paused for %.0fs: %s", name, pause, exc)
+                except Exception:  # noqa: BLE001 - loop boundary: log and go on
+                    pause = min(max(pause * 2, 5.0), 300.0)
+                    log.exception("%s submission error; retrying in %.0fs", name, pause)
+                paused[name] = (time.monotonic() + pause, pause)
+            self.heartbeats.beat("cloud-submit", idle=self.poll_interval)
+            self._wake.wait(self.poll_interval)
 
     def _poll_loop(self) -> None:
         """Read the results queue (long polling), and the DLQ and SES events now and then.

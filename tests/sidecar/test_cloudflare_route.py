@@ -8,6 +8,7 @@ The Worker's side is played by the test here; the real Worker, run by workerd, i
 tests/e2e/test_cloudflare_worker_route.py."""
 
 import json
+import time
 import uuid
 from datetime import UTC
 from io import BytesIO
@@ -29,6 +30,7 @@ from sidecar.runtime import Runtime
 from sidecar.status import BatchStatus, JobStatus
 from sidecar.status import RecipientStatus as R
 from tests.cloudflare_api import ACCOUNT, TOKEN, CloudflareApi
+from tests.motoserver import free_port
 from tests.sidecar.test_cloud import aws  # noqa: F401 - the moto stack fixture
 
 SECRET = "cf-route-secret"
@@ -278,3 +280,33 @@ def test_a_cloudflare_company_and_an_aws_company_go_each_to_their_own_cloud_in_o
             assert on_sqs == {by_company[aws_co].id}
         finally:
             rt.close()
+
+
+def test_aws_unreachable_does_not_hold_back_the_cloudflare_batches(db, db_url, cf, tmp_path):
+    from sidecar.daemon import Daemon
+
+    raw = make_config(db_url, cf, tmp_path).model_dump(by_alias=True, mode="json")
+    raw["providers"]["cloudflare"].update(auth_token=TOKEN, r2_secret_access_key="testing")
+    raw["providers"]["aws"] = {  # a queue nothing answers for: every submission fails
+        "region": "eu-west-1", "s3_bucket": "none", "ses_from": SENDER,
+        "sqs_queue_url": f"http://127.0.0.1:{free_port()}/123456789012/gone",
+        "endpoint_url": f"http://127.0.0.1:{free_port()}",
+    }  # fmt: skip
+    raw["server"]["listen"] = f"127.0.0.1:{free_port()}"
+    config = Config.model_validate(raw)
+    daemon = Daemon(config, poll_interval=0.1)
+    rt = daemon.runtime
+    with rt.db.connection_context():
+        jobs.create_job(jobs.JobSpec(type="send_reminder", template_id="reminder",
+                                     source="test", route="aws", route_reason="test"),
+                        [jobs.RecipientIn(9, "x@example.com", "X", "Y")], batch_size=50,
+                        now=rt.clock())  # fmt: skip
+        job_id = make_job(rt.clock, 30)
+    daemon.start(schedules=False)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(on_queue(cf)) < 1:
+            time.sleep(0.1)
+        assert [b["job_id"] for b in on_queue(cf)] == [job_id]
+    finally:
+        daemon.shutdown()
