@@ -183,26 +183,55 @@ class ServerConfig(Section):
         return int(self.listen.rpartition(":")[2])
 
 
+def _a_fernet_key(v: SecretStr) -> SecretStr:
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(v.get_secret_value())
+    except (ValueError, TypeError):
+        raise ValueError(
+            "is not a Fernet key (32 url-safe base64 bytes): make one with "
+            "`moodle-offload keys new`"
+        ) from None
+    return v
+
+
 class SecurityConfig(Section):
     callback_secrets: tuple[SecretStr, ...] = ()
     encryption_key: SecretStr | None = None
+    # keys replaced by encryption_key, still read: what they sealed opens until
+    # `keys rotate` re-encrypted it, and unsubscribe links they signed keep working
+    previous_encryption_keys: tuple[SecretStr, ...] = ()
     callback_max_skew: Seconds = Field(300, ge=1, le=86_400)
 
     @field_validator("encryption_key")
     @classmethod
     def _fernet(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None:
-            from cryptography.fernet import Fernet
+        return None if v is None else _a_fernet_key(v)
 
+    @field_validator("previous_encryption_keys")
+    @classmethod
+    def _fernets(cls, v: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for i, key in enumerate(v):
             try:
-                Fernet(v.get_secret_value())
-            except (ValueError, TypeError):
-                raise ValueError(
-                    "is not a Fernet key (32 url-safe base64 bytes): make one with "
-                    "python -c 'from cryptography.fernet import Fernet; "
-                    "print(Fernet.generate_key().decode())'"
-                ) from None
+                _a_fernet_key(key)
+            except ValueError as exc:
+                raise ValueError(f"[{i}] {exc}") from None
         return v
+
+    @model_validator(mode="after")
+    def _previous_needs_current(self):
+        if self.previous_encryption_keys and self.encryption_key is None:
+            raise ValueError(
+                "previous_encryption_keys: set encryption_key too (the new key, which seals; "
+                "the previous keys are only read)"
+            )
+        return self
+
+    def fernet_keys(self) -> list[str]:
+        """The encryption key first (it seals), then the previous keys (read only)."""
+        keys = [] if self.encryption_key is None else [self.encryption_key]
+        return [k.get_secret_value() for k in (*keys, *self.previous_encryption_keys)]
 
 
 class RetryConfig(Section):
@@ -537,6 +566,7 @@ SECRET_KEYS = (
     "moodle.token",
     "security.callback_secrets",
     "security.encryption_key",
+    "security.previous_encryption_keys",
     "providers.local.smtp_password",
     "providers.cloudflare.auth_token",
     "providers.cloudflare.r2_secret_access_key",
@@ -646,7 +676,7 @@ def resolve_secrets(raw: dict, path: Path, env: Mapping[str, str]) -> None:
             if not isinstance(source, str):
                 raise ConfigError(f"{path}: {dotted}_file: must be a path string")
             text = _read_secret(path, f"{dotted}_file", source, env)
-            if dotted == "security.callback_secrets":
+            if dotted in ("security.callback_secrets", "security.previous_encryption_keys"):
                 node[name] = [line.strip() for line in text.splitlines() if line.strip()]
             else:
                 node[name] = text.strip()

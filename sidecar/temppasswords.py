@@ -4,12 +4,16 @@ A password exists in plain text only in memory: it is sealed (`security.encrypti
 the moment it is generated, the sealed form is what the ledger holds, and it is opened
 only to set it in Moodle and to render the one email that carries it. `Plain` keeps it
 out of reprs and log lines.
+
+Key rotation: `security.encryption_key` seals; it and `security.previous_encryption_keys`
+open (MultiFernet). `moodle-offload keys rotate` (sidecar.keyrotation) re-seals what an old
+key sealed, so the old key can go.
 """
 
 import secrets
 from dataclasses import dataclass
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from sidecar.config import Config, PasswordPolicyConfig
 from sidecar.errors import ConfigError
@@ -72,34 +76,59 @@ def generate(policy: PasswordPolicyConfig) -> Plain:
 
 @dataclass(frozen=True)
 class Sealer:
-    """Seals and opens temporary passwords with the configured Fernet key."""
+    """Seals temporary passwords with the configured Fernet key; opens them with it or a
+    previous key."""
 
-    fernet: Fernet
+    fernet: MultiFernet
+    current: Fernet  # the key that seals
 
     @classmethod
     def from_config(cls, config: Config) -> "Sealer":
         """Raises ConfigError when security.encryption_key is not set."""
-        key = config.security.encryption_key
-        if key is None:
+        keys = config.security.fernet_keys()
+        if not keys:
             raise ConfigError(
                 "security.encryption_key is not set: temporary passwords are kept encrypted "
-                "with it; make one with python -c 'from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())'"
+                "with it; make one with `moodle-offload keys new`"
             )
-        return cls(Fernet(key.get_secret_value()))
+        return cls.of(keys)
+
+    @classmethod
+    def of(cls, keys: list[str]) -> "Sealer":
+        fernets = [Fernet(k) for k in keys]
+        return cls(MultiFernet(fernets), fernets[0])
 
     def seal(self, password: str) -> str:
         return self.fernet.encrypt(password.encode("utf-8")).decode("ascii")
 
     def open(self, token: str) -> Plain:
-        """The password sealed in `token`; raises ConfigError when the key cannot open it
-        (security.encryption_key changed since it was sealed)."""
+        """The password sealed in `token`; raises ConfigError when no configured key opens
+        it (security.encryption_key changed and the old key is not among
+        security.previous_encryption_keys)."""
         try:
             return Plain(self.fernet.decrypt(token.encode("ascii")).decode("utf-8"))
         except InvalidToken:
             raise ConfigError(
                 "a temporary password cannot be decrypted: security.encryption_key changed "
-                "since it was generated"
+                "since it was generated; put the old key in "
+                "security.previous_encryption_keys"
+            ) from None
+
+    def is_current(self, token: str) -> bool:
+        """Whether the sealing key sealed `token` (nothing for `keys rotate` to do)."""
+        try:
+            self.current.decrypt(token.encode("ascii"))
+        except InvalidToken:
+            return False
+        return True
+
+    def reseal(self, token: str) -> str:
+        """`token` sealed again with the sealing key; raises ConfigError as `open` does."""
+        try:
+            return self.fernet.rotate(token.encode("ascii")).decode("ascii")
+        except InvalidToken:
+            raise ConfigError(
+                "a temporary password cannot be decrypted by any configured key"
             ) from None
 
     def __repr__(self) -> str:

@@ -62,6 +62,7 @@ class Links:
 
     key: bytes
     public_url: str
+    previous: tuple[bytes, ...] = ()  # keys derived from security.previous_encryption_keys
 
     def token(self, userid: int, kind: str) -> str:
         return seal(self.key, f"{userid}.{check_kind(kind)}")
@@ -72,7 +73,10 @@ class Links:
     def read(self, token: str) -> tuple[int, str] | None:
         """(userid, kind) of a token these links made; None when malformed, forged or
         altered. Never raises."""
-        payload = unseal(self.key, token)
+        # a link sent before a key rotation was signed with a previous key; every key is
+        # tried (no early exit), as callback signatures are
+        payloads = [unseal(key, token) for key in (self.key, *self.previous)]
+        payload = next((p for p in payloads if p is not None), None)
         if payload is None:
             return None
         userid, _, kind = payload.partition(".")
@@ -105,8 +109,12 @@ def links_for(config: Config) -> Links | None:
     (`unavailable` says why): bulk mail then goes without them."""
     if not config.unsubscribe.enabled or unavailable(config):
         return None
-    secret = config.security.encryption_key.get_secret_value()
-    return Links(derive_key(secret, PURPOSE), config.server.public_url)
+    current, *previous = config.security.fernet_keys()
+    return Links(
+        derive_key(current, PURPOSE),
+        config.server.public_url,
+        tuple(derive_key(k, PURPOSE) for k in previous),
+    )
 
 
 # --- the opt-out list ------------------------------------------------------------------------

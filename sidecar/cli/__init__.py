@@ -92,6 +92,7 @@ from sidecar.cli import (  # noqa: E402,F401  (registers them)
     certificates,
     commands,
     jobs,
+    keys,
     license,
     privacy,
     reengagement,

@@ -45,7 +45,7 @@ def test_sealed_passwords_open_with_the_key_only():
     password = generate(PasswordPolicyConfig())
     sealed = sealer.seal(password)
     assert password not in sealed and sealer.open(sealed) == password
-    other = Sealer(Fernet(Fernet.generate_key()))
+    other = Sealer.of([Fernet.generate_key().decode()])
     with pytest.raises(ConfigError, match="encryption_key changed"):
         other.open(sealed)
     with pytest.raises(ConfigError, match="security.encryption_key is not set"):

@@ -30,7 +30,7 @@ def moodle():
 @pytest.fixture
 def step(moodle, clock):
     client = MoodleClient(ClientSettings(url=moodle.url, token=moodle.site.token, attempts=1))
-    yield WelcomePasswords(client, Sealer(Fernet(Fernet.generate_key())),
+    yield WelcomePasswords(client, Sealer.of([Fernet.generate_key().decode()]),
                            PasswordPolicyConfig(), clock)  # fmt: skip
     client.close()
 
