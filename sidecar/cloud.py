@@ -8,7 +8,9 @@ batches `pending` after SQS took them. Those are sent again with the same entry 
 deduplication ids: a FIFO queue drops them (5-minute window) and the worker's
 (batch_id, userid) record makes any copy a no-op, so nobody is mailed twice. The next
 request is rendered while the last one is on its way (a second thread waits for SQS),
-and is sent only after the last one is committed.
+and is sent only after the last one is committed. Large batches are composed (rendered and
+packed) in worker processes a few batches ahead (sidecar/composepool.py), so the emails of
+the next batches are rendered on another core while this one posts and commits.
 
 Pacing: the SES quota is read every few minutes; submission never plans more than 95%
 of the daily quota (less what SES sent and what is still queued) nor of the send rate.
@@ -19,8 +21,10 @@ import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,12 +34,11 @@ from peewee import fn
 from providers.aws import SqsSubmitter, SubmitInterrupted
 from providers.aws.account import SendQuota, SesAccount
 from providers.base import ProviderError, ProviderUnavailable
-from providers.message import MessageTooLarge, build_batch_parts, decode_body
-from sidecar import certificates, crashpoints, metrics
+from providers.message import decode_body
+from sidecar import certificates, composepool, crashpoints, metrics
 from sidecar.compose import Composer
 from sidecar.db import store
 from sidecar.db.models import Batch, Job, Recipient
-from sidecar.errors import TemplateError
 from sidecar.status import BatchStatus, JobStatus, RecipientStatus
 from sidecar.unsubscribe import settle_opted_out
 
@@ -76,6 +79,14 @@ class _Built:
     bodies: list[bytes]
     userids: list[int]
     tags: list[str]  # one per part: a digest of the userids it holds
+
+
+@dataclass
+class _Composing:
+    job: Job
+    batch: Batch
+    work: composepool.Work
+    result: "Future[composepool.Composed] | composepool.Composed"
 
 
 @dataclass
@@ -173,6 +184,7 @@ class CloudSubmitter:
         pacer: Pacer,
         clock: Callable[[], datetime],
         store_pdfs: "Callable[[list[tuple[str, str]]], dict[str, str]] | None" = None,
+        workers: int | None = None,
     ):
         self.settings = settings
         self.sqs = sqs
@@ -186,6 +198,10 @@ class CloudSubmitter:
         self.clock = clock
         self._batch_counts: dict[str, int] = {}
         self._waiting_logged = False
+        # large batches are composed (rendered, packed) in worker processes, a few batches
+        # ahead of the one being sent and committed here
+        self.workers = composepool.processes() if workers is None else workers
+        self._composers: composepool.ComposePool | None = None
 
     def run_once(self, job_id: str | None = None) -> int:
         """Submit every pending batch the quota allows; returns the batches queued.
@@ -197,9 +213,25 @@ class CloudSubmitter:
         queued = 0
         built: list[_Built] = []
         parts = 0
-        # one request at a time on its way to SQS while the next one is rendered; it is
+        # one request at a time on its way to SQS while the next one is composed; it is
         # committed before the next is sent
         sending: _Sending | None = None
+        # batches being composed (in worker processes), in order: as many as there are
+        # workers, and one more, so that none waits while this thread sends and commits
+        ahead: deque[_Composing] = deque()
+
+        def take(one: _Built | None) -> None:
+            nonlocal built, parts, sending, queued
+            if one is None:
+                return
+            built.append(one)
+            parts += len(one.bodies)
+            if parts >= MESSAGES_PER_COMMIT:
+                previous, sending = sending, None
+                queued += self._finish(previous)
+                sending = self._start(pool, built)
+                built, parts = [], 0
+
         with ThreadPoolExecutor(1, thread_name_prefix="sqs-submit") as pool:
             jobs: dict[str, Job] = {}
             try:
@@ -212,22 +244,20 @@ class CloudSubmitter:
                         break  # the SES quota: later batches wait too
                     if not todo:
                         continue
-                    one = self._build(job, batch, todo, limit)
-                    if one is None:
-                        continue
-                    self.pacer.spend(len(one.userids))
-                    built.append(one)
-                    parts += len(one.bodies)
-                    if parts >= MESSAGES_PER_COMMIT:
-                        previous, sending = sending, None
-                        queued += self._finish(previous)
-                        sending = self._start(pool, built)
-                        built, parts = [], 0
+                    self.pacer.spend(len(todo))
+                    ahead.append(self._begin(job, batch, todo, limit))
+                    while len(ahead) > (self.workers + 1 if self.workers else 0):
+                        take(self._land(ahead.popleft()))
+                while ahead:
+                    take(self._land(ahead.popleft()))
                 previous, sending = sending, None
                 queued += self._finish(previous)
                 if built:
                     queued += self._finish(self._start(pool, built))
             finally:
+                for c in ahead:  # stopped by an error: their recipients stay pending
+                    if isinstance(c.result, Future):
+                        c.result.cancel()
                 if sending is not None:  # stopped by an error: record what SQS took
                     try:
                         self._finish(sending)
@@ -316,66 +346,37 @@ class CloudSubmitter:
 
     # --- building --------------------------------------------------------------------------
 
-    def _build(self, job: Job, batch: Batch, todo: list[Recipient], limit: int) -> "_Built | None":
+    def _begin(self, job: Job, batch: Batch, todo: list, limit: int) -> "_Composing":
+        """Reserve the batch's certificates and start composing its messages: in a worker
+        process when the batch is large enough to pay for it, else here and now."""
+        work = self._work(job, batch, todo, limit)
+        pool = self._pool() if len(todo) >= composepool.POOL_MIN else None
+        if pool is not None:
+            try:
+                return _Composing(job, batch, work, pool.submit(work))
+            except (BrokenProcessPool, RuntimeError) as exc:
+                self._drop_pool(exc)
+        return _Composing(job, batch, work, composepool.compose(self.composer, work))
+
+    def _work(self, job: Job, batch: Batch, todo: list, limit: int) -> composepool.Work:
         s = self.settings
         now = self.clock()
         prefix = f"certificates/{job.id}/"
         issued = {}
-        storage = "r2" if self.store_pdfs else "s3"
         if job.actions.get("certificate"):
+            storage = "r2" if self.store_pdfs else "s3"
             issued = certificates.reserve_many(
                 job.id, [r.userid for r in todo], job.courseid, storage, prefix, now
             )
-        people, failures, attach = [], [], False
-        pdfs: list[tuple[str, str]] = []
-        for r in todo:
-            try:
-                cert = issued.get(r.userid)
-                html = self.composer.certificate_html(job, r, cert) if cert else None
-                email = unsubscribe_url = None
-                if job.actions.get("email"):
-                    composed = self.composer.email(job, r, cert)
-                    email, unsubscribe_url = composed.email, composed.unsubscribe_url
-                    attach = attach or (cert is not None and email.certificate_delivery == "attach")
-            except TemplateError as exc:
-                log.warning("job %s: user %s: %s", job.id, r.userid, exc)
-                failures.append(store.Update(r.userid, R.FAILED, error=str(exc)))
-                continue
-            people.append({
-                "userid": r.userid, "email": r.email, "firstname": r.firstname,
-                "lastname": r.lastname, "subject": email.subject if email else "",
-                "html": email.html if email else "", "text": email.text if email else "",
-                "certificate_html": None if self.store_pdfs else html, "vars": {},
-            })  # fmt: skip
-            if self.store_pdfs and cert is not None:
-                people[-1]["certificate_key"] = cert.key
-                pdfs.append((cert.key, html))
-            if unsubscribe_url:  # the worker adds List-Unsubscribe and List-Unsubscribe-Post
-                people[-1]["unsubscribe_url"] = unsubscribe_url
-        if pdfs:  # ProviderError (the bucket): raised, the batch stays pending
-            unrendered = self.store_pdfs(pdfs)
-            if unrendered:
-                by_key = {p.get("certificate_key"): p for p in people}
-                for key, why in unrendered.items():
-                    gone = by_key[key]
-                    people.remove(gone)
-                    why = f"certificate PDF: {why}"[:2000]
-                    failures.append(store.Update(gone["userid"], R.FAILED, error=why))
-        if failures:
-            with store.atomic():
-                store.apply_updates(job.id, batch.id, failures, now, 1)
-        if not people:
-            return None
         header = {
             "job_id": job.id, "batch_id": batch.id, "batch_index": batch.index,
             "batch_count": self._batch_count(job.id), "tenant_id": job.tenant_id,
             "type": job.type, "courseid": job.courseid, "created_by": job.created_by,
             "actions": {"email": bool(job.actions.get("email")),
                         "certificate": bool(job.actions.get("certificate"))},
-            "email": {"from": _sender(s, job), "reply_to": job.reply_to,
-                      "subject": people[0]["subject"],
+            "email": {"from": _sender(s, job), "reply_to": job.reply_to, "subject": "",
                       "template_id": job.template_id, "configuration_set": s.configuration_set,
-                      "attach_certificate": attach},
+                      "attach_certificate": False},
             "certificate": {"template_id": job.certificate_template_id or "certificate",
                             "bucket": s.bucket, "key_prefix": prefix, "url_ttl": s.url_ttl}
             if issued else None,
@@ -384,14 +385,77 @@ class CloudSubmitter:
             "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "attempt": batch.attempts,
         }  # fmt: skip
-        try:
-            parts = build_batch_parts(header, people, max_bytes=limit)
-        except MessageTooLarge as exc:
-            self._fail_batch(job, batch, [p["userid"] for p in people], str(exc))
+        rows = [composepool.Row(r.userid, r.email, r.firstname, r.lastname, r.vars) for r in todo]
+        return composepool.Work(composepool.JobView.of(job), rows, issued, header, limit, now,
+                                keep_pdfs=self.store_pdfs is not None)  # fmt: skip
+
+    def _land(self, c: "_Composing") -> "_Built | None":
+        """The composed batch, its PDFs stored (Cloudflare) and its failures recorded; None
+        when nobody in it can go."""
+        job, batch, work = c.job, c.batch, c.work
+        out = c.result
+        if isinstance(out, Future):
+            try:
+                out = out.result()
+            except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
+                self._drop_pool(exc)
+                out = composepool.compose(self.composer, work)
+        failures = [store.Update(u, R.FAILED, error=why) for u, why in out.failures]
+        for u, why in out.failures:
+            log.warning("job %s: user %s: %s", job.id, u, why)
+        if out.pdfs:  # ProviderError (the bucket): raised, the batch stays pending
+            unrendered = self.store_pdfs(out.pdfs)
+            if unrendered:
+                by_key = {p.get("certificate_key"): p for p in out.people}
+                for key, why in unrendered.items():
+                    gone = by_key[key]
+                    out.people.remove(gone)
+                    why = f"certificate PDF: {why}"[:2000]
+                    failures.append(store.Update(gone["userid"], R.FAILED, error=why))
+            composepool.pack(work, out)
+        if failures:
+            with store.atomic():
+                store.apply_updates(job.id, batch.id, failures, work.now, 1)
+        if out.too_large is not None:
+            why, userids = out.too_large
+            self._fail_batch(job, batch, list(userids), why)
+            return None
+        if not out.parts:
             return None
         key = f"{batch.id}-r{batch.attempts}"
-        bodies, tags = [p.body for p in parts], [_part_tag(p.userids) for p in parts]
-        return _Built(batch, job, key, bodies, [p["userid"] for p in people], tags)
+        bodies = [body for body, _ in out.parts]
+        tags = [_part_tag(userids) for _, userids in out.parts]
+        userids = [u for _, part in out.parts for u in part]
+        return _Built(batch, job, key, bodies, userids, tags)
+
+    def _pool(self) -> "composepool.ComposePool | None":
+        """The worker processes composing large batches (None: compose here), made anew when
+        the templates folder or the public URL changed (SIGHUP)."""
+        if self.workers < 1:
+            return None
+        spec = composepool.Spec.of(self.composer)
+        if self._composers is not None and self._composers.spec != spec:
+            self._composers.close()
+            self._composers = None
+        if self._composers is None:
+            self._composers = composepool.ComposePool(spec, self.workers)
+        return self._composers
+
+    def _drop_pool(self, exc: BaseException) -> None:
+        log.warning(
+            "composing in worker processes failed (%s): composing here from now on",
+            type(exc).__name__,
+        )
+        self.workers = 0
+        if self._composers is not None:
+            self._composers.close()
+            self._composers = None
+
+    def close(self) -> None:
+        """Stop the worker processes (if any were started)."""
+        if self._composers is not None:
+            self._composers.close()
+            self._composers = None
 
     def _batch_count(self, job_id: str) -> int:
         if job_id not in self._batch_counts:
@@ -583,7 +647,7 @@ class AwsOffload(_Offload):
         return self.sqs.check()
 
     def parts(self) -> list:
-        return [self.sqs, self.ses, self.certificates, *self._readers.values()]
+        return [self.submitter, self.sqs, self.ses, self.certificates, *self._readers.values()]
 
 
 class CloudflareOffload(_Offload):
@@ -674,4 +738,5 @@ class CloudflareOffload(_Offload):
         return f"queue {info.get('queue_name') or self.config.queue_id} reachable"
 
     def parts(self) -> list:
-        return [p for p in (self.queue, self.certificates, *self._readers.values()) if p]
+        parts = (self.submitter, self.queue, self.certificates, *self._readers.values())
+        return [p for p in parts if p]

@@ -166,6 +166,58 @@ def test_pending_batches_reach_sqs_rendered_and_are_queued_once(rt, aws, clock):
     assert Job.get_by_id(job_id).status == JobStatus.QUEUED
 
 
+def test_batches_composed_in_worker_processes_are_the_batches_composed_here(rt, aws, clock):
+    """Large batches are rendered and packed in worker processes: the messages are the same
+    bytes as when this process composes them (same certificate codes, links, subjects)."""
+    job_id = make_job(clock, 150, certificate=True)
+    submitter = rt.aws.submitter
+    submitter.workers = 2
+
+    assert submitter.run_once() == 3
+    assert submitter._composers is not None  # the three batches of 50 went to the workers
+    in_workers = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
+
+    # the same batches again, composed here (the certificates keep their codes)
+    submitter.close()
+    submitter.workers = 0
+    Batch.update(status=BatchStatus.PENDING).where(Batch.job == job_id).execute()
+    Recipient.update(status=R.PENDING).where(Recipient.job == job_id).execute()
+    assert submitter.run_once() == 3
+    assert submitter._composers is None
+    here = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
+
+    def by_batch(bodies):
+        return sorted(bodies, key=lambda b: b["batch_index"])
+
+    assert by_batch(in_workers) == by_batch(here)
+    people = [p for b in in_workers for p in b["recipients"]]
+    assert sorted(p["userid"] for p in people) == list(range(1, 151))
+    assert all(p["firstname"] in p["certificate_html"] for p in people)
+
+
+def test_a_worker_process_that_dies_leaves_no_batch_behind(rt, aws, clock, caplog):
+    import os
+    import signal
+
+    submitter = rt.aws.submitter
+    submitter.workers = 2
+    make_job(clock, 100)
+    assert submitter.run_once() == 2
+    for pid in list(submitter._composers._pool._processes):  # killed, e.g. out of memory
+        os.kill(pid, signal.SIGKILL)
+
+    job_id = make_job(clock, 150, start=200)
+    assert submitter.run_once() == 3
+
+    assert set(statuses(job_id).values()) == {R.QUEUED}
+    assert "composing in worker processes failed" in caplog.text
+    assert submitter.workers == 0  # composed here from now on
+    bodies = [decode_body(m["Body"].encode()) for m in receive_all(aws["sqs"], aws["jobs"])]
+    assert sorted(p["userid"] for b in bodies for p in b["recipients"]) == (
+        list(range(1, 101)) + list(range(200, 350))
+    )
+
+
 def test_certificate_jobs_carry_certificate_html_and_a_lasting_link(rt, aws, clock):
     make_job(clock, 3, certificate=True)
     rt.aws.submitter.run_once()
