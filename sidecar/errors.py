@@ -9,6 +9,10 @@ class ConfigError(SidecarError):
     """The configuration file is unreadable or invalid (message names file and key)."""
 
 
+class SchemaTooNew(SidecarError):
+    """The database was upgraded by a newer release than this one; nothing was changed."""
+
+
 class NotFound(SidecarError):
     """A job, batch or recipient that does not exist."""
 

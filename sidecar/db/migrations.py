@@ -14,7 +14,7 @@ from peewee import Database
 from playhouse.migrate import SchemaMigrator, migrate
 
 from sidecar.db import models as m
-from sidecar.errors import ConfigError
+from sidecar.errors import ConfigError, SchemaTooNew
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +157,26 @@ def refuse_shared(db: Database) -> None:
         )
 
 
+def refuse_newer(db: Database) -> None:
+    """Raise SchemaTooNew when a newer release upgraded this database: this code would run
+    on a schema it does not know (its steps recorded, so `upgrade` would apply nothing)."""
+    version = current_version(db)
+    if version > LATEST:
+        raise SchemaTooNew(
+            f"the database's schema is at version {version}, newer than this release of "
+            f"moodle-offload knows ({LATEST}): a newer release upgraded it; install that "
+            "release (upgrade moodle-offload) or restore the backup taken before; nothing changed"
+        )
+
+
 def upgrade(db: Database) -> list[int]:
     """Apply every missing step; returns the versions applied (empty when up to date).
 
-    Raises ConfigError, creating nothing, when another application's tables have our names.
+    Raises ConfigError, creating nothing, when another application's tables have our names,
+    and SchemaTooNew, changing nothing, when a newer release upgraded the schema.
     """
     refuse_shared(db)
+    refuse_newer(db)
     db.create_tables([m.SchemaVersion], safe=True)
     done = applied_versions(db)
     applied = []
@@ -181,8 +195,10 @@ def upgrade(db: Database) -> list[int]:
 
 def pending(db: Database) -> list[tuple[int, str]]:
     """(version, what it does) of each step `upgrade` would apply, changing nothing.
-    Raises ConfigError when another application's tables have our names."""
+    Raises ConfigError when another application's tables have our names, SchemaTooNew
+    when a newer release upgraded the schema."""
     refuse_shared(db)
+    refuse_newer(db)
     done = applied_versions(db)
     return [(version, name) for version, name, _ in STEPS if version not in done]
 
