@@ -4,7 +4,9 @@ Builds a ledger in a temporary SQLite file with bulk inserts (sqlite3 executeman
 transaction): `--jobs` jobs of `--recipients` recipients in all, in batches of 500. Most
 jobs are finished (sent, one in 157 failed); the last 10 are still open, 2 of them
 untouched for two hours (stuck). Then serves the real app (make_app with the daemon's
-MetricsEndpoint) on 127.0.0.1 and times `--repeat` scrapes over HTTP, client time on the
+MetricsEndpoint, and its cloud gauges as last read for AWS and Cloudflare: the refresher
+thread is not timed, a scrape only serves its readings) on 127.0.0.1 and times `--repeat`
+scrapes over HTTP, client time on the
 loopback: median and p95 in ms. Then, in this process without HTTP, each ledger query a
 scrape makes, to show where the time goes.
 
@@ -27,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import requests  # noqa: E402
 from peewee import fn  # noqa: E402
 
+from sidecar import cloudgauges as cg  # noqa: E402
 from sidecar.db import migrations  # noqa: E402
 from sidecar.db.connect import open_database  # noqa: E402
 from sidecar.db.models import Job, Recipient, SyncState  # noqa: E402
@@ -127,6 +130,20 @@ def timed(fn_, repeat: int) -> list[float]:
     return out
 
 
+def cloud_gauges() -> cg.CloudGauges:
+    """The daemon's cloud gauges with a reading of each kind made (no cloud called)."""
+    gauges = cg.CloudGauges(config=None)
+    gauges._readings = [
+        cg.Reading(provider, f"{queue} queue",
+                   lambda p=provider, q=queue: {(cg.QUEUE_DEPTH, (p, q)): 12.0})
+        for provider in ("aws", "cloudflare") for queue in ("jobs", "dead_letter")
+    ] + [cg.Reading("aws", "SES quota", lambda: {(cg.SES_MAX_24H, ()): 50_000.0,
+                                                 (cg.SES_SENT_24H, ()): 1_234.0,
+                                                 (cg.SES_MAX_RATE, ()): 14.0})]  # fmt: skip
+    gauges.refresh()
+    return gauges
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=1000)
@@ -137,7 +154,9 @@ def main() -> None:
         path = Path(tmp) / "ledger.db"
         build(path, args.jobs, args.recipients)
         db = open_database(f"sqlite:///{path}")
-        endpoint = MetricsEndpoint(db, stuck_after=STUCK_AFTER, clock=now)
+        gauges = cloud_gauges()
+        endpoint = MetricsEndpoint(db, stuck_after=STUCK_AFTER, clock=now,
+                                   collectors=(gauges,))  # fmt: skip
         app = make_app(handle_callback=lambda raw, sig: {}, health=lambda: (True, {}),
                        metrics=endpoint)  # fmt: skip
         srv = HttpServer(app, "127.0.0.1", 0)
@@ -147,6 +166,9 @@ def main() -> None:
             first = http.get(f"{srv.url}/metrics", timeout=60)
             assert first.status_code == 200, first.text
             assert "moodle_offload_stuck_jobs 2.0" in first.text, first.text
+            assert (
+                'moodle_offload_queue_depth{provider="cloudflare",queue="jobs"} 12.0' in first.text
+            )
             print(f"scrape: {len(first.content):,} bytes, "
                   f"{sum(1 for line in first.text.splitlines() if line and line[0] != '#')} "
                   "samples")  # fmt: skip
@@ -168,6 +190,7 @@ def main() -> None:
             ),
             "stuck jobs": lambda: stuck_jobs(now() - STUCK_AFTER),
             "last sync": lambda: list(SyncState.select().tuples()),
+            "cloud gauges (served)": lambda: list(gauges.collect()),
             "whole render, no HTTP": endpoint.render,
         }  # fmt: skip
         grouped = dict(

@@ -42,8 +42,14 @@ RETENTION_EVERY = 24 * 3600.0
 class Daemon:
     def __init__(self, config: Config, config_path: Path | None = None, *, poll_interval=1.0,
                  retention_delay: float = RETENTION_FIRST,
-                 alerts_every: float = ALERTS_EVERY):  # fmt: skip
+                 alerts_every: float = ALERTS_EVERY,
+                 gauges_every: float | None = None):  # fmt: skip
+        from sidecar.cloudgauges import EVERY, CloudGauges
+
         self.config = config
+        # the cloud's queue depths and SES quota for /metrics, read in their own thread
+        self.gauges = (CloudGauges(config, every=gauges_every or EVERY)
+                       if CloudGauges.wanted(config) else None)  # fmt: skip
         self.alerts_every = alerts_every
         self.retention_delay = retention_delay
         self.config_path = config_path
@@ -104,6 +110,9 @@ class Daemon:
             for t in self._cloud:
                 self.heartbeats.watch(t)
                 t.start()
+        if self.gauges is not None:  # never joined: a cloud API call may hang up to its timeout
+            threading.Thread(target=self.gauges.run, args=(rt.stop,), name="cloud-gauges",
+                             daemon=True).start()  # fmt: skip
         threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
         threading.Thread(target=self._alerts_loop, name="alerts", daemon=True).start()
         if schedules:
@@ -149,6 +158,7 @@ class Daemon:
             stuck_after=timedelta(seconds=self.config.dashboard.stuck_after),
             clock=self.runtime.clock,
             token=token.get_secret_value() if token else None,
+            collectors=(self.gauges,) if self.gauges is not None else (),
         )
 
     def _start_schedules(self) -> None:

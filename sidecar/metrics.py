@@ -11,6 +11,10 @@ Two kinds of figures:
   latency from commit to sent. Prometheus' `rate()`/`increase()` handle the reset at a
   restart.
 
+The cloud's own figures (queue and DLQ depth as the provider counts them, the SES quota)
+are read by a background thread every minute (sidecar.cloudgauges) and served from what
+it last read: a scrape never waits for a cloud API.
+
 Every function here that the delivery, callback, schedule or Moodle code calls never
 raises: a metric is never a reason for a message not to go out.
 """
@@ -128,6 +132,13 @@ DEAD_LETTERS = Counter(
     ["provider"],
     registry=REGISTRY,
 )
+CLOUD_GAUGE_ERRORS = Counter(
+    "moodle_offload_cloud_gauge_errors",
+    "Readings of a cloud's queue depth or SES quota that failed (unreachable, refused), by "
+    "provider; the gauge of a failed reading is absent until the next good one",
+    ["provider"],
+    registry=REGISTRY,
+)
 SES_EVENTS = Counter(
     "moodle_offload_ses_events",
     "Addresses SES reported as a permanent bounce or a complaint (each is suppressed), by kind",
@@ -200,6 +211,10 @@ def cloud_batches(provider: str, n: int) -> None:
 
 def dead_letter(provider: str) -> None:
     _safely("a dead letter", lambda: DEAD_LETTERS.labels(provider).inc())
+
+
+def cloud_gauge_error(provider: str) -> None:
+    _safely("a cloud gauge error", lambda: CLOUD_GAUGE_ERRORS.labels(provider).inc())
 
 
 def ses_event(kind: str, addresses: int) -> None:
@@ -339,7 +354,8 @@ class LedgerCollector(Collector):
 
 
 class MetricsEndpoint:
-    """What `GET /metrics` serves: this process's counters and the ledger's gauges.
+    """What `GET /metrics` serves: this process's counters, the ledger's gauges and any
+    `collectors` of this daemon (the cloud gauges, sidecar.cloudgauges).
 
     `token`: when set, a scrape must send `Authorization: Bearer <token>`.
     """
@@ -351,10 +367,13 @@ class MetricsEndpoint:
         stuck_after: timedelta,
         clock: Callable[[], datetime],
         token: str | None = None,
+        collectors: tuple[Collector, ...] = (),
     ):
         self.token = token or None
         self._ledger = CollectorRegistry()
         self._ledger.register(LedgerCollector(db, stuck_after, clock))
+        for collector in collectors:
+            self._ledger.register(collector)
 
     def authorised(self, authorization: str | None) -> bool:
         """Whether an `Authorization` header lets the scrape in (constant-time compare)."""

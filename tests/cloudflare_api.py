@@ -1,17 +1,20 @@
 """A stand-in for Cloudflare's Queues REST API on 127.0.0.1, for the sidecar's client.
 
 Nothing offline serves Cloudflare's account API (wrangler dev runs Workers, not the
-account's REST endpoints), so this server answers the four calls the sidecar makes as
+account's REST endpoints), so this server answers the five calls the sidecar makes as
 Cloudflare documents them (developers.cloudflare.com/api, Queues): `GET
-/accounts/{a}/queues/{q}`, `POST .../messages/batch` (all or nothing, at most 100
-messages and 256 KB), `POST .../messages/pull` (JSON bodies base64-encoded, each with a
-lease) and `POST .../messages/ack`. It checks the bearer token, refuses what the real API
-refuses, and can be told to answer 429 or 5xx. Everything it received stays readable.
+/accounts/{a}/queues/{q}`, `GET .../metrics` (the backlog: messages not acknowledged,
+leased ones included, their bytes and the oldest one's time), `POST .../messages/batch`
+(all or nothing, at most 100 messages and 256 KB), `POST .../messages/pull` (JSON bodies
+base64-encoded, each with a lease) and `POST .../messages/ack`. It checks the bearer
+token, refuses what the real API refuses, and can be told to answer 429 or 5xx.
+Everything it received stays readable.
 """
 
 import base64
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +28,8 @@ ACCOUNT = "acct0123"
 @dataclass
 class Queue:
     name: str
-    messages: list[dict] = field(default_factory=list)  # {id, body, content_type, attempts}
+    # {id, body, content_type, attempts, timestamp_ms}
+    messages: list[dict] = field(default_factory=list)
     leased: dict[str, dict] = field(default_factory=dict)  # lease_id -> message
     acked: list[str] = field(default_factory=list)
 
@@ -68,9 +72,7 @@ class CloudflareApi:
 
     def put(self, queue_id: str, body, content_type: str = "json") -> None:
         """A message as a producer (the Worker) would send it."""
-        self.queues[queue_id].messages.append(
-            {"id": uuid.uuid4().hex, "body": body, "content_type": content_type, "attempts": 0}
-        )
+        self.queues[queue_id].messages.append(_message(body, content_type))
 
     def bodies(self, queue_id: str) -> list:
         return [m["body"] for m in self.queues[queue_id].messages]
@@ -97,6 +99,8 @@ class CloudflareApi:
                 return _send(h, 404, _errors(11000, "Queue not found"))
             if method == "GET" and not tail:
                 return _send(h, 200, _ok({"queue_id": qid, "queue_name": q.name}))
+            if method == "GET" and tail == "metrics":
+                return _send(h, 200, _ok(_metrics(q)))
             try:
                 body = json.loads(raw or b"{}")
             except ValueError:
@@ -129,9 +133,7 @@ class CloudflareApi:
         if max(sizes) > 128_000:
             return _send(h, 413, _errors(11003, "message over 128 KB"))
         for m in messages:
-            kind = m.get("content_type", "json")
-            q.messages.append({"id": uuid.uuid4().hex, "body": m["body"], "content_type": kind,
-                               "attempts": 0})  # fmt: skip
+            q.messages.append(_message(m["body"], m.get("content_type", "json")))
         return _send(h, 200, _ok(None))
 
     def _pull(self, h, q: Queue, body: dict) -> None:
@@ -146,8 +148,25 @@ class CloudflareApi:
             if m["content_type"] == "json":
                 content = base64.b64encode(json.dumps(content).encode()).decode()
             out.append({"id": m["id"], "body": content, "attempts": m["attempts"],
-                        "lease_id": lease, "timestamp_ms": 0, "metadata": {}})  # fmt: skip
+                        "lease_id": lease, "timestamp_ms": m["timestamp_ms"],
+                        "metadata": {}})  # fmt: skip
         return _send(h, 200, _ok({"messages": out, "message_backlog_count": len(q.messages)}))
+
+
+def _message(body, content_type: str) -> dict:
+    return {"id": uuid.uuid4().hex, "body": body, "content_type": content_type, "attempts": 0,
+            "timestamp_ms": int(time.time() * 1000)}  # fmt: skip
+
+
+def _metrics(q: Queue) -> dict:
+    """The queue's backlog as `GET .../metrics` gives it: every message not acknowledged
+    (waiting or leased), the bytes of their bodies, the oldest one's Unix time in ms (0:
+    none)."""
+    backlog = q.messages + list(q.leased.values())
+    size = sum(len(json.dumps(m["body"], separators=(",", ":")).encode()) for m in backlog)
+    oldest = min((m["timestamp_ms"] for m in backlog), default=0)
+    return {"backlog_count": len(backlog), "backlog_bytes": size,
+            "oldest_message_timestamp_ms": oldest}  # fmt: skip
 
 
 def _ok(result) -> dict:

@@ -16,6 +16,10 @@ may hold a message twice: the Worker's (batch_id, userid) record makes the copy 
 
 Out: the Queues HTTP pull consumer (`.../messages/pull`, `.../messages/ack`) reads the
 results queue (signed reports, `{"signature", "body"}`) and the dead-letter queue.
+
+Depth: `GET .../queues/{queue_id}/metrics` answers Cloudflare's best-effort backlog of a
+queue (`backlog_count`: messages not yet acknowledged, `backlog_bytes`,
+`oldest_message_timestamp_ms`), for the daemon's gauges.
 """
 
 import base64
@@ -331,6 +335,53 @@ class QueueSubmitter:
                                self._queue_url(queue_id or self.settings.queue_id),
                                self._api_headers())  # fmt: skip
         return answer.get("result") or {}
+
+
+@dataclass(frozen=True)
+class QueueMetrics:
+    """Cloudflare's best-effort figures of one queue (approximate, like SQS's)."""
+
+    backlog_count: int  # messages not yet acknowledged (a leased one counts)
+    backlog_bytes: int
+    oldest_message_timestamp_ms: int | None  # Unix ms of the oldest; None: empty or unknown
+
+
+class QueueMetricsReader:
+    """`GET /accounts/{account_id}/queues/{queue_id}/metrics` with an API token (Queues
+    Read); one session, reused. The settings' `attempts` and `timeout` bound each read."""
+
+    def __init__(self, settings: CloudflareSettings, sleep: Callable[[float], None] = time.sleep):
+        if not (settings.account_id and settings.api_token):
+            raise ProviderError(
+                "providers.cloudflare: queue metrics need account_id and auth_token (an API "
+                "token with Queues Read)"
+            )
+        self.settings = settings
+        self.http = _Http(settings, sleep)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def metrics(self, queue_id: str) -> QueueMetrics:
+        """The queue's backlog; raises ProviderUnavailable (429, 5xx, unreachable) or
+        ProviderError (a refused token, an unknown queue)."""
+        s = self.settings
+        url = f"{s.api_base}/accounts/{s.account_id}/queues/{queue_id}/metrics"
+        headers = {"Authorization": f"Bearer {s.api_token}"}
+        what = f"Queues metrics {queue_id}"
+        answer = None
+        for a in self.http.retrying():
+            with a:
+                answer = self.http.get(what, url, headers)
+        result = answer.get("result") if isinstance(answer, dict) else None
+        if not isinstance(result, dict) or not isinstance(result.get("backlog_count"), int | float):
+            raise ProviderError(f"{what}: not Cloudflare's answer (no result.backlog_count)")
+        oldest = result.get("oldest_message_timestamp_ms")
+        return QueueMetrics(
+            int(result["backlog_count"]),
+            int(result.get("backlog_bytes") or 0),
+            int(oldest) if isinstance(oldest, int | float) and oldest > 0 else None,
+        )
 
 
 class PullReader:

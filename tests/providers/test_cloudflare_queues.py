@@ -17,6 +17,7 @@ from providers.cloudflare.queues import (
     MAX_MESSAGE_BYTES,
     CloudflareSettings,
     PullReader,
+    QueueMetricsReader,
     QueueSubmitter,
 )
 from providers.cloudflare.r2 import R2Store
@@ -98,6 +99,39 @@ def test_an_unreachable_api_interrupts_with_what_went_in_and_a_bad_token_says_so
                                api_base=api.url)  # fmt: skip
     with pytest.raises(ProviderError, match="API token"):
         QueueSubmitter(wrong).queue_info()
+
+
+def test_the_backlog_counts_messages_not_yet_acknowledged_leased_ones_too(api):
+    qid, dlq = api.queue("offload-jobs"), api.queue("offload-dlq")
+    reader = QueueMetricsReader(settings(api, qid), sleep=lambda s: None)
+    empty = reader.metrics(dlq)
+    assert (empty.backlog_count, empty.backlog_bytes, empty.oldest_message_timestamp_ms) == (
+        0, 0, None)  # fmt: skip
+    for n in range(4):
+        api.put(qid, {"batch": n})
+    pulling = PullReader(settings(api, qid), qid, batch_size=3, sleep=lambda s: None)
+    pulled = pulling.receive()
+    assert len(pulled) == 3
+    held = reader.metrics(qid)  # 1 waiting + 3 leased, none acknowledged
+    assert held.backlog_count == 4
+    assert held.backlog_bytes == 4 * len(b'{"batch":0}')
+    assert held.oldest_message_timestamp_ms is not None
+    pulling.delete([p.receipt for p in pulled[:2]])
+    assert reader.metrics(qid).backlog_count == 2
+    assert reader.metrics(dlq).backlog_count == 0
+
+    api.failures = [(503, {})]  # retried like every call
+    assert reader.metrics(qid).backlog_count == 2
+    with pytest.raises(ProviderError, match="Queue not found"):
+        reader.metrics(uuid.uuid4().hex)
+    wrong = CloudflareSettings(account_id=ACCOUNT, api_token="wrong", api_base=api.url)
+    with pytest.raises(ProviderError, match="API token") as caught:
+        QueueMetricsReader(wrong).metrics(qid)
+    assert "wrong" not in str(caught.value)
+    with pytest.raises(ProviderError, match="account_id and auth_token"):
+        QueueMetricsReader(CloudflareSettings(worker_url="http://127.0.0.1:9"))
+    pulling.close()
+    reader.close()
 
 
 class FakeWorker:
