@@ -77,6 +77,19 @@ class ClientSettings:
     def __repr__(self) -> str:  # never the token
         return f"ClientSettings(url={self.url!r}, max_concurrency={self.max_concurrency})"
 
+    @property
+    def request_budget(self) -> float:
+        """The longest a live Moodle keeps a caller waiting from one request's end (or a
+        call's start) to the next request's end, in seconds: the longest backoff before a
+        retry, then a connect and an answer each within `timeout`."""
+        retries = self.attempts - 1
+        longest_backoff = (
+            min(self.max_backoff, self.backoff * 2 ** (retries - 1)) + self.backoff
+            if retries
+            else 0.0
+        )
+        return longest_backoff + 2 * self.timeout
+
 
 #: what `ClientSettings.observe` is told of a request
 OUTCOMES = ("ok", "error", "maintenance", "unreachable", "disabled", "protocol")

@@ -6,7 +6,8 @@ taking work, let the message in flight finish (bounded by server.drain_timeout),
 a second signal stops at once. SIGHUP re-reads the config and keeps the old one if the
 new one is invalid. The ledger holds every recipient whatever the stop. Under a systemd
 watchdog (`WatchdogSec=`) the main loop sends WATCHDOG=1 and a STATUS= line while the
-delivery threads make progress (sidecar.watchdog).
+delivery, write-back, cloud and alerts threads and the schedule jobs make progress
+(sidecar.watchdog).
 """
 
 import logging
@@ -101,6 +102,7 @@ class Daemon:
         if self.config.moodle is not None:
             self._writeback = threading.Thread(target=self._writeback_loop, name="write-back",
                                                daemon=True)  # fmt: skip
+            self.heartbeats.watch(self._writeback)
             self._writeback.start()
         if rt.offloads():  # built here, once, before the two threads that share them
             self._cloud = [
@@ -114,7 +116,9 @@ class Daemon:
             threading.Thread(target=self.gauges.run, args=(rt.stop,), name="cloud-gauges",
                              daemon=True).start()  # fmt: skip
         threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
-        threading.Thread(target=self._alerts_loop, name="alerts", daemon=True).start()
+        alerts = threading.Thread(target=self._alerts_loop, name="alerts", daemon=True)
+        self.heartbeats.watch(alerts, idle=1.0)
+        alerts.start()
         if schedules:
             self._start_schedules()
         self.running = True
@@ -168,7 +172,7 @@ class Daemon:
         if why:
             log.info("schedules are off: %s", why)
             return
-        self.ticker = Ticker(self.runtime)
+        self.ticker = Ticker(self.runtime, self.heartbeats)
         self.ticker.start()
 
     def serve(self) -> int:
@@ -313,6 +317,7 @@ class Daemon:
 
     def _work_loop(self) -> None:
         rt = self.runtime
+        rt.welcome_progress = partial(self.heartbeats.beat, "delivery")  # its Moodle calls
         delivery = rt.delivery()
         delivery.heartbeat = partial(self.heartbeats.beat, "delivery")
         while not rt.stop.is_set():
@@ -329,14 +334,17 @@ class Daemon:
     def _writeback_loop(self) -> None:
         """Write issued certificates back to Moodle (sidecar.writeback), in its own thread
         so a slow or unreachable Moodle never holds delivery back."""
-        from sidecar.moodle import open_client
+        from sidecar.moodle import open_client, request_budget
         from sidecar.writeback import WriteBack
 
         rt = self.runtime
-        wb = WriteBack(self.config, lambda: open_client(self.config), rt.clock)
+        beat = partial(self.heartbeats.beat, "write-back")
+        wb = WriteBack(self.config, lambda: open_client(self.config, progress=beat), rt.clock)
         idle = max(self.poll_interval, 5.0)
         pause = idle
         while not rt.stop.is_set():
+            # a turn reads the ledger, then calls Moodle: each request beats again
+            beat(idle=request_budget(self.config))
             try:
                 wb.config = self.config  # SIGHUP
                 with rt.db.connection_context():
@@ -346,6 +354,7 @@ class Daemon:
             except Exception:  # noqa: BLE001 - loop boundary: log and go on
                 log.exception("certificate write-back error; retrying")
                 pause = min(max(pause * 2, 30.0), 600.0)
+            beat(idle=pause)
             rt.stop.wait(pause)
 
     def _retention_loop(self) -> None:
@@ -375,8 +384,10 @@ class Daemon:
         rt = self.runtime
         pause, first = 1.0, True
         while not rt.stop.wait(pause):
+            self.heartbeats.beat("alerts")  # a check reads and writes the ledger only
             if not self.config.alerts.admin_emails:  # nobody to tell
                 pause, first = self.alerts_every, False
+                self.heartbeats.beat("alerts", idle=pause)
                 continue
             try:
                 with rt.db.connection_context():
@@ -386,6 +397,7 @@ class Daemon:
             except Exception:  # noqa: BLE001 - loop boundary: log and go on
                 log.exception("alerts error; trying again in a minute")
             pause, first = self.alerts_every, False
+            self.heartbeats.beat("alerts", idle=pause)
 
     def _submit_loop(self) -> None:
         """Hand pending cloud batches to their queue. Each cloud backs off on its own while

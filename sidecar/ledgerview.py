@@ -18,6 +18,7 @@ from datetime import datetime
 
 from peewee import JOIN, Case, fn
 
+from sidecar import erasures
 from sidecar.db import store
 from sidecar.db.models import Batch, Certificate, Job, Recipient
 from sidecar.errors import NotFound
@@ -170,6 +171,7 @@ def job_detail(scope: Scope, job_id: str) -> dict:
     query = Batch.select(*fields).where(Batch.job == job.id).order_by(Batch.index).dicts()
     batches = [_with_iso(b) for b in query]
     run = run_of_job(job)
+    erased = erasures.read(job.erased_at, job.erased)
     return {
         **job_summary(job, counts),
         "route_reason": job.route_reason,
@@ -177,10 +179,10 @@ def job_detail(scope: Scope, job_id: str) -> dict:
         "actions": job.actions,
         "idempotency_key": job.idempotency_key,
         "error": job.error,
-        # [retention] erased the recipients' personal data (sidecar.privacy): when and what
-        "erased": None
-        if job.erased_at is None
-        else {"at": iso(job.erased_at), "what": job.erased},  # fmt: skip
+        # [retention] erased the recipients' personal data: when, what and why; and how
+        # many recipients purge-user erased (sidecar.erasures)
+        "erased": None if erased is None else {**erased, "at": iso(erased["at"])},
+        "purged": erasures.purged(job.id),
         "batches": batches,
         "run": None
         if run is None

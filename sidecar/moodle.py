@@ -5,7 +5,7 @@ exactly what a missing function disables.
 """
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from moodle_ws import companion, completion, functions
@@ -57,8 +57,11 @@ IOMAD = {
 }
 
 
-def client_settings(m: MoodleConfig) -> ClientSettings:
-    return ClientSettings(
+def client_settings(m: MoodleConfig, progress: Callable[[float], None] | None = None
+                    ) -> ClientSettings:  # fmt: skip
+    """The client's settings from `[moodle]`. `progress(seconds)` (the watchdog's beat) is
+    told after every request how long the next one may take (`request_budget`)."""
+    settings = ClientSettings(
         url=m.url,
         token=m.token.get_secret_value(),
         timeout=m.timeout,
@@ -68,13 +71,29 @@ def client_settings(m: MoodleConfig) -> ClientSettings:
         max_input_vars=m.max_input_vars,
         observe=metrics.moodle_request,
     )
+    if progress is None:
+        return settings
+    budget = settings.request_budget
+
+    def observe(function: str, outcome: str, seconds: float) -> None:
+        metrics.moodle_request(function, outcome, seconds)
+        progress(budget)
+
+    return replace(settings, observe=observe)
 
 
-def open_client(config: Config) -> MoodleClient:
-    """A client for the configured site. Raises ConfigError when there is no [moodle]."""
+def request_budget(config: Config) -> float:
+    """How long a watched thread may wait for one Moodle request (0 without [moodle])."""
+    return 0.0 if config.moodle is None else client_settings(config.moodle).request_budget
+
+
+def open_client(config: Config, progress: Callable[[float], None] | None = None
+                ) -> MoodleClient:  # fmt: skip
+    """A client for the configured site; `progress` as in `client_settings`. Raises
+    ConfigError when there is no [moodle]."""
     if config.moodle is None:
         raise ConfigError("no [moodle] section in the config: set moodle.url and moodle.token")
-    return MoodleClient(client_settings(config.moodle))
+    return MoodleClient(client_settings(config.moodle, progress))
 
 
 @dataclass(frozen=True)

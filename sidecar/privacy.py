@@ -23,7 +23,7 @@ from pathlib import Path
 from peewee import SqliteDatabase
 
 from providers.base import ProviderError
-from sidecar import suppression
+from sidecar import erasures, suppression
 from sidecar.db import store
 from sidecar.db.models import (
     AuditLog,
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 ERASED = "[address erased]"
-_WHAT = "addresses, names, variables and the addresses in errors"
 #: a certificate whose PDF retention deleted: the record (and /verify) stays
 ERASED_STORAGE = "erased"
 _STORE_NAME = {"local": "locally (providers.local.certificate_dir)", "s3": "from S3",
@@ -364,9 +363,7 @@ def erase_job(job_id: str, now: datetime, why: str, report: RetentionReport,
             c.execute(sql, (ERASED, *ids))
             erased += max(c.rowcount, 0)
     with store.atomic():
-        Job.update(erased_at=now, erased=f"{_WHAT} of its recipients ({why})").where(
-            Job.id == job_id
-        ).execute()
+        Job.update(erased_at=now, erased=erasures.record(why)).where(Job.id == job_id).execute()
     return erased
 
 

@@ -14,7 +14,7 @@ import re
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -173,8 +173,12 @@ def naive(at: datetime) -> datetime:
 class Runner:
     """Fires due schedules. `clock` gives naive UTC like the ledger."""
 
-    def __init__(self, rt, *, catch_up: str | None = None):
+    def __init__(self, rt, *, catch_up: str | None = None,
+                 progress: Callable[[float], None] | None = None):  # fmt: skip
+        """`progress`: told after each Moodle request (the watchdog's beat, for the daemon's
+        tick; sidecar.moodle.open_client)."""
         self.rt = rt
+        self.progress = progress
         self.config = rt.config
         self.tz = ZoneInfo(self.config.schedules.timezone)
         self.catch_up = catch_up or self.config.schedules.catch_up
@@ -364,7 +368,7 @@ class Runner:
         config, m = self.config, self.config.moodle
         issued = set() if reissue else _issued(schedule.courseid)
         now_epoch = int(aware(self.rt.clock()).timestamp())
-        client = open_client(config)
+        client = open_client(config, self.progress)
         try:
             site = functions.site_info(client)
             pulled = pull_course(

@@ -38,6 +38,8 @@ class Runtime:
         self.clock = clock
         self.stop = threading.Event()
         self._pdf = None
+        # told after each Moodle request of a welcome batch (the daemon's watchdog beat)
+        self.welcome_progress: Callable[[float], None] | None = None
 
     # --- database --------------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class Runtime:
             from sidecar.welcomepasswords import WelcomePasswords
 
             sealer = Sealer.from_config(self.config)
-            client = open_client(self.config)
+            client = open_client(self.config, progress=self.welcome_progress)
             policy = self.config.moodle.password_policy  # type: ignore[union-attr]
             self.__dict__["_welcome"] = WelcomePasswords(client, sealer, policy, self.clock)
         return self.__dict__["_welcome"]

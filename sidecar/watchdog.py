@@ -1,8 +1,17 @@
 """systemd's watchdog: WATCHDOG=1 only while the main loop and the delivery threads progress.
 
+Watched: the delivery loop, the Moodle write-back thread, the cloud submit and results
+threads, the alerts loop (stuck-job alerts, the daily report), and the two ticking jobs of
+the schedules (`schedule-sync`, `schedule-tick`, run by APScheduler in threads of its own
+pool, so only their lateness counts, not a thread).
+
 Each watched thread beats (`Heartbeats.beat`) when it makes progress: once a loop turn, and
 once a recipient inside a delivery batch. Before it waits it says how long (`idle=`), so a
-thread backing off for five minutes is not taken for a wedged one. The main loop pings
+thread backing off for five minutes is not taken for a wedged one; a ticking job, between
+runs, its interval plus `scheduler.MARGIN`. A thread talking to Moodle beats after every
+request, each time allowing the next the Moodle request budget (`sidecar.moodle.
+request_budget`: the longest retry backoff, then a connect and an answer each within
+`moodle.timeout`), so a slow but live Moodle is not taken for a wedge. The main loop pings
 (`WATCHDOG=1`) every `$WATCHDOG_USEC`/2 only while no watched thread is dead or more than
 one watchdog interval late; a thread stuck in a call that never returns therefore stops the
 pings, and systemd (`WatchdogSec=`) kills and restarts the service. With the pings goes a
@@ -36,13 +45,17 @@ class Heartbeats:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self._lock = threading.Lock()
-        self._threads: dict[str, threading.Thread] = {}
+        self._alive: dict[str, Callable[[], bool] | None] = {}  # None: a periodic job
         self._due: dict[str, float] = {}  # name -> by when the next beat is expected
 
-    def watch(self, thread: threading.Thread) -> None:
+    def watch(self, thread: threading.Thread | str, idle: float = 0.0) -> None:
+        """Expect beats from `thread`, the first within `idle` seconds. A name instead of a
+        thread is a periodic job that runs in whatever thread its scheduler picks: only its
+        lateness counts."""
+        name = thread if isinstance(thread, str) else thread.name
         with self._lock:
-            self._threads[thread.name] = thread
-            self._due[thread.name] = self.clock()
+            self._alive[name] = None if isinstance(thread, str) else thread.is_alive
+            self._due[name] = self.clock() + idle
 
     def beat(self, name: str, idle: float = 0.0) -> None:
         """`name` made progress; it may now wait `idle` seconds before its next beat."""
@@ -54,8 +67,8 @@ class Heartbeats:
         now = self.clock()
         out = []
         with self._lock:
-            for name, thread in self._threads.items():
-                if not thread.is_alive():
+            for name, alive in self._alive.items():
+                if alive is not None and not alive():
                     out.append(f"{name} (exited)")
                 elif now - self._due[name] > grace:
                     out.append(f"{name} (no progress for {now - self._due[name]:.0f}s)")

@@ -34,6 +34,7 @@ from moodle_ws.errors import (
     NotSent,
     SiteMaintenance,
 )
+from sidecar import crashpoints
 from sidecar.certificates import urls
 from sidecar.db import store
 from sidecar.db.models import Certificate, Recipient
@@ -79,6 +80,7 @@ class WriteBack:
         Raises nothing for Moodle's failures (they are states); stops at the first call
         that Moodle could not be reached for."""
         tally = Tally()
+        crashpoints.hang("writeback.run")
         if self.config.moodle is None:
             tally.skipped = "no [moodle] section"
             return tally

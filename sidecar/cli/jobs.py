@@ -48,6 +48,7 @@ def jobs_list(obj: Context, limit: int, status: str | None) -> None:
 @pass_ctx
 def jobs_show(obj: Context, job_id: str, statuses: tuple[str, ...], limit: int) -> None:
     """One job: counts by status, route and reason, recipients with their last error."""
+    from sidecar import erasures
     from sidecar import jobs as ledger
     from sidecar.db import store
     from sidecar.schedulelist import run_counts, run_of_job
@@ -67,8 +68,10 @@ def jobs_show(obj: Context, job_id: str, statuses: tuple[str, ...], limit: int) 
     )
     if job.error:
         click.echo(f"  error: {job.error}")
-    if job.erased_at is not None:
-        click.echo(f"  personal data erased {job.erased_at:%Y-%m-%d %H:%M} UTC: {job.erased}")
+    erased = erasures.read(job.erased_at, job.erased)
+    if erased is not None:
+        click.echo(f"  personal data erased {erased['at']:%Y-%m-%d %H:%M} UTC: "
+                   f"{erasures.sentence(erased)}")  # fmt: skip
     click.echo("  " + "  ".join(f"{s} {n}" for s, n in sorted(counts.items())))
     for r in ledger.recipients_of(job.id, statuses or None, limit):
         who = r.userid if r.userid > 0 else "(purged)"  # sidecar.privacy.purge_user

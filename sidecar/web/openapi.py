@@ -510,7 +510,20 @@ DOCUMENT: dict = {
                             "template_id": {"type": "string"},
                             "actions": _OBJ,
                             "error": {"type": ["string", "null"]},
-                            "erased": {"type": ["object", "null"]},
+                            "erased": {
+                                "type": ["object", "null"],
+                                "description": "what [retention] erased, when and why; "
+                                "null when nothing",
+                                "properties": {
+                                    "at": {"type": "string", "format": "date-time"},
+                                    "what": {"type": "array", "items": {"type": "string"}},
+                                    "why": {"type": "string"},
+                                },
+                            },
+                            "purged": {
+                                "type": "integer",
+                                "description": "recipients erased by purge-user",
+                            },
                             "batches": {"type": "array", "items": _OBJ},
                             "run": {"type": ["object", "null"]},
                         },

@@ -1,6 +1,7 @@
 """The systemd watchdog against a real daemon and a NOTIFY_SOCKET the test holds: a healthy
-daemon keeps sending WATCHDOG=1 (with a STATUS= line); one whose delivery thread hangs
-stops, so systemd (WatchdogSec=) would kill and restart it."""
+daemon keeps sending WATCHDOG=1 (with a STATUS= line), also while its threads wait between
+turns and while Moodle is slow but answers; one whose delivery thread, Moodle write-back
+thread or schedule job hangs stops, so systemd (WatchdogSec=) would kill and restart it."""
 
 import re
 import subprocess
@@ -10,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from moodle_ws.sandbox import SandboxServer, SiteSpec, generate_site
 from tests.e2e.conftest import Notify, cli_env, write_config
 
 #: what systemd passes for WatchdogSec=1: pings are due every half second
@@ -20,8 +22,9 @@ WATCHDOG_USEC = "1000000"
 def daemon(tmp_path):
     procs = []
 
-    def start(extra: dict) -> tuple[subprocess.Popen, Notify]:
+    def start(extra: dict, moodle: str = "") -> tuple[subprocess.Popen, Notify]:
         config = write_config(tmp_path)
+        config.write_text(config.read_text() + moodle)
         notify = Notify(tmp_path / f"notify-{len(procs)}.sock")
         env = cli_env(config, {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": WATCHDOG_USEC})
         proc = subprocess.Popen(
@@ -82,3 +85,75 @@ def test_a_wedged_delivery_thread_stops_the_pings(daemon, tmp_path):
     log = (tmp_path / "daemon.log").read_text()
     assert "watchdog: delivery (no progress for" in log
     assert log.count("no WATCHDOG=1 sent") == 1  # said once, not every half second
+
+
+@pytest.fixture
+def moodle():
+    site = generate_site(SiteSpec(seed=5, learners=5, courses=1, companies=1))
+    site.schedules[:] = []
+    with SandboxServer(site) as server:
+        server.site = site
+        yield server
+
+
+def moodle_config(server, timeout: float) -> str:
+    """[moodle] with one try a call, so a request may take 2 * timeout (connect, answer):
+    the watchdog allows that much; schedules synced every 10 s and checked every 2 s."""
+    return (f'[moodle]\nurl = "{server.url}"\ntoken = "{server.site.token}"\n'
+            f"timeout = {timeout}\nretry_attempts = 1\n"
+            "[schedules]\nsync_interval = 10\ntick_interval = 2\n")  # fmt: skip
+
+
+def wait_for_line(path, text: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (log := path.read_text()):
+        assert time.monotonic() < deadline, f"{text!r} never logged:\n{log}"
+        time.sleep(0.1)
+    return log
+
+
+def drain(notify: Notify) -> None:
+    """Drop what the daemon sent before now."""
+    notify.sock.setblocking(False)
+    try:
+        while notify.sock.recv(4096):
+            pass
+    except BlockingIOError:
+        pass
+    finally:
+        notify.sock.setblocking(True)
+
+
+def test_threads_waiting_and_a_slow_but_live_moodle_keep_the_pings(daemon, moodle, tmp_path):
+    # the schedule sync waits 3 s for Moodle (timeout 5 s): longer than the watchdog's 1 s
+    moodle.site.latency_by_function["local_manireports_get_schedules"] = 3.0
+    proc, notify = daemon({}, moodle=moodle_config(moodle, timeout=5))
+    got = messages(notify, 8.0)
+    log = (tmp_path / "daemon.log").read_text()
+    assert "schedule sync moodle" in log, log  # the slow sync ended within the window
+    # by now the write-back thread has slept 5 s between turns, the schedule jobs have
+    # waited for their next run and the alerts loop for its minute: none was taken for a
+    # wedge
+    assert "watchdog:" not in log, log
+    assert len(pings(got, after=6.0)) >= 3, got
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    "point, thread",
+    [
+        ("writeback.run", "write-back"),
+        ("schedules.sync", "schedule-sync"),
+        ("schedules.tick", "schedule-tick"),
+    ],
+)
+def test_a_hung_moodle_thread_or_schedule_job_stops_the_pings(daemon, moodle, tmp_path,
+                                                              point, thread):  # fmt: skip
+    proc, notify = daemon({"MOODLE_OFFLOAD_HANG_AT": point},
+                          moodle=moodle_config(moodle, timeout=1))  # fmt: skip
+    # past its Moodle request budget (2 s) and one watchdog interval, the daemon says so
+    log = wait_for_line(tmp_path / "daemon.log", f"watchdog: {thread} (no progress for")
+    drain(notify)
+    assert pings(messages(notify, 3.0)) == []  # and stays silent
+    assert proc.poll() is None  # alive but silent: what systemd's watchdog kills
+    assert "no WATCHDOG=1 sent, systemd restarts the service" in log

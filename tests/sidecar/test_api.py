@@ -12,6 +12,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from sidecar import jobs as ledger
+from sidecar import privacy
 from sidecar.db import store
 from sidecar.db.models import Job, Recipient
 from sidecar.web import api as api_module
@@ -156,6 +157,37 @@ def test_job_show_has_counts_route_reason_batches_and_totals(api, clock):
     assert body["total"] == 250 and body["run"] is None and body["status"] == "pending"
     short = api.session().get(f"/jobs/{job_id[:8]}").json()  # a unique prefix, like the CLI
     assert short["id"] == job_id
+
+
+def test_job_show_says_what_retention_erased_and_how_many_purge_user_erased(api, clock, tmp_path):
+    old = make_job(clock, 3, sent=(1, 2, 3))
+    legacy = make_job(clock, 2, sent=(1, 2))
+    clock.advance(200 * 86400)
+    privacy.run_retention(recipient_days=180, certificate_days=None, certificate_dir=tmp_path,
+                          stores={}, now=clock(), perf=lambda: 0.0)  # fmt: skip
+    # what ledgers written before held: a sentence
+    Job.update(erased="addresses, names, variables and the addresses in errors of its "
+               "recipients (retention: finished more than 90 days ago)").where(
+        Job.id == legacy).execute()  # fmt: skip
+    recent = make_job(clock, 3, sent=(1, 2, 3))
+    privacy.purge_user(3, certificate_dir=tmp_path, stores={}, include_suppression=False,
+                       now=clock())  # fmt: skip
+    admin = api.session()
+    at = clock().isoformat() + "Z"
+    what = ["addresses", "names", "variables", "addresses in errors"]
+
+    body = admin.get(f"/jobs/{old}").json()
+    assert body["erased"] == {"at": at, "what": what,
+                              "why": "retention: finished more than 180 days ago"}  # fmt: skip
+    assert body["purged"] == 1 and body["counts"] == {"sent": 3}  # the counts stay
+    assert admin.get(f"/jobs/{legacy}").json()["erased"] == {
+        "at": at, "what": what, "why": "retention: finished more than 90 days ago"}  # fmt: skip
+    body = admin.get(f"/jobs/{recent}").json()
+    assert body["erased"] is None and body["purged"] == 1
+    rows = admin.get(f"/jobs/{recent}/recipients").json()["items"]
+    assert [r["userid"] > 0 for r in rows] == [False, True, True]  # the purged row sorts first
+    assert [r["email"] for r in rows if r["userid"] > 0] == ["user1@example.org",
+                                                             "user2@example.org"]  # fmt: skip
 
 
 def test_recipients_walk_every_row_once_and_filter_by_status_and_search(api, clock):

@@ -12,7 +12,7 @@ from html import unescape
 
 import pytest
 
-from sidecar import jobs
+from sidecar import jobs, privacy
 from sidecar.db import store
 from sidecar.db.models import Job, Recipient
 from tests.sidecar.api_helpers import audit_events, make_job, people, statuses
@@ -143,6 +143,40 @@ def test_the_job_page_shows_counts_route_and_why_batches_and_recipients(api, clo
     # a unique prefix of the id finds it too
     assert get(api.session(), f"/jobs/{job_id[:8]}").status_code == 200
     assert get(api.session(), "/jobs/no-such-job").status_code == 404
+
+
+def test_the_job_page_says_what_retention_and_purge_user_erased(api, clock, tmp_path):
+    old = make_job(clock, 4, failed=(2,), sent=(1, 3, 4))
+    clock.advance(200 * 86400)
+    privacy.run_retention(recipient_days=180, certificate_days=None, certificate_dir=tmp_path,
+                          stores={}, now=clock(), perf=lambda: 0.0)  # fmt: skip
+    recent = make_job(clock, 3, sent=(1, 2, 3))
+    privacy.purge_user(2, certificate_dir=tmp_path, stores={}, include_suppression=False,
+                       now=clock())  # fmt: skip
+    admin = api.session()
+
+    page = get(admin, f"/jobs/{old}")
+    words = text_of(page)
+    assert (
+        f"Personal data erased on {clock():%Y-%m-%d %H:%M} UTC (retention: finished more "
+        "than 180 days ago): the addresses, names, variables and addresses in errors of "
+        "every recipient." in words
+    ), words
+    assert "the counts and the progress do not change" in words
+    assert "1 of 4 done" not in words and "4 of 4 done: 3 sent, 1 failed" in words
+    assert f'action="/jobs/{old}/retry"' not in page.text  # retry would be refused
+    assert "user1@example.org" not in page.text and "First1" not in page.text
+
+    page = get(admin, f"/jobs/{recent}")
+    words = text_of(page)
+    assert "Personal data erased on" not in words
+    assert "1 recipient erased by purge-user (a learner's erasure request)" in words
+    assert "user2@example.org" not in page.text and "user3@example.org" in page.text
+    assert recipient_ids(page) == [1, 3]  # and one shown as purged
+    assert '<td class="num" data-label="User">purged</td>' in page.text
+
+    fresh = get(admin, f"/jobs/{make_job(clock, 2)}")
+    assert "erased" not in text_of(fresh)
 
 
 def test_many_batches_are_summed_up_and_listed_folded(api, clock):

@@ -325,6 +325,23 @@ def test_the_jobs_pages_fit_a_phone_without_horizontal_scroll(site, open_page, p
     assert horizontal_overflow(phone) == 0
 
 
+def test_an_erased_job_says_so_on_a_phone_and_offers_no_retry(site, open_page, tmp_path):
+    from sidecar import privacy
+
+    job_id = make_job(site.clock, 6, course=12, failed=(2,), sent=(1, 3, 4, 5, 6))
+    site.clock.advance(200 * 86400)
+    privacy.run_retention(recipient_days=180, certificate_days=None, certificate_dir=tmp_path,
+                          stores={}, now=site.clock(), perf=lambda: 0.0)  # fmt: skip
+    phone = site.open(open_page(*PHONE, mobile=True))
+    phone.goto(f"{site.url}/jobs/{job_id}")
+    notice = phone.get_by_role("region", name="Personal data erased")
+    assert notice.is_visible()
+    assert f"Personal data erased on {site.clock():%Y-%m-%d}" in notice.inner_text()
+    assert "addresses, names, variables and addresses in errors" in notice.inner_text()
+    assert phone.get_by_role("button", name=re.compile("Retry")).count() == 0
+    assert horizontal_overflow(phone) == 0
+
+
 def test_the_jobs_pages_work_from_the_keyboard(site, page):
     job_id = make_job(site.clock, 4, course=9, failed=(2,), sent=(1, 3, 4))
     make_job(site.clock, 2, course=10)

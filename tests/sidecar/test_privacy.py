@@ -10,7 +10,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from sidecar import certificates, jobs, ledgerview, privacy, suppression, unsubscribe
+from sidecar import certificates, erasures, jobs, ledgerview, privacy, suppression, unsubscribe
 from sidecar.cli import main
 from sidecar.config import Config
 from sidecar.db import store
@@ -287,7 +287,8 @@ def test_retention_erases_a_50000_recipient_job_in_bounded_batches(db, clock, tm
         == "learner1@example.com"
     )
     job = Job.get_by_id(old)
-    assert job.erased_at == clock() and "addresses, names" in job.erased
+    erased = erasures.read(job.erased_at, job.erased)
+    assert erased["at"] == clock() and {"addresses", "names"} <= set(erased["what"])
     again = privacy.run_retention(recipient_days=180, certificate_days=None,
                                   certificate_dir=tmp_path, stores={}, now=clock(),
                                   perf=time.perf_counter)  # fmt: skip
@@ -304,8 +305,8 @@ def test_jobs_show_says_what_retention_erased(db, db_url, clock, tmp_path):
     out = CliRunner().invoke(main, ["-c", str(toml), "jobs", "show", old])
     assert out.exit_code == 0, out.output
     assert "personal data erased" in out.output
-    assert "addresses, names, variables and the addresses in errors" in out.output
-    assert "finished more than 180 days ago" in out.output
+    assert "addresses, names, variables and addresses in errors of its recipients" in out.output
+    assert "(retention: finished more than 180 days ago); counts kept" in out.output
     assert "permanently_failed 2  sent 18" in out.output, out.output  # the counts stay
     detail = ledgerview.job_detail(ledgerview.EVERYTHING, old)  # the API's job
     assert detail["erased"]["at"].startswith("2026-06-06") and "names" in detail["erased"]["what"]

@@ -38,6 +38,28 @@ def test_a_thread_is_wedged_only_past_its_announced_wait_plus_the_grace():
     assert beats.wedged(grace=60) == ["delivery (exited)"]
 
 
+def test_a_periodic_job_is_watched_by_name_and_only_its_lateness_counts():
+    clock = Clock()
+    beats = watchdog.Heartbeats(clock)
+    beats.watch("schedule-tick", idle=40)  # runs every 30 s, in its scheduler's threads
+    clock.now += 40 + 60
+    assert beats.wedged(grace=60) == []
+    beats.beat("schedule-tick", idle=65)  # a Moodle request: the next may take 65 s
+    clock.now += 65 + 61
+    assert beats.wedged(grace=60) == ["schedule-tick (no progress for 61s)"]
+
+
+def test_the_moodle_request_budget_covers_the_longest_backoff_and_two_timeouts():
+    from moodle_ws.client import ClientSettings
+
+    def budget(**over) -> float:
+        return ClientSettings(url="https://moodle.example", token="t", **over).request_budget
+
+    assert budget() == 4 + 1 + 2 * 30  # 4 tries: the third retry waits up to 4 s + 1 jitter
+    assert budget(attempts=1, timeout=5) == 10  # no retry, no backoff
+    assert budget(attempts=10) == 30 + 1 + 60  # backoff capped at max_backoff
+
+
 def test_the_interval_comes_from_watchdog_usec_for_this_process_only():
     assert watchdog.interval({"WATCHDOG_USEC": "120000000"}) == 120.0
     mine = {"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}

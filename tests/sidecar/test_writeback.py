@@ -151,3 +151,15 @@ def test_a_site_without_the_function_is_skipped_silently(site, db, db_url, clock
     tally = writeback(config, clock).run_once()
     assert tally.skipped == f"{FUNCTION} is not in the token's service"
     assert site.recorded_certificates == [] and len(pending(10)) == 2
+
+
+def test_each_request_to_moodle_tells_the_watchdog_how_long_the_next_may_take(
+    site, db, db_url, clock
+):
+    # one try a call, 4 s timeout: a connect and an answer of 4 s each
+    config = make_config(db_url, site.server_url, site.token, timeout=4)
+    issue(site, clock, 3)
+    told: list[float] = []
+    wb = WriteBack(config, lambda: open_client(config, progress=told.append), clock)
+    assert wb.run_once().recorded == 3
+    assert told == [8.0] * 4  # the site's function list, then the three certificates

@@ -1,6 +1,7 @@
 """The jobs pages (docs/dashboard.md#jobs): the list with its filters, a job's page (counts,
-progress chart, route, batches, history, recipients), its live progress fragment, and the
-retry, cancel and export actions. See sidecar.web.pages for RULES/HANDLERS and PageContext.
+progress chart, route, batches, history, recipients, what retention or purge-user erased),
+its live progress fragment, and the retry, cancel and export actions. See sidecar.web.pages
+for RULES/HANDLERS and PageContext.
 
 Everything is read through sidecar.ledgerview with the principal's scope, and the actions
 call what the JSON API's on_retry/on_cancel/on_export call (sidecar.jobs.retry_job,
@@ -16,7 +17,7 @@ from werkzeug.routing import Rule
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from sidecar import activity, ledgerview
+from sidecar import activity, erasures, ledgerview
 from sidecar import jobs as ledger
 from sidecar.db.models import AuditLog
 from sidecar.ledgerview import JobFilter
@@ -139,6 +140,7 @@ def job_page(ctx, request: Request, job_id: str) -> Response:
         error=error,
         statuses=RECIPIENT_STATUSES,
         notice=_notice(ctx, a.get("notice")),
+        erased_what=erasures.words(job["erased"]["what"]) if job["erased"] else "",
         can_retry=_can_retry(job),
         can_cancel=job["status"] not in JOB_FINAL,
         next_url=_url(base, **kept, cursor=cursor) + "#recipients" if cursor else None,
@@ -173,7 +175,8 @@ RETRYABLE = {JobStatus.PARTIAL_FAILURE, JobStatus.FAILED, JobStatus.PROCESSING, 
 
 
 def _can_retry(job: dict) -> bool:
-    return job["status"] in RETRYABLE and job["progress"]["failed"] > 0
+    """Also never one whose addresses retention erased (sidecar.jobs.retry_job refuses)."""
+    return job["status"] in RETRYABLE and job["progress"]["failed"] > 0 and not job["erased"]
 
 
 def _history(job_id: str) -> list[dict]:
