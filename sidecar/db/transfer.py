@@ -2,8 +2,9 @@
 
 The target gets today's schema first (`migrations.upgrade`), then every table of ours in
 foreign-key order, read in primary-key pages of `batch` rows (keyset, so memory stays flat
-and a page never rescans the ones before), each row through the models' field conversions
-(SQLite's 0/1 become PostgreSQL booleans, JSON text stays the same text). Primary keys are
+and a page never rescans the ones before) and written one round trip a page. Booleans and
+times go through the models' fields (SQLite keeps 0/1 and text); text, numbers and JSON
+text go as the driver gives them. Primary keys are
 kept, so ids in links, logs and the dashboard still name the same rows; afterwards the
 target's sequences (PostgreSQL) or AUTO_INCREMENT counters (MariaDB) start past them.
 Sealed secrets (temporary passwords) are copied as they are: the same encryption key
