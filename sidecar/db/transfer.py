@@ -120,8 +120,9 @@ def _same_database(a: str, b: str) -> bool:
 
 def _server_and_name(url: str) -> tuple:
     parts = urlsplit(url)
-    scheme = parts.scheme.split("+")[0].replace("mariadb", "mysql").replace("postgres", "pg")
-    return scheme[:5], parts.hostname, parts.port, unquote(parts.path)
+    scheme = parts.scheme.split("+")[0]
+    kind, port = ("pg", 5432) if scheme.startswith("postgres") else ("mysql", 3306)
+    return kind, parts.hostname or "127.0.0.1", parts.port or port, unquote(parts.path)
 
 
 @contextmanager

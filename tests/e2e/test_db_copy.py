@@ -4,7 +4,7 @@ what the copy refuses, and that it never prints the password."""
 
 import re
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography.fernet import Fernet
 
@@ -44,6 +44,9 @@ def source_ledger(tmp_path, moodle):  # noqa: F811
     # what only SES, Moodle or the dashboard writes: straight into the ledger
     db = open_database(f"sqlite:///{tmp_path}/offload.db")
     job = m.Job.select().order_by(m.Job.created_at).first()
+    # a minute apart: MariaDB keeps whole seconds, and `jobs list` orders by creation
+    job.created_at -= timedelta(minutes=1)
+    job.save()
     sealed = Sealer.of([KEY]).seal("Temp-Pass-123")
     first = m.Recipient.select().where(m.Recipient.job == job).order_by(m.Recipient.id).first()
     first.vars = {**first.vars, SECRET_KEY: sealed}
@@ -169,7 +172,7 @@ def test_copy_refuses_a_source_whose_schema_is_behind(tmp_path, moodle):  # noqa
     assert not (tmp_path / "new" / "offload.db").exists()
 
 
-def test_the_password_never_appears(tmp_path):
+def test_the_password_never_appears(tmp_path, monkeypatch):
     config = write_config(tmp_path)
     cli(config, "send", "csv", str(write_csv(tmp_path / "learners.csv", 3)),
         *message_args(tmp_path), "--yes")  # fmt: skip
@@ -181,3 +184,12 @@ def test_the_password_never_appears(tmp_path):
     )
     assert "cannot connect" in refused.stderr and "postgresql://offload:***@" in refused.stderr
     assert "pa55-w0rd" not in refused.stdout + refused.stderr
+
+    # the same URL from the environment (kept off the command line and out of `ps`)
+    monkeypatch.setenv("OFFLOAD_TARGET_URL", unreachable)
+    from_env = cli(config, "db", "copy", "--to", "env:OFFLOAD_TARGET_URL", check=False)
+    assert from_env.returncode == 1 and "postgresql://offload:***@" in from_env.stderr
+    assert "pa55-w0rd" not in from_env.stdout + from_env.stderr
+    unset = cli(config, "db", "copy", "--to", "env:NO_SUCH_VARIABLE", check=False)
+    assert unset.returncode == 1
+    assert "--to: environment variable NO_SUCH_VARIABLE is not set" in unset.stderr

@@ -43,3 +43,8 @@ def test_every_row_is_copied_as_it_was_in_pages_of_two(source, db_url):
     assert counts["batch"] == 6 and counts["job"] == 2
     for model in transfer.TABLES:
         assert table(db_url, model) == table(source, model), model._meta.table_name
+
+
+def test_a_copy_into_the_configured_database_itself_is_refused(source, tmp_path):
+    with pytest.raises(transfer.CopyError, match="is the configured database itself"):
+        transfer.copy_ledger(source, f"sqlite:///{tmp_path}/./source.db")
