@@ -1,4 +1,4 @@
-"""`run`, `check`, `db upgrade`, `db backup`, `db restore` and `demo`."""
+"""`run`, `check`, `db upgrade`, `db backup`, `db restore`, `db copy` and `demo`."""
 
 import click
 
@@ -128,6 +128,42 @@ def db_restore(obj: Context, file: str) -> None:
             f"schema {done.version} is older than this release's {migrations.LATEST}: "
             "`db upgrade` (or `run`) upgrades it"
         )
+
+
+@db.command("copy")
+@click.option("--to", "target", required=True, metavar="URL",
+              help="The database to copy into (postgresql://, mysql:// or sqlite:///); "
+              "env:NAME reads it from the environment.")  # fmt: skip
+@pass_ctx
+def db_copy(obj: Context, target: str) -> None:
+    """Copy the whole ledger into another database (e.g. SQLite to PostgreSQL), with the
+    daemon stopped."""
+    import os
+
+    from sidecar.db import transfer
+    from sidecar.db.connect import redact
+
+    if target.startswith("env:"):
+        name, target = target[4:], os.environ.get(target[4:], "")
+        if not target:
+            raise click.ClickException(f"--to: environment variable {name} is not set")
+    source = obj.config.database.url
+    click.echo(f"copying {redact(source)} into {redact(target)}")
+
+    def progress(table: str, rows: int) -> None:
+        if rows % (transfer.BATCH * 20) == 0:  # every 100,000 rows of a long table
+            click.echo(f"  {table}: {rows:,} rows so far")
+
+    done = transfer.copy_ledger(source, target, progress=progress)
+    width = max(len(c.table) for c in done.counts)
+    click.echo(f"schema version {done.version}; rows by table (source, target):")
+    for c in done.counts:
+        click.echo(f"  {c.table:<{width}} {c.source:>12,} {c.target:>12,}")
+    click.echo(f"copied {done.rows:,} rows in {done.seconds:.1f} s; every table's counts match")
+    click.echo(
+        f'now set [database] url = "{redact(target)}" in {obj.path} (with its password), '
+        "then start the daemon"
+    )
 
 
 @main.command()

@@ -1,4 +1,5 @@
-"""`db backup` and `db restore` for SQLite, and the lock that tells a restore a daemon runs.
+"""`db backup` and `db restore` for SQLite, and the lock that tells a restore (or a `db copy`)
+a daemon runs.
 
 A backup is SQLite's online backup API (`sqlite3.Connection.backup`): a consistent copy
 while the daemon keeps writing. PostgreSQL and MariaDB have their own tools; for them
@@ -84,12 +85,14 @@ def hold_shared(db_path: Path) -> IO | None:
     except BlockingIOError:
         handle.close()
         raise Conflict(
-            f"{db_path}: a `db restore` is replacing this database; start again after it"
+            f"{db_path}: a `db restore` or `db copy` holds this database; start again after it"
         ) from None
     return handle
 
 
-def _hold_exclusive(db_path: Path) -> IO:
+def hold_exclusive(db_path: Path, step: str = "restore") -> IO:
+    """For `db restore` and `db copy`: the lock no daemon holds meanwhile, or BackupError
+    (telling to stop the daemon, then `step`) while one runs. Closing the file frees it."""
     handle = open(lock_path(db_path), "a+")  # noqa: SIM115 - closed by the caller
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -97,7 +100,7 @@ def _hold_exclusive(db_path: Path) -> IO:
         handle.close()
         raise BackupError(
             f"{db_path}: a moodle-offload daemon is using this database: stop it first "
-            "(systemctl stop moodle-offload), restore, then start it; nothing changed"
+            f"(systemctl stop moodle-offload), {step}, then start it; nothing changed"
         ) from None
     return handle
 
@@ -181,7 +184,7 @@ def restore(file: Path, db_path: Path, now: datetime | None = None) -> Copied:
                 f"({migrations.LATEST}): restore it with the release that made it; nothing changed"
             )
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = _hold_exclusive(db_path)
+        lock = hold_exclusive(db_path)
         try:
             kept = None
             if db_path.exists():

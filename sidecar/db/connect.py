@@ -25,12 +25,13 @@ def open_database(url: str) -> Database:
     sqlite:///relative.db, sqlite:////abs/path.db, postgresql://user@host:port/name,
     mysql://user:pw@host:port/name. Raises ConfigError for an unsupported URL.
     """
-    db = _make(url)
+    db = make_database(url)
     proxy.initialize(db)
     return db
 
 
-def _make(url: str) -> Database:
+def make_database(url: str) -> Database:
+    """The database at `url`, not bound to the models (`db copy` holds two at once)."""
     parts = urlsplit(url)
     scheme = parts.scheme.split("+")[0]
     options = dict(parse_qsl(parts.query))
@@ -43,7 +44,7 @@ def _make(url: str) -> Database:
         return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10)
     name = unquote(parts.path.lstrip("/"))
     if not name:
-        raise ConfigError(f"database.url: {_redact(url)}: the database name is missing")
+        raise ConfigError(f"database.url: {redact(url)}: the database name is missing")
     common = {
         "host": parts.hostname or "127.0.0.1",
         "user": unquote(parts.username) if parts.username else None,
@@ -61,7 +62,8 @@ def _make(url: str) -> Database:
     )
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
+    """`url` with its password (if any) shown as ***."""
     parts = urlsplit(url)
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@")
