@@ -16,6 +16,7 @@ with the batch's own clock reading, so a batch composes the same wherever it run
 SIGHUP that changes the templates folder makes a new pool.
 """
 
+import json
 import os
 import time
 from collections import namedtuple
@@ -33,7 +34,8 @@ from sidecar.errors import TemplateError
 from sidecar.render import Renderer
 from sidecar.unsubscribe import Links
 
-#: a recipient as composing reads it (a module-level namedtuple: it pickles)
+#: a recipient as composing reads it (a module-level namedtuple: it pickles); `vars` is the
+#: JSON text the ledger holds (or the decoded dict)
 Row = namedtuple("Row", "userid email firstname lastname vars")
 
 #: batches smaller than this are composed in this process: a worker would not pay off
@@ -99,6 +101,8 @@ def compose(composer: Composer, work: Work) -> Composed:
     first, pack them into the batch's messages."""
     job, out = work.job, Composed()
     for r in work.rows:
+        if isinstance(r.vars, str):
+            r = r._replace(vars=json.loads(r.vars))
         try:
             cert = work.issued.get(r.userid)
             html = composer.certificate_html(job, r, cert) if cert else None
