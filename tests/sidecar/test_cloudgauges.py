@@ -10,6 +10,7 @@ import time
 import boto3
 import pytest
 
+from sidecar.metrics import REGISTRY
 from tests.cloudflare_api import ACCOUNT, TOKEN, CloudflareApi
 from tests.e2e.conftest import free_port
 
@@ -109,33 +110,20 @@ def test_cloudflare_backlogs_of_the_jobs_queue_and_the_dlq(db_url, daemon, sink,
     assert ("GET", f"/client/v4/accounts/{ACCOUNT}/queues/{jobs}/metrics") in cf_api.requests
 
 
-def test_unreachable_clouds_counted_logged_once(db_url, tmp_path, sink, caplog, aws, moto):  # noqa: F811
-    from sidecar.config import load
-    from sidecar.daemon import Daemon
-
-    from .test_metrics import SECRET
-
+def test_unreachable_clouds_counted_logged_once(db_url, daemon, sink, caplog, aws, moto):  # noqa: F811
     nowhere = f"http://127.0.0.1:{free_port()}"
-    path = tmp_path / "offload.toml"
-    path.write_text(
-        f'[database]\nurl = "{db_url}"\n'
-        f'[server]\nlisten = "127.0.0.1:{free_port()}"\npublic_url = "http://127.0.0.1"\n'
-        f'[security]\ncallback_secrets = ["{SECRET}"]\n'
-        f'[providers.local]\nfrom = "noreply@academy.example"\nsmtp_host = "127.0.0.1"\n'
-        f'smtp_port = {sink.port}\nsmtp_security = "none"\n'
-        f'certificate_dir = "{tmp_path}/certs"\n'
-        + aws_toml(aws, endpoint_url=nowhere)
-        + cf_toml(nowhere, queue_id="a" * 32, dlq_id="b" * 32)
-    )
     caplog.set_level(logging.INFO, logger="sidecar.cloudgauges")
-    d = Daemon(load(path), path, poll_interval=0.1, gauges_every=0.05)
-    d.start(schedules=False)
-    try:
-        # three readings for each cloud failing, each at least twice
-        samples = scrape_until(d.http.url, lambda s: value(s, ERRORS, provider="aws") >= 6
-                               and value(s, ERRORS, provider="cloudflare") >= 4)  # fmt: skip
-    finally:
-        d.shutdown()
+    extra = aws_toml(aws, endpoint_url=nowhere) + cf_toml(nowhere, queue_id="a" * 32,
+                                                          dlq_id="b" * 32)  # fmt: skip
+    # the counter is the process's own: earlier tests' failures are in it
+    before = {p: REGISTRY.get_sample_value(ERRORS, {"provider": p}) or 0
+              for p in ("aws", "cloudflare")}  # fmt: skip
+    d = daemon(db_url, sink.port, extra, gauges_every=0.05)
+    # three readings for each cloud failing, each at least twice
+    samples = scrape_until(d.http.url,
+                           lambda s: value(s, ERRORS, provider="aws") >= before["aws"] + 6
+                           and value(s, ERRORS, provider="cloudflare")
+                           >= before["cloudflare"] + 4)  # fmt: skip
     assert value(samples, "moodle_offload_ledger_up") == 1
     assert not any(name == DEPTH or name in SES
                    for name, _ in samples)  # fmt: skip

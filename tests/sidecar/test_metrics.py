@@ -93,11 +93,11 @@ def site():
 
 @pytest.fixture
 def daemon(tmp_path):
-    """`daemon(db_url, smtp_port, extra)`: `run`'s daemon (HTTP server and delivery loop,
+    """`daemon(db_url, smtp_port, extra, **options)`: `run`'s daemon (HTTP server and delivery loop,
     no scheduler thread) on `db_url`, delivering by SMTP to 127.0.0.1:smtp_port."""
     started = []
 
-    def start(db_url: str, smtp_port: int, extra: str = "") -> Daemon:
+    def start(db_url: str, smtp_port: int, extra: str = "", **options) -> Daemon:
         path = tmp_path / "offload.toml"
         path.write_text(
             f'[database]\nurl = "{db_url}"\n'
@@ -107,7 +107,7 @@ def daemon(tmp_path):
             f'smtp_port = {smtp_port}\nsmtp_security = "none"\n'
             f'certificate_dir = "{tmp_path}/certs"\n' + extra
         )
-        d = Daemon(load(path), path, poll_interval=0.1)
+        d = Daemon(load(path), path, poll_interval=0.1, **options)
         d.start(schedules=False)
         started.append(d)
         d.runtime.db.connect(reuse_if_open=True)  # this thread's connection, for the test
