@@ -11,7 +11,8 @@ batch of the job is queued. That includes rendering each recipient's email (sand
 Jinja2), building the `offload.batch.v1` messages, the signed `POST /enqueue` requests
 (the Worker checks the signature and the timestamp and calls `sendBatch`) and the ledger
 commit after each request (SQLite). The worker processes that compose large batches
-(sidecar/composepool.py) are started before the timing, as a running daemon has them. The request bodies actually posted are captured.
+(sidecar/composepool.py) are started before the timing, as a running daemon has them.
+The request bodies actually posted are captured.
 Floors: bare Jinja2 rendering the same emails (no sandbox, one context per email, the
 three blocks, nothing else; the same as bench/aws_submit.py), and the same captured
 bodies posted again to the same endpoint with bare `requests`, one POST per captured

@@ -8,9 +8,10 @@ batches `pending` after SQS took them. Those are sent again with the same entry 
 deduplication ids: a FIFO queue drops them (5-minute window) and the worker's
 (batch_id, userid) record makes any copy a no-op, so nobody is mailed twice. The next
 request is rendered while the last one is on its way (a second thread sends it and
-commits what SQS took), and is sent only after the last one is committed. Large batches are composed (rendered and
-packed) in worker processes a few batches ahead (sidecar/composepool.py), so the emails of
-the next batches are rendered on another core while this one posts and commits.
+commits what SQS took), and is sent only after the last one is committed. Large batches
+are composed (rendered and packed) in worker processes a few batches ahead
+(sidecar/composepool.py), so the emails of the next batches are rendered on another core
+while this one posts and commits.
 
 Pacing: the SES quota is read every few minutes; submission never plans more than 95%
 of the daily quota (less what SES sent and what is still queued) nor of the send rate.
