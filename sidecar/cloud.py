@@ -90,13 +90,6 @@ class _Composing:
     result: "Future[composepool.Composed] | composepool.Composed"
 
 
-@dataclass
-class _Sending:
-    built: list[_Built]
-    future: Future
-    started: float
-
-
 class Pacer:
     """Recipients the sidecar may hand over now: 95% of SES's daily quota and rate."""
 
@@ -216,7 +209,7 @@ class CloudSubmitter:
         parts = 0
         # one request at a time on its way to SQS while the next one is composed; it is
         # committed before the next is sent
-        sending: _Sending | None = None
+        sending: Future[int] | None = None
         # batches being composed (in worker processes), in order: as many as there are
         # workers, and one more, so that none waits while this thread sends and commits
         ahead: deque[_Composing] = deque()
@@ -450,9 +443,7 @@ class CloudSubmitter:
             type(exc).__name__,
         )
         self.workers = 0
-        if self._composers is not None:
-            self._composers.close()
-            self._composers = None
+        self.close()
 
     def close(self) -> None:
         """Stop the worker processes (if any were started)."""
@@ -469,9 +460,8 @@ class CloudSubmitter:
 
     # --- sending ---------------------------------------------------------------------------
 
-    def _start(self, pool: ThreadPoolExecutor, built: list[_Built]) -> "_Sending":
-        started = time.monotonic()
-        return _Sending(built, pool.submit(self._send, built, started), started)
+    def _start(self, pool: ThreadPoolExecutor, built: list[_Built]) -> "Future[int]":
+        return pool.submit(self._send, built, time.monotonic())
 
     def _send(self, built: list[_Built], started: float) -> int:
         """On the sending thread: hand one request to the queue and commit what it accepted
@@ -499,9 +489,9 @@ class CloudSubmitter:
         log.debug("%d batches queued in %.2fs", done, time.monotonic() - started)
         return done
 
-    def _finish(self, sending: "_Sending | None") -> int:
+    def _finish(self, sending: "Future[int] | None") -> int:
         """Wait until a request was sent and recorded; returns the batches queued."""
-        return 0 if sending is None else sending.future.result()
+        return 0 if sending is None else sending.result()
 
     def _record(self, built: list[_Built], outcomes) -> int:
         now = self.clock()
